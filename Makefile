@@ -1,0 +1,27 @@
+# gate_bridge — PGXS build
+EXTENSION   = gate_bridge
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENSION).control)
+
+MODULE_big  = gate_bridge
+OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
+
+TESTS       = $(wildcard test/sql/*.sql)
+REGRESS     = $(patsubst test/sql/%.sql,%,$(TESTS))
+REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=$(EXTENSION)
+
+ISOLATION   = $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec))
+ISOLATION_OPTS = --inputdir=test --outputdir=test/results-isolation --load-extension=$(EXTENSION)
+
+PG_CONFIG  ?= pg_config
+
+PG_CFLAGS   += -Wall -Wextra -Werror
+# The server's headers are not -Wextra clean; treat them as system headers.
+PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
+
+
+EXTRA_CLEAN = test/results test/results-isolation
+
+PGXS       := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

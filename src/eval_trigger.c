@@ -1,0 +1,368 @@
+/*-------------------------------------------------------------------------
+ *
+ * eval_trigger.c
+ *		AFTER INSERT FOR EACH ROW trigger on gate_bridge.eval_results.
+ *
+ * For each stored row: find the agent's budgets (from the backend cache),
+ * detect every violation — each metric against its floor or ceiling, and
+ * each failed invariant — and hand each one to gate_bridge_on_violation().
+ *
+ * The common path, a row that violates nothing, reads a few attributes,
+ * does a hash lookup and a few comparisons: no SPI, no lock, no NOTIFY.
+ * Everything is allocated in the trigger manager's per-row memory context,
+ * which is reset after every row, so a large INSERT or COPY does not grow.
+ *
+ * src/eval_trigger.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "gate_bridge.h"
+
+/* attribute numbers of the columns we read */
+typedef struct EvalColumns
+{
+	Oid			relid;
+	AttrNumber	id;
+	AttrNumber	agent;
+	AttrNumber	eval_run_id;
+	AttrNumber	metric[GB_NUM_BUDGET_TYPES - 1];	/* quality .. success_rate */
+	AttrNumber	invariants_failed;
+	AttrNumber	planner_version;
+	AttrNumber	triggered_by;
+	AttrNumber	context;
+	AttrNumber	created_at;
+} EvalColumns;
+
+static EvalColumns eval_columns = {InvalidOid};
+
+static void
+eval_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == eval_columns.relid)
+		eval_columns.relid = InvalidOid;
+}
+
+void
+gb_eval_trigger_init(void)
+{
+	CacheRegisterRelcacheCallback(eval_relcache_callback, (Datum) 0);
+}
+
+static AttrNumber
+column(TupleDesc desc, const char *name, Oid type)
+{
+	int			attno = SPI_fnumber(desc, name);
+
+	if (attno <= 0 || TupleDescAttr(desc, attno - 1)->atttypid != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("gate_bridge trigger needs column \"%s\" of type %s",
+						name, format_type_be(type))));
+	return attno;
+}
+
+static const EvalColumns *
+get_eval_columns(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (eval_columns.relid == RelationGetRelid(rel))
+		return &eval_columns;
+
+	eval_columns.id = column(desc, "id", INT8OID);
+	eval_columns.agent = column(desc, "agent", TEXTOID);
+	eval_columns.eval_run_id = column(desc, "eval_run_id", TEXTOID);
+	eval_columns.metric[GB_BUDGET_QUALITY] = column(desc, "quality", FLOAT8OID);
+	eval_columns.metric[GB_BUDGET_LATENCY] = column(desc, "latency_p95_ms", FLOAT8OID);
+	eval_columns.metric[GB_BUDGET_COST] = column(desc, "cost_usd", FLOAT8OID);
+	eval_columns.metric[GB_BUDGET_SUCCESS_RATE] = column(desc, "success_rate", FLOAT8OID);
+	eval_columns.invariants_failed = column(desc, "invariants_failed", TEXTARRAYOID);
+	eval_columns.planner_version = column(desc, "planner_version", TEXTOID);
+	eval_columns.triggered_by = column(desc, "triggered_by", TEXTOID);
+	eval_columns.context = column(desc, "context", JSONBOID);
+	eval_columns.created_at = column(desc, "created_at", TIMESTAMPTZOID);
+	eval_columns.relid = RelationGetRelid(rel);
+	return &eval_columns;
+}
+
+/* Everything needed to build one violation's incident details, lazily. */
+typedef struct RowViolation
+{
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	const EvalColumns *cols;
+	const char *agent;
+	const GBBudget *budget;		/* may be NULL (invariant, no budget) */
+	GBSeverity	severity;
+	double		actual;
+	double		threshold;
+	const char *invariant;		/* invariant incidents only */
+} RowViolation;
+
+static const char *
+text_attr(const RowViolation *rv, AttrNumber attno)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(rv->tuple, attno, rv->desc, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static void
+push_budget(JsonbParseState **st, const GBBudget *b)
+{
+	JsonbValue	null;
+
+	null.type = jbvNull;
+	gb_jb_key(st, "budget");
+	if (b == NULL)
+	{
+		pushJsonbValue(st, WJB_VALUE, &null);
+		return;
+	}
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+	gb_jb_text(st, "agent_pattern", b->agent_pattern);
+	gb_jb_text(st, "budget_type", gb_budget_type_name(b->budget_type));
+	if (b->has_warning)
+		gb_jb_float8(st, "warning", b->warning);
+	if (b->has_error)
+		gb_jb_float8(st, "error", b->error);
+	if (b->has_critical)
+		gb_jb_float8(st, "critical", b->critical);
+	gb_jb_text(st, "lookback", b->lookback);
+	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+}
+
+/* incidents.details: {violation, budget, context, eval_result} */
+static Jsonb *
+row_details(void *arg)
+{
+	RowViolation *rv = (RowViolation *) arg;
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+	bool		isnull;
+	Datum		d;
+	char		buf[MAXDATELEN + 1];
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+
+	gb_jb_key(&st, "violation");
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	gb_jb_text(&st, "agent", rv->agent);
+	if (rv->invariant)
+	{
+		gb_jb_text(&st, "budget_type", "invariants");
+		gb_jb_text(&st, "invariant", rv->invariant);
+	}
+	else
+		gb_jb_text(&st, "budget_type", gb_budget_type_name(rv->budget->budget_type));
+	gb_jb_text(&st, "severity", gb_severity_name(rv->severity));
+	gb_jb_float8(&st, "actual", rv->actual);
+	if (rv->budget)
+		gb_jb_float8(&st, "threshold", rv->threshold);
+	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+
+	push_budget(&st, rv->budget);
+
+	d = heap_getattr(rv->tuple, rv->cols->context, rv->desc, &isnull);
+	if (isnull)
+	{
+		gb_jb_key(&st, "context");
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	}
+	else
+		gb_jb_jsonb(&st, "context", DatumGetJsonbP(d));
+
+	gb_jb_key(&st, "eval_result");
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	d = heap_getattr(rv->tuple, rv->cols->id, rv->desc, &isnull);
+	if (!isnull)
+		gb_jb_int8(&st, "id", DatumGetInt64(d));
+	gb_jb_text(&st, "eval_run_id", text_attr(rv, rv->cols->eval_run_id));
+	gb_jb_text(&st, "planner_version", text_attr(rv, rv->cols->planner_version));
+	gb_jb_text(&st, "triggered_by", text_attr(rv, rv->cols->triggered_by));
+	d = heap_getattr(rv->tuple, rv->cols->created_at, rv->desc, &isnull);
+	gb_jb_text(&st, "created_at",
+			   isnull ? NULL : JsonEncodeDateTime(buf, d, TIMESTAMPTZOID, NULL));
+	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+
+	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+static void
+report(RowViolation *rv, GBKind kind, const char *violation_type,
+	   const char *subject)
+{
+	GBViolation v;
+
+	v.kind = kind;
+	v.agent = rv->agent;
+	v.violation_type = violation_type;
+	v.subject = subject;
+	v.severity = rv->severity;
+	v.build_details = row_details;
+	v.details_arg = rv;
+	(void) gate_bridge_on_violation(&v);
+}
+
+/*
+ * Failed invariants: each name must be usable in an incident key.  Checked
+ * whether or not the bridge is enabled, so that what is stored is the same.
+ */
+static void
+deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(d);
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+					  elems, &nulls, &n);
+	*nelems = 0;
+	for (i = 0; i < n; i++)
+	{
+		int			len;
+
+		/* NULL and empty names are refused by a CHECK constraint */
+		if (nulls[i])
+			continue;
+		len = VARSIZE_ANY_EXHDR(DatumGetPointer((*elems)[i]));
+		if (len == 0)
+			continue;
+		if (len + agent_len + (int) strlen("INVARIANT__") > GB_KEY_MAX_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invariant name in column \"invariants_failed\" is too long"),
+					 errdetail("The incident key INVARIANT_{agent}_{invariant} would be %d bytes; the limit is %d.",
+							   len + agent_len + (int) strlen("INVARIANT__"),
+							   GB_KEY_MAX_BYTES)));
+		(*elems)[(*nelems)++] = (*elems)[i];
+	}
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_eval_results_gate);
+
+Datum
+gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const EvalColumns *cols;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	text	   *agent_text;
+	const GBBudget *const *budgets;
+	Datum		d;
+	bool		isnull;
+	Datum	   *inv_elems = NULL;
+	int			inv_count = 0;
+	RowViolation rv;
+	int			t;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("gate_bridge_eval_results_gate: not called by trigger manager")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("gate_bridge_eval_results_gate: must be fired AFTER INSERT FOR EACH ROW")));
+
+	tuple = trigdata->tg_trigtuple;
+	desc = RelationGetDescr(trigdata->tg_relation);
+	cols = get_eval_columns(trigdata->tg_relation);
+
+	d = heap_getattr(tuple, cols->agent, desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(NULL);	/* refused by NOT NULL */
+	agent_text = DatumGetTextPP(d);
+
+	d = heap_getattr(tuple, cols->invariants_failed, desc, &isnull);
+	if (!isnull)
+		deconstruct_invariants(d, VARSIZE_ANY_EXHDR(agent_text),
+							   &inv_elems, &inv_count);
+
+	if (!gb_enabled)
+		return PointerGetDatum(NULL);
+
+	budgets = gb_budgets_for_agent(VARDATA_ANY(agent_text),
+								   VARSIZE_ANY_EXHDR(agent_text));
+	if (budgets == NULL && inv_count == 0)
+		return PointerGetDatum(NULL);	/* the common case */
+
+	memset(&rv, 0, sizeof(rv));
+	rv.tuple = tuple;
+	rv.desc = desc;
+	rv.cols = cols;
+
+	if (budgets != NULL)
+	{
+		for (t = 0; t < GB_BUDGET_INVARIANTS; t++)
+		{
+			const GBBudget *b = budgets[t];
+
+			if (b == NULL)
+				continue;
+			d = heap_getattr(tuple, cols->metric[t], desc, &isnull);
+			if (isnull)
+				continue;		/* a NULL metric is not checked */
+			rv.actual = DatumGetFloat8(d);
+			rv.severity = gb_budget_tier(b, rv.actual, &rv.threshold);
+			if (rv.severity == GB_SEV_NONE)
+				continue;
+
+			if (rv.agent == NULL)
+				rv.agent = text_to_cstring(agent_text);
+			rv.budget = b;
+			rv.invariant = NULL;
+			report(&rv, GB_KIND_BUDGET, gb_budget_type_name(b->budget_type),
+				   gb_budget_type_name(b->budget_type));
+		}
+	}
+
+	if (inv_count > 0)
+	{
+		const GBBudget *b = budgets ? budgets[GB_BUDGET_INVARIANTS] : NULL;
+		int			i;
+
+		rv.budget = b;
+		rv.actual = inv_count;
+		rv.threshold = 0;
+		/* the agent's invariants budget sets the severity; "error" without one */
+		rv.severity = b ? gb_budget_tier(b, inv_count, &rv.threshold) : GB_SEV_ERROR;
+		if (rv.severity != GB_SEV_NONE)
+		{
+			if (rv.agent == NULL)
+				rv.agent = text_to_cstring(agent_text);
+			for (i = 0; i < inv_count; i++)
+			{
+				rv.invariant = TextDatumGetCString(inv_elems[i]);
+				report(&rv, GB_KIND_INVARIANT, "invariants", rv.invariant);
+			}
+		}
+	}
+
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * gate_bridge.h
+ *		Declarations shared by the gate_bridge subsystems.
+ *
+ * src/gate_bridge.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef GATE_BRIDGE_H
+#define GATE_BRIDGE_H
+
+#include "postgres.h"
+
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* Limits that the install script's CHECK constraints repeat. */
+#define GB_AGENT_MAX_BYTES	128
+#define GB_KEY_MAX_BYTES	255
+
+/* Budget types, in the order the trigger checks them. */
+typedef enum GBBudgetType
+{
+	GB_BUDGET_QUALITY = 0,
+	GB_BUDGET_LATENCY,
+	GB_BUDGET_COST,
+	GB_BUDGET_SUCCESS_RATE,
+	GB_BUDGET_INVARIANTS,
+	GB_NUM_BUDGET_TYPES
+} GBBudgetType;
+
+/* Violation severities; 0 means "no tier crossed". */
+typedef enum GBSeverity
+{
+	GB_SEV_NONE = 0,
+	GB_SEV_WARNING,
+	GB_SEV_ERROR,
+	GB_SEV_CRITICAL
+} GBSeverity;
+
+typedef enum GBKind
+{
+	GB_KIND_BUDGET = 0,
+	GB_KIND_INVARIANT,
+	GB_KIND_PLANNER
+} GBKind;
+
+/* One budget row, as cached in the backend. */
+typedef struct GBBudget
+{
+	char	   *agent_pattern;
+	GBBudgetType budget_type;
+	bool		has_warning;
+	bool		has_error;
+	bool		has_critical;
+	double		warning;
+	double		error;
+	double		critical;
+	char	   *lookback;		/* interval, as text, for incident details */
+} GBBudget;
+
+/* A violation handed to gate_bridge_on_violation(). */
+typedef struct GBViolation
+{
+	GBKind		kind;
+	const char *agent;
+	const char *violation_type; /* budget type, "invariants" or
+								 * "planner_regression" */
+	const char *subject;		/* budget type, invariant name or version */
+	GBSeverity	severity;
+	/* builds incidents.details; called only when an incident is created */
+	Jsonb	   *(*build_details) (void *arg);
+	void	   *details_arg;
+} GBViolation;
+
+/* guc.c */
+extern bool gb_enabled;
+extern int	gb_rate_limit;
+extern int	gb_rate_window;
+extern char *gb_notify_channel;
+extern void gb_define_gucs(void);
+
+/* severity.c */
+extern const char *gb_budget_type_name(GBBudgetType type);
+extern bool gb_budget_type_parse(const char *name, GBBudgetType *type);
+extern bool gb_budget_is_floor(GBBudgetType type);
+extern const char *gb_severity_name(GBSeverity sev);
+extern GBSeverity gb_severity_parse(const char *name, const char *what);
+extern const char *gb_incident_severity_name(GBSeverity sev);
+extern GBSeverity gb_budget_tier(const GBBudget *budget, double actual,
+								 double *threshold);
+extern const char *gb_kind_name(GBKind kind);
+
+/* budgets.c */
+extern void gb_budget_cache_init(void);
+extern int	gb_pattern_rank(const char *pattern, const char *agent, int agent_len);
+extern const GBBudget *const *gb_budgets_for_agent(const char *agent, int agent_len);
+
+/* eval_trigger.c */
+extern void gb_eval_trigger_init(void);
+
+/* incident.c */
+extern int64 gate_bridge_on_violation(const GBViolation *violation);
+extern Oid	gb_owner(void);
+
+/* payload.c */
+extern char *gb_created_payload(int64 id, const char *kind, const char *key,
+								const char *severity, const char *summary,
+								TimestampTz created_at, char **data_out);
+
+/* jsonutil.c */
+extern JsonbValue *gb_json_get(Jsonb *obj, const char *key, JsonbValue *result);
+extern const char *gb_json_get_text(Jsonb *obj, const char *argname,
+									const char *key, bool required);
+extern bool gb_json_get_number(Jsonb *obj, const char *argname,
+							   const char *key, bool required, double *result);
+extern void gb_json_require_object(Jsonb *obj, const char *argname);
+extern void gb_jb_key(JsonbParseState **state, const char *key);
+extern void gb_jb_text(JsonbParseState **state, const char *key, const char *value);
+extern void gb_jb_float8(JsonbParseState **state, const char *key, double value);
+extern void gb_jb_int8(JsonbParseState **state, const char *key, int64 value);
+extern void gb_jb_jsonb(JsonbParseState **state, const char *key, Jsonb *value);
+
+#endif							/* GATE_BRIDGE_H */

@@ -1,0 +1,181 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *		gate_bridge.ack() and gate_bridge.resolve().
+ *
+ * open -> ack -> resolved, and open -> resolved.  A resolved incident is
+ * final.  Each move is one conditional UPDATE, so two operators racing on
+ * one incident cannot both succeed; the loser gets a clear error, as does
+ * an unknown id.  Each move writes a timeline row.  Operators need only
+ * EXECUTE on these functions: the work runs as the extension's owner.
+ *
+ * src/lifecycle.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "gate_bridge.h"
+#include "privileged.h"
+
+static SPIPlanPtr ack_plan = NULL;
+static SPIPlanPtr resolve_plan = NULL;
+static SPIPlanPtr status_plan = NULL;
+static SPIPlanPtr event_plan = NULL;
+
+static SPIPlanPtr
+keep(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			t_ack[2] = {INT8OID, TEXTOID};
+	Oid			t_resolve[3] = {INT8OID, TEXTOID, TEXTOID};
+	Oid			t_status[1] = {INT8OID};
+	Oid			t_event[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+
+	if (event_plan != NULL)
+		return;
+	ack_plan = keep("UPDATE gate_bridge.incidents"
+					"   SET status = 'ack', acked_at = now(), acked_by = $2"
+					" WHERE id = $1 AND status = 'open' RETURNING id",
+					2, t_ack);
+	resolve_plan = keep("UPDATE gate_bridge.incidents"
+						"   SET status = 'resolved', resolved_at = now(),"
+						"       resolved_by = $2, resolution_note = $3"
+						" WHERE id = $1 AND status <> 'resolved' RETURNING id",
+						3, t_resolve);
+	status_plan = keep("SELECT status FROM gate_bridge.incidents WHERE id = $1",
+					   1, t_status);
+	event_plan = keep("INSERT INTO gate_bridge.incident_events"
+					  " (incident_id, event, at, actor, detail)"
+					  " VALUES ($1, $2, now(), $3,"
+					  "         CASE WHEN $4 IS NULL THEN '{}'::jsonb"
+					  "              ELSE jsonb_build_object('note', $4) END)",
+					  4, t_event);
+}
+
+static void
+move(int64 id, bool resolve, const char *actor, const char *note)
+{
+	GBPrivileged priv;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			ret;
+
+	gb_privileged_begin(&priv);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(actor);
+	values[2] = note ? CStringGetTextDatum(note) : (Datum) 0;
+	nulls[2] = note ? ' ' : 'n';
+
+	ret = SPI_execute_plan(resolve ? resolve_plan : ack_plan, values, nulls, false, 0);
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "updating incident failed: %s", SPI_result_code_string(ret));
+
+	if (SPI_processed == 0)
+	{
+		char	   *status;
+
+		ret = SPI_execute_plan(status_plan, values, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "reading incident failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("incident " INT64_FORMAT " does not exist", id)));
+		status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (strcmp(status, "resolved") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("incident " INT64_FORMAT " is already resolved", id),
+					 errdetail("A resolved incident is final; the next violation for its key opens a new incident.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("incident " INT64_FORMAT " is already acknowledged", id)));
+	}
+
+	values[1] = CStringGetTextDatum(resolve ? "resolved" : "acked");
+	{
+		Datum		ev[4] = {values[0], values[1], CStringGetTextDatum(actor), values[2]};
+		char		evnulls[4] = {' ', ' ', ' ', nulls[2]};
+
+		ret = SPI_execute_plan(event_plan, ev, evnulls, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "recording incident event failed: %s",
+				 SPI_result_code_string(ret));
+	}
+
+	SPI_finish();
+	gb_privileged_end(&priv);
+}
+
+static char *
+actor_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *actor;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("actor must not be null")));
+	actor = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (actor[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("actor must not be empty")));
+	return actor;
+}
+
+static int64
+id_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("incident_id must not be null")));
+	return PG_GETARG_INT64(0);
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_ack);
+
+/* ack(incident_id bigint, actor text DEFAULT current_user) */
+Datum
+gate_bridge_ack(PG_FUNCTION_ARGS)
+{
+	int64		id = id_arg(fcinfo);
+
+	move(id, false, actor_arg(fcinfo, 1), NULL);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_resolve);
+
+/* resolve(incident_id bigint, actor text DEFAULT current_user, note text DEFAULT NULL) */
+Datum
+gate_bridge_resolve(PG_FUNCTION_ARGS)
+{
+	int64		id = id_arg(fcinfo);
+	char	   *actor = actor_arg(fcinfo, 1);
+	char	   *note = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	move(id, true, actor, note);
+	PG_RETURN_VOID();
+}

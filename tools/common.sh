@@ -1,0 +1,35 @@
+# Shared by tools/demo, tools/test and bench/: install what is missing,
+# build and install the extension.  Sourced, not run.
+
+GB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GB_PGVERSION=${GB_PGVERSION:-15}
+GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
+postgresql-$GB_PGVERSION-pgtap libtap-parser-sourcehandler-pgtap-perl \
+postgresql-contrib libpq-dev libdbd-pg-perl gcc make"
+
+gb_say() { printf '== %s\n' "$*" >&2; }
+
+# Install the Debian packages that are not there yet (needs root or sudo).
+gb_install_deps() {
+	local missing=() p
+	for p in $GB_PACKAGES; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	gb_say "installing ${missing[*]}"
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Build with warnings as errors and install into the server's directories.
+gb_build_install() {
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	export PG_CONFIG=/usr/lib/postgresql/$GB_PGVERSION/bin/pg_config
+	gb_say "building gate_bridge"
+	make -C "$GB_ROOT" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+	$sudo make -C "$GB_ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+}
