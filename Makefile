@@ -9,10 +9,10 @@ DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
 
 TESTS       = $(wildcard test/sql/*.sql)
 REGRESS     = $(patsubst test/sql/%.sql,%,$(TESTS))
-REGRESS_OPTS = --inputdir=test --outputdir=test/results --load-extension=$(EXTENSION)
+REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=$(EXTENSION)
 
 ISOLATION   = $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec))
-ISOLATION_OPTS = --inputdir=test --outputdir=test/results-isolation --load-extension=$(EXTENSION)
+ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_out --load-extension=$(EXTENSION)
 
 PG_CONFIG  ?= pg_config
 
@@ -21,7 +21,7 @@ PG_CFLAGS   += -Wall -Wextra -Werror
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 
 
-EXTRA_CLEAN = test/results test/results-isolation
+EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out
 
 PGXS       := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -20,14 +20,14 @@ suite() {
 
 regress() {
 	make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= && return 0
-	[ -f test/results/regression.diffs ] && cat test/results/regression.diffs
+	[ -f test/regression.diffs ] && cat test/regression.diffs
 	return 1
 }
 
 isolation() {
 	[ -n "$(ls test/specs/*.spec 2>/dev/null)" ] || return 0
 	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= && return 0
-	[ -f test/results-isolation/regression.diffs ] && cat test/results-isolation/regression.diffs
+	[ -f test/isolation_out/regression.diffs ] && cat test/isolation_out/regression.diffs
 	return 1
 }
 
