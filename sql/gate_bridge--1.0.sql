@@ -148,14 +148,15 @@ CREATE TABLE gate_bridge.incidents (
 );
 
 -- At most one unresolved incident per (kind, key), enforced by the database.
--- This index also serves the deduplication lookup; its predicate is repeated
--- word for word in the C code's queries so that the planner can use it.
+-- It also serves the (kind, key, status) lookup of deduplication; its
+-- predicate is repeated word for word in the C code's queries so that the
+-- planner can use it.
 CREATE UNIQUE INDEX incidents_unresolved_key_idx
 	ON gate_bridge.incidents (kind, key) WHERE status <> 'resolved';
 
--- The (kind, key, status) lookup, and the rate-limit window count.
-CREATE INDEX incidents_kind_key_status_idx
-	ON gate_bridge.incidents (kind, key, status, first_seen_at);
+-- The rate-limit window count: incidents created for a key since a time.
+CREATE INDEX incidents_kind_key_first_seen_idx
+	ON gate_bridge.incidents (kind, key, first_seen_at);
 
 COMMENT ON TABLE gate_bridge.incidents IS
 	'Incidents opened by gate_bridge; change them through gate_bridge.ack() and gate_bridge.resolve()';
