@@ -88,25 +88,30 @@ optional_object(FunctionCallInfo fcinfo, int argno, const char *argname,
 static Jsonb *
 required_object(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
-	if (PG_ARGISNULL(argno))
+	Jsonb	   *obj = PG_ARGISNULL(argno) ? NULL :
+		optional_object(fcinfo, argno, argname, false);
+
+	/* SQL NULL and JSON null alike */
+	if (obj == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", argname)));
-	return optional_object(fcinfo, argno, argname, false);
+	return obj;
 }
 
+/* "what" names the argument or key, e.g. "agent" or "key \"agent\" in violation" */
 static void
-check_agent(const char *agent, const char *where)
+check_agent(const char *agent, const char *what)
 {
 	if (agent[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("agent name in %s must not be empty", where)));
+				 errmsg("%s must not be empty", what)));
 	if (strlen(agent) > GB_AGENT_MAX_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("agent name in %s is too long (%zu bytes, at most %d)",
-						where, strlen(agent), GB_AGENT_MAX_BYTES)));
+				 errmsg("%s is too long (%zu bytes, at most %d)",
+						what, strlen(agent), GB_AGENT_MAX_BYTES)));
 }
 
 /*
@@ -131,8 +136,10 @@ parse_budget_violation(Jsonb *violation, const char *argname,
 				 errmsg("key \"agent\" in %s is \"%s\", not the gate's agent \"%s\"",
 						argname, own_agent, agent)));
 	if (agent == NULL)
+	{
 		agent = own_agent;
-	check_agent(agent, argname);
+		check_agent(agent, psprintf("key \"agent\" in %s", argname));
+	}
 
 	type = gb_json_get_text(violation, argname, "budget_type", true);
 	if (!gb_budget_type_parse(type, &bt))
@@ -223,7 +230,7 @@ gate_bridge_on_invariant_failure(PG_FUNCTION_ARGS)
 	memset(&v, 0, sizeof(v));
 	v.kind = GB_KIND_INVARIANT;
 	v.agent = gb_json_get_text(eval_result, "eval_result", "agent", true);
-	check_agent(v.agent, "eval_result");
+	check_agent(v.agent, "key \"agent\" in eval_result");
 	v.violation_type = "invariants";
 	v.subject = gb_json_get_text(inv_result, "invariant_result", "invariant", true);
 	(void) gb_json_get_text(inv_result, "invariant_result", "message", false);

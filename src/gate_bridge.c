@@ -9,6 +9,7 @@
  *	severity.c		budget types, tiers and severities
  *	eval_trigger.c	the trigger on gate_bridge.eval_results
  *	incident.c		the decision: dedup, rate limit, record, notify
+ *	coalesce.c		folding repeats of a key within one statement
  *	payload.c		the NOTIFY payload
  *	api.c			SQL-callable functions
  *	lifecycle.c		ack and resolve
@@ -35,4 +36,5 @@ _PG_init(void)
 	gb_define_gucs();
 	gb_budget_cache_init();
 	gb_eval_trigger_init();
+	gb_coalesce_init();
 }

@@ -72,6 +72,8 @@ typedef struct GBViolation
 	/* builds incidents.details; called only when an incident is created */
 	Jsonb	   *(*build_details) (void *arg);
 	void	   *details_arg;
+	/* fold repeats of this key within the statement (trigger path) */
+	bool		coalesce;
 } GBViolation;
 
 /* guc.c */
@@ -99,6 +101,15 @@ extern const GBBudget *const *gb_budgets_for_agent(const char *agent, int agent_
 
 /* eval_trigger.c */
 extern void gb_eval_trigger_init(void);
+
+/* coalesce.c */
+extern void gb_coalesce_init(void);
+extern bool gb_coalesce_try(const char *kind, const char *key);
+extern void gb_coalesce_remember_dedup(const char *kind, const char *key,
+									   int64 incident_id);
+extern void gb_coalesce_remember_rate_limited(const char *kind, const char *key,
+											  TimestampTz valid_until);
+extern void gb_coalesce_flush(void);
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);

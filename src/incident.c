@@ -104,7 +104,7 @@ prepare_plans(void)
 		"INSERT INTO gate_bridge.incident_keys (kind, key) VALUES ($1, $2)"
 		" ON CONFLICT (kind, key) DO NOTHING", 2, t2);
 	plans.window_count = prepare(
-		"SELECT count(*) FROM gate_bridge.incidents"
+		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incidents"
 		" WHERE kind = $1 AND key = $2 AND first_seen_at > $3", 3, t3);
 	plans.rate_limited = prepare(
 		"UPDATE gate_bridge.incident_keys"
@@ -240,11 +240,17 @@ gate_bridge_on_violation(const GBViolation *v)
 	TimestampTz last_rl;
 	bool		isnull;
 
+	/* bad input is refused whether or not the bridge is enabled */
+	severity = gb_incident_severity_name(v->severity);
+	key = build_key(v);
+
 	if (!gb_enabled)
 		return 0;
 
-	severity = gb_incident_severity_name(v->severity);
-	key = build_key(v);
+	/* a repeat within this statement: counted in memory */
+	if (v->coalesce && gb_coalesce_try(kind, key))
+		return 0;
+
 	kv[0] = CStringGetTextDatum(kind);
 	kv[1] = CStringGetTextDatum(key);
 
@@ -259,6 +265,8 @@ gate_bridge_on_violation(const GBViolation *v)
 				(errmsg("Skipping duplicate %s incident: %s", kind, key),
 				 errdetail("Folded into incident " INT64_FORMAT ".", id),
 				 errhidestmt(true)));
+		if (v->coalesce)
+			gb_coalesce_remember_dedup(kind, key, id);
 		id = 0;
 		goto done;
 	}
@@ -273,6 +281,8 @@ gate_bridge_on_violation(const GBViolation *v)
 				(errmsg("Skipping duplicate %s incident: %s", kind, key),
 				 errdetail("Folded into incident " INT64_FORMAT ".", id),
 				 errhidestmt(true)));
+		if (v->coalesce)
+			gb_coalesce_remember_dedup(kind, key, id);
 		id = 0;
 		goto done;
 	}
@@ -286,8 +296,15 @@ gate_bridge_on_violation(const GBViolation *v)
 		recent = first_int8(&isnull);
 		if (recent >= gb_rate_limit)
 		{
+			TimestampTz oldest = DatumGetTimestampTz(
+				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
 			values[2] = TimestampTzGetDatum(now);
 			run(plans.rate_limited, values, NULL, SPI_OK_UPDATE);
+			/* rate limited until the oldest counted incident leaves the window */
+			if (v->coalesce && !isnull)
+				gb_coalesce_remember_rate_limited(kind, key,
+												  oldest + (TimestampTz) gb_rate_window * USECS_PER_SEC);
 			/* one LOG line per key and window; the rest at DEBUG1 */
 			ereport(last_rl <= window_start ? LOG : DEBUG1,
 					(errmsg("Rate limited %s incident: %s", kind, key),
@@ -336,6 +353,9 @@ gate_bridge_on_violation(const GBViolation *v)
 		values[4] = CStringGetTextDatum(data);
 		nulls[3] = actor ? ' ' : 'n';
 		run(plans.insert_event, values, nulls, SPI_OK_INSERT);
+
+		if (v->coalesce)
+			gb_coalesce_remember_dedup(kind, key, id);
 
 		/* delivered at commit, discarded on rollback */
 		Async_Notify(gb_notify_channel, payload);

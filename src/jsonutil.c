@@ -12,7 +12,9 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -127,8 +129,22 @@ gb_json_get_number(Jsonb *obj, const char *argname, const char *key,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key \"%s\" in %s must be a number, not %s",
 						key, argname, json_type_name(v))));
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-										   NumericGetDatum(v->val.numeric)));
+	/*
+	 * numeric_float8() would raise its own error, quoting the whole number,
+	 * for values beyond float8's range; strtod() lets us name the key.
+	 */
+	{
+		char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v->val.numeric)));
+
+		errno = 0;
+		d = strtod(s, NULL);
+		if (errno == ERANGE && d != 0)
+			d = HUGE_VAL;
+		else if (errno == ERANGE)
+			d = 0.0;			/* underflow: a tiny number is 0 for us */
+		pfree(s);
+	}
 	if (isnan(d) || isinf(d))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),

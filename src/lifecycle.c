@@ -18,6 +18,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "gate_bridge.h"
@@ -45,16 +46,16 @@ prepare_plans(void)
 	Oid			t_ack[2] = {INT8OID, TEXTOID};
 	Oid			t_resolve[3] = {INT8OID, TEXTOID, TEXTOID};
 	Oid			t_status[1] = {INT8OID};
-	Oid			t_event[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Oid			t_event[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 
 	if (event_plan != NULL)
 		return;
 	ack_plan = keep("UPDATE gate_bridge.incidents"
-					"   SET status = 'ack', acked_at = now(), acked_by = $2"
+					"   SET status = 'ack', acked_at = clock_timestamp(), acked_by = $2"
 					" WHERE id = $1 AND status = 'open' RETURNING id",
 					2, t_ack);
 	resolve_plan = keep("UPDATE gate_bridge.incidents"
-						"   SET status = 'resolved', resolved_at = now(),"
+						"   SET status = 'resolved', resolved_at = clock_timestamp(),"
 						"       resolved_by = $2, resolution_note = $3"
 						" WHERE id = $1 AND status <> 'resolved' RETURNING id",
 						3, t_resolve);
@@ -62,10 +63,9 @@ prepare_plans(void)
 					   1, t_status);
 	event_plan = keep("INSERT INTO gate_bridge.incident_events"
 					  " (incident_id, event, at, actor, detail)"
-					  " VALUES ($1, $2, now(), $3,"
-					  "         CASE WHEN $4 IS NULL THEN '{}'::jsonb"
-					  "              ELSE jsonb_build_object('note', $4) END)",
-					  4, t_event);
+					  " VALUES ($1, $2, clock_timestamp(), $3,"
+					  "         jsonb_strip_nulls(jsonb_build_object('note', $4, 'role', $5)))",
+					  5, t_event);
 }
 
 static void
@@ -75,6 +75,9 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int			ret;
+
+	/* counts folded earlier in this transaction belong to the old state */
+	gb_coalesce_flush();
 
 	gb_privileged_begin(&priv);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -114,8 +117,11 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 
 	values[1] = CStringGetTextDatum(resolve ? "resolved" : "acked");
 	{
-		Datum		ev[4] = {values[0], values[1], CStringGetTextDatum(actor), values[2]};
-		char		evnulls[4] = {' ', ' ', ' ', nulls[2]};
+		/* the role that called, next to the actor it named */
+		char	   *role = GetUserNameFromId(priv.save_userid, true);
+		Datum		ev[5] = {values[0], values[1], CStringGetTextDatum(actor), values[2],
+		role ? CStringGetTextDatum(role) : (Datum) 0};
+		char		evnulls[5] = {' ', ' ', ' ', nulls[2], role ? ' ' : 'n'};
 
 		ret = SPI_execute_plan(event_plan, ev, evnulls, false, 0);
 		if (ret != SPI_OK_INSERT)

@@ -1,0 +1,306 @@
+/*-------------------------------------------------------------------------
+ *
+ * coalesce.c
+ *		Folding repeated violations of one key within one statement.
+ *
+ * A batch INSERT or COPY from a broken agent brings thousands of violations
+ * of the same key in one statement.  Updating the incident row once per
+ * violation would leave thousands of row versions that the same
+ * transaction must walk past on every following update (they cannot be
+ * pruned before commit): quadratic time.  Instead, once a decision for a
+ * key has been taken in the statement, further violations of that key are
+ * counted here and written with one UPDATE when the statement ends (the
+ * statement trigger on eval_results), before commit, or before ack/resolve.
+ *
+ * This is exact: after the first decision this transaction holds the lock
+ * that decided it — the incident's row (deduplicated or just created), or
+ * the key's row in incident_keys (rate limited) — so no other session can
+ * resolve that incident or create one for that key until we commit.  A
+ * rate-limited key is folded only until the oldest incident it counted
+ * leaves the window.  Counts from an aborted (sub)transaction are dropped.
+ *
+ * src/coalesce.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "gate_bridge.h"
+#include "privileged.h"
+
+/* "kind:key" */
+#define GB_HKEY_LEN			(16 + GB_KEY_MAX_BYTES + 1)
+
+/* distinct keys held before writing them out mid-statement */
+#define GB_COALESCE_MAX_KEYS 1000
+
+typedef struct FoldedKey
+{
+	char		hkey[GB_HKEY_LEN];	/* hash key */
+	char		kind[16];
+	char		key[GB_KEY_MAX_BYTES + 1];
+	bool		rate_limited;	/* else folded into incident_id */
+	int64		incident_id;
+	TimestampTz valid_until;	/* rate limited: until a slot frees up */
+	int64		pending;		/* violations not yet written */
+	TimestampTz last_seen;
+	SubTransactionId subxid;	/* (sub)transaction that holds the lock */
+} FoldedKey;
+
+static HTAB *folded = NULL;
+static SPIPlanPtr flush_dedup_plan = NULL;
+static SPIPlanPtr flush_rl_plan = NULL;
+
+static void
+make_hkey(char *hkey, const char *kind, const char *key)
+{
+	snprintf(hkey, GB_HKEY_LEN, "%s:%s", kind, key);
+}
+
+static void
+forget_all(void)
+{
+	if (folded != NULL)
+	{
+		hash_destroy(folded);
+		folded = NULL;
+	}
+}
+
+static bool
+anything_folded(void)
+{
+	return folded != NULL && hash_get_num_entries(folded) > 0;
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			/* normally the statement trigger has written everything */
+			if (anything_folded())
+				gb_coalesce_flush();
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			forget_all();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	FoldedKey  *f;
+
+	(void) arg;
+	if (folded == NULL ||
+		(event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB))
+		return;
+
+	hash_seq_init(&seq, folded);
+	while ((f = (FoldedKey *) hash_seq_search(&seq)) != NULL)
+	{
+		if (f->subxid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			f->subxid = parentSubid;	/* the parent inherits the lock */
+		else
+			(void) hash_search(folded, f->hkey, HASH_REMOVE, NULL);
+	}
+}
+
+void
+gb_coalesce_init(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+}
+
+/*
+ * Fold a violation of (kind, key) into this statement's earlier decision,
+ * if there is one that still holds.  Returns true when nothing else needs
+ * to be done.
+ */
+bool
+gb_coalesce_try(const char *kind, const char *key)
+{
+	char		hkey[GB_HKEY_LEN];
+	FoldedKey  *f;
+	TimestampTz now;
+
+	if (folded == NULL)
+		return false;
+	make_hkey(hkey, kind, key);
+	f = (FoldedKey *) hash_search(folded, hkey, HASH_FIND, NULL);
+	if (f == NULL || f->subxid != GetCurrentSubTransactionId())
+		return false;
+
+	now = GetCurrentTimestamp();
+	if (f->rate_limited && now >= f->valid_until)
+		return false;			/* a slot may have freed up: decide again */
+
+	f->pending++;
+	f->last_seen = Max(f->last_seen, now);
+	ereport(DEBUG1,
+			(errmsg(f->rate_limited ? "Rate limited %s incident: %s"
+					: "Skipping duplicate %s incident: %s", kind, key),
+			 errhidestmt(true)));
+	return true;
+}
+
+static void
+remember(const char *kind, const char *key, bool rate_limited,
+		 int64 incident_id, TimestampTz valid_until)
+{
+	char		hkey[GB_HKEY_LEN];
+	FoldedKey  *f;
+	bool		found;
+
+	/* many keys in one statement: write them out and start again */
+	if (folded != NULL && hash_get_num_entries(folded) >= GB_COALESCE_MAX_KEYS)
+		gb_coalesce_flush();
+
+	if (folded == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = GB_HKEY_LEN;
+		ctl.entrysize = sizeof(FoldedKey);
+		ctl.hcxt = TopMemoryContext;
+		folded = hash_create("gate_bridge folded violations", 16, &ctl,
+#if PG_VERSION_NUM >= 140000
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+#else
+							 HASH_ELEM | HASH_CONTEXT);
+#endif
+	}
+
+	make_hkey(hkey, kind, key);
+	f = (FoldedKey *) hash_search(folded, hkey, HASH_ENTER, &found);
+	if (found && f->pending > 0)
+		return;					/* keep what is pending; cannot happen */
+	strlcpy(f->kind, kind, sizeof(f->kind));
+	strlcpy(f->key, key, sizeof(f->key));
+	f->rate_limited = rate_limited;
+	f->incident_id = incident_id;
+	f->valid_until = valid_until;
+	f->pending = 0;
+	f->last_seen = 0;
+	f->subxid = GetCurrentSubTransactionId();
+}
+
+/* This statement's decision for (kind, key): folded into incident_id. */
+void
+gb_coalesce_remember_dedup(const char *kind, const char *key, int64 incident_id)
+{
+	remember(kind, key, false, incident_id, 0);
+}
+
+/* This statement's decision for (kind, key): rate limited until valid_until. */
+void
+gb_coalesce_remember_rate_limited(const char *kind, const char *key,
+								  TimestampTz valid_until)
+{
+	remember(kind, key, true, 0, valid_until);
+}
+
+static void
+prepare_flush_plans(void)
+{
+	Oid			td[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
+	Oid			tr[4] = {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+
+	if (flush_rl_plan != NULL)
+		return;
+	flush_dedup_plan = SPI_prepare(
+		"UPDATE gate_bridge.incidents"
+		"   SET occurrences = LEAST(occurrences::int8 + $2, 2147483647)::int4,"
+		"       last_seen_at = GREATEST(last_seen_at, $3)"
+		" WHERE id = $1", 3, td);
+	if (flush_dedup_plan == NULL || SPI_keepplan(flush_dedup_plan) != 0)
+		elog(ERROR, "could not prepare gate_bridge flush statement");
+	flush_rl_plan = SPI_prepare(
+		"UPDATE gate_bridge.incident_keys"
+		"   SET rate_limited = rate_limited + $3,"
+		"       last_rate_limited_at = GREATEST(last_rate_limited_at, $4)"
+		" WHERE kind = $1 AND key = $2", 4, tr);
+	if (flush_rl_plan == NULL || SPI_keepplan(flush_rl_plan) != 0)
+		elog(ERROR, "could not prepare gate_bridge flush statement");
+}
+
+/* Write every pending count, and forget this statement's decisions. */
+void
+gb_coalesce_flush(void)
+{
+	HASH_SEQ_STATUS seq;
+	FoldedKey  *f;
+	GBPrivileged priv;
+	bool		connected = false;
+
+	if (folded == NULL)
+		return;
+
+	hash_seq_init(&seq, folded);
+	while ((f = (FoldedKey *) hash_seq_search(&seq)) != NULL)
+	{
+		Datum		values[4];
+		int			ret;
+
+		if (f->pending == 0)
+			continue;
+		if (!connected)
+		{
+			gb_privileged_begin(&priv);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			prepare_flush_plans();
+			connected = true;
+		}
+		if (f->rate_limited)
+		{
+			values[0] = CStringGetTextDatum(f->kind);
+			values[1] = CStringGetTextDatum(f->key);
+			values[2] = Int64GetDatum(f->pending);
+			values[3] = TimestampTzGetDatum(f->last_seen);
+			ret = SPI_execute_plan(flush_rl_plan, values, NULL, false, 0);
+		}
+		else
+		{
+			values[0] = Int64GetDatum(f->incident_id);
+			values[1] = Int64GetDatum(f->pending);
+			values[2] = TimestampTzGetDatum(f->last_seen);
+			ret = SPI_execute_plan(flush_dedup_plan, values, NULL, false, 0);
+		}
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "writing folded violations failed: %s",
+				 SPI_result_code_string(ret));
+		f->pending = 0;
+	}
+	if (connected)
+	{
+		SPI_finish();
+		gb_privileged_end(&priv);
+	}
+	forget_all();
+}
