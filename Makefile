@@ -25,3 +25,6 @@ EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolat
 
 PGXS       := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track headers
+$(OBJS): $(wildcard src/*.h)

@@ -31,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "gate_bridge.h"
@@ -257,6 +258,7 @@ gb_coalesce_flush(void)
 	FoldedKey  *f;
 	GBPrivileged priv;
 	bool		connected = false;
+	bool		pushed = false;
 
 	if (folded == NULL)
 		return;
@@ -271,6 +273,12 @@ gb_coalesce_flush(void)
 			continue;
 		if (!connected)
 		{
+			/* at pre-commit there is no active snapshot for SPI */
+			if (!ActiveSnapshotSet())
+			{
+				PushActiveSnapshot(GetTransactionSnapshot());
+				pushed = true;
+			}
 			gb_privileged_begin(&priv);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
@@ -301,6 +309,8 @@ gb_coalesce_flush(void)
 	{
 		SPI_finish();
 		gb_privileged_end(&priv);
+		if (pushed)
+			PopActiveSnapshot();
 	}
 	forget_all();
 }

@@ -4,7 +4,7 @@
 GB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GB_PGVERSION=${GB_PGVERSION:-15}
 GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
-postgresql-$GB_PGVERSION-pgtap libtap-parser-sourcehandler-pgtap-perl \
+postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourcehandler-pgtap-perl \
 postgresql-contrib libpq-dev libdbd-pg-perl gcc make"
 
 gb_say() { printf '== %s\n' "$*" >&2; }

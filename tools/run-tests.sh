@@ -49,5 +49,6 @@ suite "pgTAP (pg_prove)" pgtap
 suite "concurrency and notifications (prove)" tap
 
 echo
-echo "gate_bridge: $passed passed, $failed failed"
+echo "suites: $passed passed, $failed failed"
+[ -n "${GB_COUNTS_FILE:-}" ] && echo "$passed $failed" >"$GB_COUNTS_FILE"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Scheduling run_gates with pg_cron, on a throw-away cluster of its own
+# (pg_cron must be in shared_preload_libraries).
+#
+#   test/cron/run.sh
+#
+# Needs the Debian package postgresql-15-cron and gate_bridge installed
+# (make install).  Registers the hourly job the README shows, then proves
+# that the same command really runs under pg_cron: it schedules it at the
+# shortest interval the installed pg_cron offers ("5 seconds" from 1.5 on,
+# every minute before), as a role holding nothing but EXECUTE on
+# gate_bridge.run_gates, and waits for a succeeded run and the incident it
+# opens.  Prints "ok"/"not ok" lines; exits non-zero on any failure.
+set -uo pipefail
+
+PGVER=${GB_PGVERSION:-15}
+
+if [ -z "${GB_CRON_CLUSTER:-}" ]; then
+	if ! dpkg-query -W -f='${Status}' "postgresql-$PGVER-cron" 2>/dev/null | grep -q 'ok installed'; then
+		echo "not ok - package postgresql-$PGVER-cron is not installed (apt-get install -y postgresql-$PGVER-cron)"
+		exit 1
+	fi
+	# pg_virtualenv -t only knows its own clusters when it picks a port, so
+	# give it one that no other server on this machine listens on.
+	port=
+	for _ in $(seq 50); do
+		p=$((55000 + RANDOM % 5000))
+		if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
+			! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			port=$p
+			break
+		fi
+	done
+	[ -n "$port" ] || { echo "not ok - no free port for the cluster"; exit 1; }
+	# Background workers run the jobs, so no password or pg_hba entry is
+	# needed for the job's role.
+	GB_CRON_CLUSTER=1 exec pg_virtualenv -t -v "$PGVER" -c "-p $port" \
+		-o shared_preload_libraries=pg_cron \
+		-o cron.database_name=postgres \
+		-o cron.use_background_workers=on \
+		-o max_worker_processes=16 \
+		"$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+fi
+
+# Inside the cluster: PGHOST, PGPORT, PGUSER, PGPASSWORD are set.
+export PGDATABASE=postgres
+n=0
+failed=0
+ok() {
+	n=$((n + 1))
+	echo "ok $n - $1"
+}
+not_ok() {
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n - $1"
+	[ -n "${2:-}" ] && printf '# %s\n' "$2"
+}
+check() {	# check DESCRIPTION EXPECTED ACTUAL
+	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected [$2], got [$3]"; fi
+}
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+
+q "CREATE EXTENSION pg_cron" && q "CREATE EXTENSION gate_bridge" ||
+	{ not_ok "pg_cron and gate_bridge install"; exit 1; }
+ok "pg_cron and gate_bridge install in a cluster that preloads pg_cron"
+
+cron_ext=$(q "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")
+cron_pkg=$(dpkg-query -W -f='${Version}' "postgresql-$PGVER-cron" 2>/dev/null)
+echo "# pg_cron extension $cron_ext, Debian package postgresql-$PGVER-cron $cron_pkg"
+
+# pg_cron 1.5 added schedules in seconds.
+if [ "$(printf '%s\n%s\n' 1.5 "$cron_ext" | sort -V | head -1)" = "1.5" ]; then
+	short='5 seconds'
+	timeout=60
+else
+	short='* * * * *'
+	timeout=150
+fi
+echo "# short schedule: '$short'"
+
+# A failing agent; rows go in with the bridge off, so that the incident can
+# only come from run_gates.
+q "SET gate_bridge.enabled = off;
+   INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+   VALUES ('regress.cron', 'quality', 0.9, 0.8, 0.5);
+   INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.cron', 0.25);" ||
+	{ not_ok "test data"; exit 1; }
+check "no incident before any job ran" 0 "$(q "SELECT count(*) FROM gate_bridge.incidents")"
+
+# The hourly job, as the README gives it.
+hourly=$(q "SELECT cron.schedule('gate_bridge_hourly', '0 * * * *',
+						'SELECT gate_bridge.run_gates(create_incidents => true)')")
+check "the hourly job is registered" \
+	"gate_bridge_hourly|0 * * * *|SELECT gate_bridge.run_gates(create_incidents => true)|postgres|t" \
+	"$(q "SELECT jobname, schedule, command, database, active FROM cron.job WHERE jobid = $hourly")"
+
+# The same command at a short interval, as a role that holds EXECUTE on
+# run_gates and nothing else of gate_bridge.
+q "CREATE ROLE regress_cron_gates LOGIN;
+   GRANT USAGE ON SCHEMA gate_bridge TO regress_cron_gates;
+   GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_cron_gates;
+   GRANT USAGE ON SCHEMA cron TO regress_cron_gates;" || { not_ok "job role"; exit 1; }
+short_id=$(q "SET ROLE regress_cron_gates;
+			   SELECT cron.schedule('gate_bridge_now', '$short',
+						'SELECT gate_bridge.run_gates(create_incidents => true)')")
+check "the short job is registered for the job role" \
+	"gate_bridge_now|$short|regress_cron_gates|t" \
+	"$(q "SELECT jobname, schedule, username, active FROM cron.job WHERE jobid = $short_id")"
+
+[ -n "$short_id" ] || { echo "# $n checks, $((failed + 1)) failed"; exit 1; }
+echo "# waiting up to ${timeout}s for pg_cron to run the job"
+status=
+for _ in $(seq "$timeout"); do
+	status=$(q "SELECT string_agg(DISTINCT status, ',') FROM cron.job_run_details
+				 WHERE jobid = $short_id AND status IN ('succeeded', 'failed')") || break
+	incidents=$(q "SELECT count(*) FROM gate_bridge.incidents") || break
+	[ -n "$status" ] && [ "$incidents" -gt 0 ] && break
+	case "$status" in *failed*) break ;; esac
+	sleep 1
+done
+check "pg_cron ran the job and it succeeded" "succeeded" "$status"
+details=$(q "SELECT status || ': ' || return_message FROM cron.job_run_details
+			  WHERE jobid = $short_id ORDER BY runid LIMIT 1")
+echo "# first run: ${details:-none}"
+check "the run opened the agent's incident" \
+	"budget|BUDGET_regress.cron_quality|sev1|open|run_gates|regress_cron_gates" \
+	"$(q "SELECT kind, key, severity, status, details->'context'->>'triggered_by',
+				 details->'context'->>'session_user'
+			FROM gate_bridge.incidents ORDER BY id LIMIT 1")"
+check "one incident, one created event (later runs fold into it)" "1|1" \
+	"$(q "SELECT (SELECT count(*) FROM gate_bridge.incidents),
+				 (SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created')")"
+
+q "SET ROLE regress_cron_gates; SELECT cron.unschedule('gate_bridge_now')" >/dev/null
+check "the short job is removed, the hourly one stays" "gate_bridge_hourly" \
+	"$(q "SELECT string_agg(jobname, ',') FROM cron.job")"
+q "SELECT cron.unschedule('gate_bridge_hourly')" >/dev/null
+q "DROP OWNED BY regress_cron_gates; DROP ROLE regress_cron_gates" ||
+	not_ok "dropping the job role"
+
+echo "# $n checks, $failed failed"
+[ "$failed" -eq 0 ]

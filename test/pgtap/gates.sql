@@ -1,0 +1,202 @@
+-- Gate evaluation over time windows: the functions' signatures, who may
+-- call them, that running the gates needs no other privilege, and errors by
+-- SQLSTATE.
+BEGIN;
+SELECT plan(65);
+
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+
+-------------------------------------------------------------------------------
+-- Signatures.
+-------------------------------------------------------------------------------
+SELECT has_function('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
+SELECT has_function('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
+SELECT has_function('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean']);
+SELECT has_function('gate_bridge', 'window_start', ARRAY['interval']);
+
+SELECT is(pg_get_function_arguments('gate_bridge.evaluate_agent(text, interval)'::regprocedure),
+		  'agent text, lookback interval DEFAULT ''7 days''::interval',
+		  'evaluate_agent(agent text, lookback interval DEFAULT ''7 days'')');
+SELECT is(pg_get_function_result('gate_bridge.evaluate_agent(text, interval)'::regprocedure),
+		  'jsonb', 'evaluate_agent returns jsonb');
+SELECT is(pg_get_function_arguments('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
+		  'agent text DEFAULT NULL::text, lookback interval DEFAULT ''7 days''::interval, create_incidents boolean DEFAULT false',
+		  'run_gates(agent text DEFAULT NULL, lookback interval DEFAULT ''7 days'', create_incidents boolean DEFAULT false)');
+SELECT is(pg_get_function_result('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
+		  'TABLE(agent text, passed boolean, violations jsonb, incident_ids bigint[])',
+		  'run_gates returns TABLE(agent text, passed boolean, violations jsonb, incident_ids bigint[])');
+
+SELECT function_lang_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'plpgsql');
+SELECT function_lang_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'sql');
+SELECT volatility_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'stable');
+SELECT volatility_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'volatile');
+SELECT volatility_is('gate_bridge', 'window_start', ARRAY['interval'], 'stable');
+SELECT is_definer('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
+SELECT is_definer('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
+SELECT isnt_definer('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean']);
+SELECT isnt_definer('gate_bridge', 'window_start', ARRAY['interval']);
+SELECT is((SELECT p.proconfig FROM pg_proc p
+			WHERE p.oid = 'gate_bridge.evaluate_agent(text, interval)'::regprocedure),
+		  ARRAY['search_path=pg_catalog, pg_temp', 'IntervalStyle=postgres'],
+		  'evaluate_agent pins search_path and IntervalStyle');
+SELECT is((SELECT p.proconfig FROM pg_proc p
+			WHERE p.oid = 'gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
+		  ARRAY['search_path=pg_catalog, pg_temp', 'IntervalStyle=postgres'],
+		  'run_gates pins search_path and IntervalStyle');
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; EXECUTE is granted deliberately.
+-------------------------------------------------------------------------------
+SELECT function_privs_are('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'],
+						  'public', ARRAY[]::text[]);
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+						  'public', ARRAY[]::text[]);
+SELECT function_privs_are('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean'],
+						  'public', ARRAY[]::text[]);
+SELECT function_privs_are('gate_bridge', 'window_start', ARRAY['interval'],
+						  'public', ARRAY[]::text[]);
+
+CREATE ROLE regress_gates_nobody;
+CREATE ROLE regress_gates_viewer;	-- may evaluate
+CREATE ROLE regress_gates_ci;		-- may run the gates and open incidents
+GRANT USAGE ON SCHEMA gate_bridge
+	TO regress_gates_nobody, regress_gates_viewer, regress_gates_ci;
+GRANT EXECUTE ON FUNCTION gate_bridge.evaluate_agent(text, interval) TO regress_gates_viewer;
+GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_gates_ci;
+
+SELECT function_privs_are('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'],
+						  'regress_gates_viewer', ARRAY['EXECUTE']);
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+						  'regress_gates_viewer', ARRAY[]::text[]);
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+						  'regress_gates_ci', ARRAY['EXECUTE']);
+SELECT function_privs_are('gate_bridge', 'on_budget_violation', ARRAY['jsonb', 'jsonb', 'jsonb'],
+						  'regress_gates_ci', ARRAY[]::text[]);
+
+-- Data: one failing agent.  The trigger is off while loading so that the
+-- incidents below come from run_gates.
+SET LOCAL gate_bridge.enabled = off;
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+VALUES ('regress.gates', 'quality', 0.9, 0.8, 0.5);
+INSERT INTO gate_bridge.eval_results (agent, quality, created_at) VALUES
+	('regress.gates', 0.25, now() - interval '1 hour'),
+	('regress.gates', 0.5,  now() - interval '2 hours'),
+	('regress.gates', 0.0,  now() - interval '30 days');
+RESET gate_bridge.enabled;
+
+SELECT current_setting('search_path') AS search_path_before \gset
+
+SET LOCAL ROLE regress_gates_nobody;
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates')$$, '42501', NULL,
+				 'without a grant, evaluate_agent is refused');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates()$$, '42501', NULL,
+				 'without a grant, run_gates is refused');
+SELECT throws_ok($$SELECT gate_bridge.window_start('1 day')$$, '42501', NULL,
+				 'without a grant, window_start is refused');
+RESET ROLE;
+
+SET LOCAL ROLE regress_gates_viewer;
+SELECT is((SELECT (r->>'samples')::int FROM gate_bridge.evaluate_agent('regress.gates') r), 2,
+		  'viewer: evaluate_agent reads the window without SELECT on eval_results');
+SELECT is((SELECT r->'violations'->0->>'severity' FROM gate_bridge.evaluate_agent('regress.gates') r),
+		  'critical', 'viewer: evaluate_agent checks against budgets without SELECT on budgets');
+SELECT throws_ok($$SELECT count(*) FROM gate_bridge.eval_results$$, '42501', NULL,
+				 'viewer: eval_results itself stays closed');
+SELECT throws_ok($$SELECT count(*) FROM gate_bridge.budgets$$, '42501', NULL,
+				 'viewer: budgets itself stays closed');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates()$$, '42501', NULL,
+				 'viewer: run_gates is refused');
+SELECT is(current_user::text, 'regress_gates_viewer',
+		  'viewer: the switch to the owner does not outlive the call');
+SELECT is(current_setting('search_path'), :'search_path_before',
+		  'viewer: the pinned search_path does not outlive the call');
+RESET ROLE;
+
+SET LOCAL ROLE regress_gates_ci;
+SELECT throws_ok($$SELECT gate_bridge.on_budget_violation('{"agent": "regress.gates", "budget_type": "quality", "severity": "critical", "actual": 0, "threshold": 1}')$$,
+				 '42501', NULL, 'ci: cannot open an incident of its choosing');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates_impl(NULL, '7 days', true)$$,
+				 '42501', NULL, 'ci: cannot call the body of run_gates directly');
+SELECT results_eq(
+	$$SELECT r.agent, r.passed, cardinality(r.incident_ids) FROM gate_bridge.run_gates(create_incidents => true) r$$,
+	$$VALUES ('regress.gates'::text, false, 1)$$,
+	'ci: run_gates(create_incidents => true) opens the incident, with EXECUTE on run_gates only');
+SELECT results_eq(
+	$$SELECT r.agent, cardinality(r.incident_ids) FROM gate_bridge.run_gates('regress.gates', '7 days', true) r$$,
+	$$VALUES ('regress.gates'::text, 0)$$,
+	'ci: a second run folds into the open incident');
+SELECT is(current_user::text, 'regress_gates_ci',
+		  'ci: the switch to the owner does not outlive the call');
+RESET ROLE;
+
+SELECT results_eq(
+	$$SELECT i.key, i.severity, i.occurrences,
+			 i.details->'context'->>'session_user' = session_user
+		FROM gate_bridge.incidents i$$,
+	$$VALUES ('BUDGET_regress.gates_quality'::text, 'sev1'::text, 2, true)$$,
+	'the incident is the violation''s, deduplicated, and names the session that ran the gates');
+SELECT is((SELECT count(*) FROM gate_bridge.incident_events e WHERE e.event = 'created')::int, 1,
+		  'one created timeline row');
+
+-------------------------------------------------------------------------------
+-- The caller's search_path cannot steer the functions.
+-------------------------------------------------------------------------------
+CREATE SCHEMA regress_gates_evil;
+CREATE FUNCTION regress_gates_evil.now() RETURNS timestamptz
+	LANGUAGE sql AS $$ SELECT '2000-01-01 00:00:00+00'::timestamptz $$;
+CREATE FUNCTION regress_gates_evil.pattern_rank(text, text) RETURNS integer
+	LANGUAGE sql AS $$ SELECT 0 $$;
+SET LOCAL search_path = regress_gates_evil, public, gate_bridge, pg_catalog;
+SELECT is(now()::date, '2000-01-01'::date, 'the planted now() is what an unqualified call finds');
+SELECT is((SELECT (r->>'samples')::int FROM gate_bridge.evaluate_agent('regress.gates') r), 2,
+		  'evaluate_agent ignores a planted now()');
+SELECT is((SELECT r->'budget'->'quality'->>'agent_pattern'
+			 FROM gate_bridge.evaluate_agent('regress.gates') r),
+		  'regress.gates', 'evaluate_agent ignores a planted pattern_rank()');
+RESET search_path;
+
+-------------------------------------------------------------------------------
+-- Errors by SQLSTATE.
+-------------------------------------------------------------------------------
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', NULL)$$, '22023',
+				 'lookback must not be null', 'evaluate_agent: NULL lookback');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '-1 day')$$, '22023',
+				 NULL, 'evaluate_agent: negative lookback');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '0')$$, '22023',
+				 NULL, 'evaluate_agent: zero lookback');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '1 day -24 hours')$$, '22023',
+				 NULL, 'evaluate_agent: a lookback that adds up to zero');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '300000 years')$$, '22023',
+				 NULL, 'evaluate_agent: a lookback past the earliest timestamp');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent(NULL)$$, '22004',
+				 'agent must not be null', 'evaluate_agent: NULL agent');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('')$$, '22023',
+				 NULL, 'evaluate_agent: empty agent');
+SELECT throws_ok($$SELECT gate_bridge.evaluate_agent(repeat('a', 129))$$, '22023',
+				 NULL, 'evaluate_agent: agent over 128 bytes');
+SELECT lives_ok($$SELECT gate_bridge.evaluate_agent(repeat('a', 128), '1 microsecond')$$,
+				'evaluate_agent: 128 bytes and a tiny window are fine');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => NULL)$$, '22023',
+				 NULL, 'run_gates: NULL lookback');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => '-1 hour')$$, '22023',
+				 NULL, 'run_gates: negative lookback');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates('regress.gates', '0')$$, '22023',
+				 NULL, 'run_gates: zero lookback for a named agent');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(create_incidents => NULL)$$, '22004',
+				 NULL, 'run_gates: NULL create_incidents');
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates('')$$, '22023',
+				 NULL, 'run_gates: empty agent');
+SELECT throws_ok($$SELECT gate_bridge.window_start(NULL)$$, '22023',
+				 NULL, 'window_start: NULL lookback');
+SELECT is(gate_bridge.window_start('1 day'), now() - interval '1 day',
+		  'window_start is now() - lookback');
+
+-- Bad arguments are refused before anything is read or created.
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets;
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => '-7 days', create_incidents => true)$$,
+				 '22023', NULL, 'run_gates: bad lookback with nothing to evaluate');
+SELECT is_empty($$SELECT * FROM gate_bridge.run_gates()$$, 'run_gates: no budgets, no rows');
+
+SELECT * FROM finish();
+ROLLBACK;

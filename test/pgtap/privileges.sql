@@ -1,0 +1,389 @@
+-- Privileges: the three deployment roles, with exactly the grants the
+-- README documents, can do what they are for and nothing else; PUBLIC gets
+-- nothing but the pure helpers.
+BEGIN;
+SELECT plan(248);
+
+CREATE ROLE regress_priv_writer;
+CREATE ROLE regress_priv_operator;
+CREATE ROLE regress_priv_reader;
+CREATE ROLE regress_priv_nobody;	-- holds only what PUBLIC holds
+
+-- The documented grants.
+-- writer (every column but the identity id):
+GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_writer;
+GRANT INSERT (agent, eval_run_id, quality, latency_p95_ms, cost_usd, success_rate,
+			  invariants_failed, planner_version, triggered_by, context, created_at)
+	ON gate_bridge.eval_results TO regress_priv_writer;
+-- operator:
+GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_operator;
+GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
+	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats
+	TO regress_priv_operator;
+GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
+	gate_bridge.resolve(bigint, text, text) TO regress_priv_operator;
+-- reader:
+GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_reader;
+GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
+	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats
+	TO regress_priv_reader;
+
+-------------------------------------------------------------------------------
+-- What each role holds, as the catalogs say (PUBLIC's grants included).
+-------------------------------------------------------------------------------
+CREATE TEMP TABLE gb_roles (role name) ON COMMIT DROP;
+INSERT INTO gb_roles VALUES ('regress_priv_writer'), ('regress_priv_operator'),
+	('regress_priv_reader'), ('regress_priv_nobody'), ('public');
+
+-- 5 roles
+SELECT schema_privs_are('gate_bridge', r.role,
+						CASE WHEN r.role IN ('regress_priv_nobody', 'public')
+							 THEN ARRAY[]::name[] ELSE ARRAY['USAGE']::name[] END)
+  FROM gb_roles r ORDER BY r.role;
+
+-- 9 relations x 5 roles: no table-level privilege for the writer either,
+-- its INSERT is granted column by column (below).
+SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
+  FROM gb_roles r
+ CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_events',
+						 'incident_keys', 'playbook_rules', 'open_incidents',
+						 'incident_counts', 'stats']::name[]) AS t(rel)
+  LEFT JOIN (VALUES
+	('regress_priv_operator'::name, 'incidents'::name, ARRAY['SELECT']::name[]),
+	('regress_priv_operator', 'incident_events', ARRAY['SELECT']),
+	('regress_priv_operator', 'open_incidents', ARRAY['SELECT']),
+	('regress_priv_operator', 'incident_counts', ARRAY['SELECT']),
+	('regress_priv_operator', 'stats', ARRAY['SELECT']),
+	('regress_priv_reader', 'incidents', ARRAY['SELECT']),
+	('regress_priv_reader', 'incident_events', ARRAY['SELECT']),
+	('regress_priv_reader', 'open_incidents', ARRAY['SELECT']),
+	('regress_priv_reader', 'incident_counts', ARRAY['SELECT']),
+	('regress_priv_reader', 'stats', ARRAY['SELECT'])
+  ) AS e(role, rel, privs) ON e.role = r.role AND e.rel = t.rel
+ ORDER BY r.role, t.rel;
+
+-- 12 columns of eval_results: the writer may INSERT into every one but id
+-- (an id picked ahead of the identity sequence would make a later insert
+-- fail with 23505), and may not read or update any of them.
+SELECT column_privs_are('gate_bridge', 'eval_results', c.col, 'regress_priv_writer',
+		CASE WHEN c.col = 'id' THEN ARRAY[]::name[] ELSE ARRAY['INSERT']::name[] END)
+  FROM unnest(ARRAY['id', 'agent', 'eval_run_id', 'quality', 'latency_p95_ms',
+					'cost_usd', 'success_rate', 'invariants_failed', 'planner_version',
+					'triggered_by', 'context', 'created_at']::name[]) AS c(col);
+
+-- 5 roles: no column of eval_results is granted to anyone else.
+SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
+		CASE WHEN r.role = 'regress_priv_writer'
+			 THEN ARRAY['INSERT']::name[] ELSE ARRAY[]::name[] END)
+  FROM gb_roles r ORDER BY r.role;
+
+-- 3 sequences x 5 roles: nobody needs one (the writer's inserts below draw
+-- the identity without any sequence privilege).
+SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
+  FROM gb_roles r
+ CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incidents_id_seq',
+						 'incident_events_id_seq']::name[]) AS s(seq)
+ ORDER BY r.role, s.seq;
+
+-- 12 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
+-- the operator adds ack and resolve; nothing else for anyone.  The trigger
+-- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
+-- fire it all the same.
+SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
+		CASE WHEN f.name IN ('pattern_rank', 'incident_severity')
+				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
+			 THEN ARRAY['EXECUTE']::name[] ELSE ARRAY[]::name[] END)
+  FROM gb_roles r
+ CROSS JOIN (VALUES
+	('on_budget_violation'::name, ARRAY['jsonb', 'jsonb', 'jsonb']::name[]),
+	('on_invariant_failure',  ARRAY['jsonb', 'jsonb', 'jsonb']),
+	('on_planner_regression', ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb']),
+	('on_gate_failure',		  ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb']),
+	('ack',					  ARRAY['bigint', 'text']),
+	('resolve',				  ARRAY['bigint', 'text', 'text']),
+	('suggest_playbooks',	  ARRAY['text', 'text']),
+	('incident_severity',	  ARRAY['text']),
+	('pattern_rank',		  ARRAY['text', 'text']),
+	('eval_results_gate',	  ARRAY[]::name[]),
+	('budgets_changed',		  ARRAY[]::name[]),
+	('playbook_rules_guard',  ARRAY[]::name[])
+  ) AS f(name, args)
+ ORDER BY r.role, f.name;
+
+-- Every grant to PUBLIC on anything of ours, straight from the ACLs
+-- (relations, columns, sequences, functions, the schema, our settings), so
+-- that an object added later without a REVOKE shows up here.
+SELECT set_eq($$
+	SELECT format('%s %s', o.obj, a.privilege_type)
+	  FROM (SELECT c.oid::regclass::text AS obj,
+				   COALESCE(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's'
+													 ELSE 'r' END::"char", c.relowner)) AS acl
+			  FROM pg_class c
+			 WHERE c.relnamespace = 'gate_bridge'::regnamespace
+			   AND c.relkind IN ('r', 'v', 'S', 'm', 'p', 'f')
+			UNION ALL
+			SELECT format('%s.%I', a.attrelid::regclass, a.attname), a.attacl
+			  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+			 WHERE c.relnamespace = 'gate_bridge'::regnamespace AND a.attacl IS NOT NULL
+			UNION ALL
+			SELECT p.oid::regprocedure::text, COALESCE(p.proacl, acldefault('f', p.proowner))
+			  FROM pg_proc p
+			 WHERE p.pronamespace = 'gate_bridge'::regnamespace
+			UNION ALL
+			SELECT 'schema ' || n.nspname, COALESCE(n.nspacl, acldefault('n', n.nspowner))
+			  FROM pg_namespace n
+			 WHERE n.nspname = 'gate_bridge'
+			UNION ALL
+			SELECT 'parameter ' || p.parname, p.paracl
+			  FROM pg_parameter_acl p
+			 WHERE p.parname LIKE 'gate\_bridge.%' AND p.paracl IS NOT NULL) o,
+		   aclexplode(o.acl) a
+	 WHERE a.grantee = 0
+$$, $$ VALUES ('gate_bridge.incident_severity(text) EXECUTE'),
+			  ('gate_bridge.pattern_rank(text,text) EXECUTE') $$,
+'PUBLIC holds EXECUTE on pattern_rank and incident_severity and nothing else');
+
+-------------------------------------------------------------------------------
+-- The writer: its inserts create incidents, and it can do nothing else.
+-------------------------------------------------------------------------------
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+VALUES ('regress.priv', 'quality', 0.9, 0.8, 0.5);
+
+SELECT current_setting('search_path') AS search_path_before \gset
+SET ROLE regress_priv_writer;
+
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality)
+				  VALUES ('regress.priv', 0.3)$$,
+				'writer: a row below the critical quality floor is accepted');
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality, invariants_failed)
+				  VALUES ('regress.priv', 0.95, '{regress_inv}')$$,
+				'writer: a row with a failed invariant is accepted');
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality)
+				  VALUES ('regress.priv', 0.7)$$,
+				'writer: a repeat violation of the same budget is accepted');
+SELECT is(current_user, 'regress_priv_writer',
+		  'writer: the trigger''s switch to the extension owner does not outlive it');
+SELECT is(current_setting('search_path'), :'search_path_before',
+		  'writer: the trigger''s pinned search_path does not outlive it');
+
+SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')
+				   RETURNING id$$, '42501', NULL,
+				 'writer: INSERT ... RETURNING needs SELECT, which the writer lacks');
+SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (id, agent, quality)
+				   VALUES (1000000, 'regress.priv', 0.1)$$, '42501', NULL,
+				 'writer: cannot choose the id of an eval row');
+SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (id, agent, quality)
+				   VALUES (DEFAULT, 'regress.priv', 0.1)$$, '42501', NULL,
+				 'writer: cannot name id in an INSERT at all, not even as DEFAULT');
+SELECT throws_ok('SELECT * FROM gate_bridge.eval_results', '42501', NULL,
+				 'writer: cannot read eval_results');
+
+-- 5 tables x 5 commands
+SELECT throws_ok(format(c.cmd, t.rel, t.col), '42501', NULL,
+				 format('writer: %s', format(c.cmd, t.rel, t.col)))
+  FROM (VALUES (1, 'incidents', 'status'), (2, 'incident_events', 'event'),
+			   (3, 'incident_keys', 'created'), (4, 'budgets', 'enabled'),
+			   (5, 'playbook_rules', 'enabled')) AS t(tn, rel, col)
+ CROSS JOIN unnest(ARRAY['SELECT * FROM gate_bridge.%s',
+						 'INSERT INTO gate_bridge.%s DEFAULT VALUES',
+						 'UPDATE gate_bridge.%s SET %2$I = %2$I',
+						 'DELETE FROM gate_bridge.%s',
+						 'TRUNCATE gate_bridge.%s']) WITH ORDINALITY AS c(cmd, cn)
+ ORDER BY t.tn, c.cn;
+
+SELECT throws_ok(format('SELECT * FROM gate_bridge.%s', v), '42501', NULL,
+				 format('writer: cannot read view gate_bridge.%s', v))
+  FROM unnest(ARRAY['open_incidents', 'incident_counts', 'stats']) AS v;
+
+SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
+  FROM unnest(ARRAY[
+	$$SELECT gate_bridge.on_budget_violation('{"agent": "regress.priv", "budget_type": "quality", "severity": "critical", "actual": 0.1, "threshold": 0.5}')$$,
+	$$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.priv"}', '{"invariant": "regress_forged"}')$$,
+	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
+	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
+	$$SELECT gate_bridge.ack(1)$$,
+	$$SELECT gate_bridge.resolve(1)$$,
+	$$SELECT gate_bridge.suggest_playbooks('quality', 'regress.priv')$$
+  ]) AS q;
+
+-- Ways around the trigger.
+SELECT throws_ok('ALTER TABLE gate_bridge.eval_results DISABLE TRIGGER gate_bridge_gate',
+				 '42501', NULL, 'writer: cannot disable the gate trigger');
+SELECT throws_ok('DROP TRIGGER gate_bridge_gate ON gate_bridge.eval_results',
+				 '42501', NULL, 'writer: cannot drop the gate trigger');
+SELECT throws_ok('SET session_replication_role = replica', '42501', NULL,
+				 'writer: cannot switch to replica mode (which skips triggers)');
+SELECT throws_ok('CREATE TABLE gate_bridge.regress_planted (x int)', '42501', NULL,
+				 'writer: cannot create objects in schema gate_bridge');
+
+-- The pure helpers are open to anyone with USAGE on the schema.
+SELECT is(gate_bridge.incident_severity('critical'), 'sev1',
+		  'writer: can call incident_severity()');
+SELECT is(gate_bridge.pattern_rank('*', 'regress.priv'), 0,
+		  'writer: can call pattern_rank()');
+
+RESET ROLE;
+
+-- The writer's rows are stored and its violations became incidents,
+-- recorded in the timeline as the writer's doing.
+SELECT is((SELECT count(*) FROM gate_bridge.eval_results WHERE agent = 'regress.priv'),
+		  3::bigint, 'the writer''s three rows are stored');
+SELECT results_eq($$
+	SELECT kind, key, severity, status, occurrences
+	  FROM gate_bridge.incidents WHERE agent = 'regress.priv' ORDER BY kind
+$$, $$ VALUES ('budget', 'BUDGET_regress.priv_quality', 'sev1', 'open', 2),
+			  ('invariant', 'INVARIANT_regress.priv_regress_inv', 'sev2', 'open', 1) $$,
+'the writer''s inserts opened a budget and an invariant incident, and the repeat was folded in');
+SELECT results_eq($$
+	SELECT i.kind, e.event, e.actor
+	  FROM gate_bridge.incident_events e JOIN gate_bridge.incidents i ON i.id = e.incident_id
+	 WHERE i.agent = 'regress.priv' ORDER BY i.kind, e.id
+$$, $$ VALUES ('budget', 'created', 'regress_priv_writer'),
+			  ('invariant', 'created', 'regress_priv_writer') $$,
+'each incident has one created event whose actor is the writer, not the extension owner');
+SELECT results_eq($$
+	SELECT kind, created, rate_limited FROM gate_bridge.incident_keys
+	 WHERE key LIKE '%regress.priv%' ORDER BY kind
+$$, $$ VALUES ('budget', 1::bigint, 0::bigint), ('invariant', 1, 0) $$,
+'the decisions taken for the writer were counted');
+
+-------------------------------------------------------------------------------
+-- The operator: reads incidents, changes them only through ack/resolve.
+-------------------------------------------------------------------------------
+SELECT id AS budget_id FROM gate_bridge.incidents
+ WHERE key = 'BUDGET_regress.priv_quality' \gset
+SELECT id AS invariant_id FROM gate_bridge.incidents
+ WHERE key = 'INVARIANT_regress.priv_regress_inv' \gset
+SELECT open AS counts_open, sev1 AS counts_sev1 FROM gate_bridge.incident_counts \gset
+SELECT created AS stats_created FROM gate_bridge.stats WHERE kind = 'budget' \gset
+
+SET ROLE regress_priv_operator;
+
+SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'regress.priv'),
+		  2::bigint, 'operator: reads incidents');
+SELECT is((SELECT count(*) FROM gate_bridge.incident_events
+			WHERE incident_id IN (:budget_id, :invariant_id)),
+		  2::bigint, 'operator: reads incident_events');
+SELECT is((SELECT count(*) FROM gate_bridge.open_incidents WHERE agent = 'regress.priv'),
+		  2::bigint, 'operator: reads open_incidents');
+SELECT is((SELECT ARRAY[open, sev1] FROM gate_bridge.incident_counts),
+		  ARRAY[:counts_open, :counts_sev1]::bigint[], 'operator: reads incident_counts');
+SELECT is((SELECT created FROM gate_bridge.stats WHERE kind = 'budget'),
+		  :stats_created::bigint, 'operator: reads stats');
+
+SELECT lives_ok($$SELECT gate_bridge.ack(id) FROM gate_bridge.incidents
+				  WHERE key = 'BUDGET_regress.priv_quality'$$,
+				'operator: acks an incident');
+
+SELECT throws_ok(q, '42501', NULL, 'operator: ' || q)
+  FROM unnest(ARRAY[
+	$$UPDATE gate_bridge.incidents SET status = 'resolved', resolved_at = now() WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$DELETE FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$INSERT INTO gate_bridge.incidents (kind, key, violation_type, severity, summary) VALUES ('budget', 'BUDGET_regress_forged', 'quality', 'sev1', 'forged')$$,
+	$$TRUNCATE gate_bridge.incidents CASCADE$$,
+	$$INSERT INTO gate_bridge.incident_events (incident_id, event) SELECT id, 'resolved' FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$UPDATE gate_bridge.incident_events SET actor = 'someone else'$$,
+	$$DELETE FROM gate_bridge.incident_events$$,
+	$$SELECT * FROM gate_bridge.eval_results$$,
+	$$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')$$,
+	$$SELECT * FROM gate_bridge.budgets$$,
+	$$UPDATE gate_bridge.budgets SET enabled = false$$,
+	$$SELECT * FROM gate_bridge.playbook_rules$$,
+	$$SELECT * FROM gate_bridge.incident_keys$$,
+	$$SELECT gate_bridge.on_budget_violation('{"agent": "regress.priv", "budget_type": "cost", "severity": "critical", "actual": 9, "threshold": 1}')$$,
+	$$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.priv"}', '{"invariant": "regress_forged"}')$$,
+	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
+	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
+	$$SET gate_bridge.enabled = off$$
+  ]) AS q;
+
+SELECT lives_ok($$SELECT gate_bridge.resolve(id, 'regress_priv_operator', 'fixed by regress')
+				   FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
+				'operator: resolves an acked incident');
+SELECT lives_ok($$SELECT gate_bridge.resolve(id) FROM gate_bridge.incidents
+				  WHERE key = 'INVARIANT_regress.priv_regress_inv'$$,
+				'operator: resolves an open incident directly');
+
+-- An error inside ack/resolve (which run as the extension owner) leaves
+-- the operator as it was.
+SET search_path = public, pg_catalog;
+SELECT throws_ok('SELECT gate_bridge.ack(-1)', 'P0002', NULL,
+				 'operator: ack of an unknown incident fails');
+SELECT is(current_user, 'regress_priv_operator',
+		  'operator: still itself after an error inside ack()');
+SELECT is(current_setting('search_path'), 'public, pg_catalog',
+		  'operator: its search_path is back after an error inside ack()');
+SELECT throws_ok($$UPDATE gate_bridge.incidents SET resolution_note = 'x'
+				   WHERE key = 'BUDGET_regress.priv_quality'$$, '42501', NULL,
+				 'operator: still cannot update incidents after an error inside ack()');
+RESET search_path;
+
+RESET ROLE;
+
+SELECT results_eq(format($$
+	SELECT status, acked_by, acked_at IS NOT NULL, resolved_by, resolution_note
+	  FROM gate_bridge.incidents WHERE id = %s
+$$, :budget_id), $$ VALUES ('resolved', 'regress_priv_operator', true,
+						   'regress_priv_operator', 'fixed by regress') $$,
+'the operator''s ack and resolve are recorded on the incident, in the operator''s name');
+SELECT results_eq(format($$
+	SELECT status, acked_at IS NULL, resolved_by FROM gate_bridge.incidents WHERE id = %s
+$$, :invariant_id), $$ VALUES ('resolved', true, 'regress_priv_operator') $$,
+'open -> resolved by the operator, with the default actor');
+SELECT results_eq(format($$
+	SELECT event, actor, detail FROM gate_bridge.incident_events
+	 WHERE incident_id = %s AND event <> 'created' ORDER BY id
+$$, :budget_id), $$ VALUES ('acked', 'regress_priv_operator', '{"role": "regress_priv_operator"}'::jsonb),
+						  ('resolved', 'regress_priv_operator',
+						   '{"note": "fixed by regress", "role": "regress_priv_operator"}') $$,
+'the timeline has the operator''s ack and resolve and nothing forged');
+
+-------------------------------------------------------------------------------
+-- The reader: reads, changes nothing.
+-------------------------------------------------------------------------------
+SET ROLE regress_priv_reader;
+
+SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'regress.priv'),
+		  2::bigint, 'reader: reads incidents');
+SELECT is((SELECT count(*) FROM gate_bridge.incident_events
+			WHERE incident_id IN (:budget_id, :invariant_id)),
+		  5::bigint, 'reader: reads incident_events');
+SELECT is((SELECT count(*) FROM gate_bridge.open_incidents WHERE agent = 'regress.priv'),
+		  0::bigint, 'reader: reads open_incidents');
+SELECT lives_ok('SELECT * FROM gate_bridge.incident_counts', 'reader: reads incident_counts');
+SELECT is((SELECT created FROM gate_bridge.stats WHERE kind = 'budget'),
+		  :stats_created::bigint, 'reader: reads stats');
+
+SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
+  FROM unnest(ARRAY[
+	$$SELECT gate_bridge.ack(id) FROM gate_bridge.incidents WHERE key = 'INVARIANT_regress.priv_regress_inv'$$,
+	$$SELECT gate_bridge.resolve(id) FROM gate_bridge.incidents WHERE key = 'INVARIANT_regress.priv_regress_inv'$$,
+	$$UPDATE gate_bridge.incidents SET resolution_note = 'x' WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$DELETE FROM gate_bridge.incident_events$$,
+	$$SELECT * FROM gate_bridge.eval_results$$,
+	$$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')$$,
+	$$SELECT * FROM gate_bridge.budgets$$,
+	$$SELECT * FROM gate_bridge.incident_keys$$,
+	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$
+  ]) AS q;
+
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- A role with nothing granted (PUBLIC's share only) cannot even reach the
+-- schema: the helpers' EXECUTE needs USAGE on the schema too.
+-------------------------------------------------------------------------------
+SET ROLE regress_priv_nobody;
+
+SELECT throws_ok(q, '42501', NULL, 'nobody: ' || q)
+  FROM unnest(ARRAY[
+	$$SELECT * FROM gate_bridge.incidents$$,
+	$$SELECT * FROM gate_bridge.open_incidents$$,
+	$$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')$$,
+	$$SELECT gate_bridge.incident_severity('critical')$$
+  ]) AS q;
+
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;

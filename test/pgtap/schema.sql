@@ -1,0 +1,141 @@
+-- The objects of the extension exist with the signatures the SPEC gives,
+-- incidents carry the indexes the decision relies on, the triggers are
+-- wired as the C code expects, and no function with a body can be steered
+-- by the caller's search_path.
+BEGIN;
+SELECT plan(52);
+
+SELECT has_schema('gate_bridge');
+
+-- Tables and views.
+SELECT has_table('gate_bridge', t, format('table gate_bridge.%s exists', t))
+  FROM unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_events',
+					'incident_keys', 'playbook_rules']) AS t;
+SELECT has_view('gate_bridge', v, format('view gate_bridge.%s exists', v))
+  FROM unnest(ARRAY['open_incidents', 'incident_counts', 'stats']) AS v;
+
+-- The trigger reads these columns by name and type; the SPEC lists them.
+SELECT columns_are('gate_bridge', 'eval_results', ARRAY[
+	'id', 'agent', 'eval_run_id', 'quality', 'latency_p95_ms', 'cost_usd',
+	'success_rate', 'invariants_failed', 'planner_version', 'triggered_by',
+	'context', 'created_at']);
+SELECT columns_are('gate_bridge', 'incidents', ARRAY[
+	'id', 'kind', 'key', 'agent', 'violation_type', 'severity', 'status',
+	'summary', 'details', 'playbooks', 'occurrences', 'first_seen_at',
+	'last_seen_at', 'acked_at', 'acked_by', 'resolved_at', 'resolved_by',
+	'resolution_note']);
+
+-- Functions, with their signatures and result types.
+SELECT has_function('gate_bridge', f.name, f.args,
+					format('function gate_bridge.%s(%s) exists', f.name,
+						   array_to_string(f.args, ', ')))
+  FROM (VALUES
+	('on_budget_violation',	  ARRAY['jsonb', 'jsonb', 'jsonb']),
+	('on_invariant_failure',  ARRAY['jsonb', 'jsonb', 'jsonb']),
+	('on_planner_regression', ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb']),
+	('on_gate_failure',		  ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb']),
+	('ack',					  ARRAY['bigint', 'text']),
+	('resolve',				  ARRAY['bigint', 'text', 'text']),
+	('suggest_playbooks',	  ARRAY['text', 'text']),
+	('incident_severity',	  ARRAY['text']),
+	('pattern_rank',		  ARRAY['text', 'text']),
+	('eval_results_gate',	  ARRAY[]::text[]),
+	('budgets_changed',		  ARRAY[]::text[]),
+	('playbook_rules_guard',  ARRAY[]::text[])
+  ) AS f(name, args);
+
+SELECT function_returns('gate_bridge', f.name, f.args, f.result)
+  FROM (VALUES
+	('on_budget_violation',	  ARRAY['jsonb', 'jsonb', 'jsonb'], 'bigint'),
+	('on_invariant_failure',  ARRAY['jsonb', 'jsonb', 'jsonb'], 'bigint'),
+	('on_planner_regression', ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb'], 'bigint'),
+	('on_gate_failure',		  ARRAY['text', 'jsonb', 'jsonb', 'jsonb', 'jsonb'], 'bigint[]'),
+	('ack',					  ARRAY['bigint', 'text'], 'void'),
+	('resolve',				  ARRAY['bigint', 'text', 'text'], 'void'),
+	('suggest_playbooks',	  ARRAY['text', 'text'], 'text[]'),
+	('incident_severity',	  ARRAY['text'], 'text'),
+	('pattern_rank',		  ARRAY['text', 'text'], 'integer'),
+	('eval_results_gate',	  ARRAY[]::text[], 'trigger'),
+	('budgets_changed',		  ARRAY[]::text[], 'trigger'),
+	('playbook_rules_guard',  ARRAY[]::text[], 'trigger')
+  ) AS f(name, args, result);
+
+-- The defaults the SPEC documents: ack/resolve record the calling role.
+SELECT is((SELECT pg_get_function_arguments('gate_bridge.ack(bigint,text)'::regprocedure)),
+		  'incident_id bigint, actor text DEFAULT CURRENT_USER',
+		  'ack() defaults actor to the calling role');
+SELECT is((SELECT pg_get_function_arguments('gate_bridge.resolve(bigint,text,text)'::regprocedure)),
+		  'incident_id bigint, actor text DEFAULT CURRENT_USER, note text DEFAULT NULL::text',
+		  'resolve() defaults actor to the calling role and note to NULL');
+
+-- Indexes on incidents: the primary key, the unique partial index that
+-- allows one unresolved incident per (kind, key) and serves deduplication,
+-- and the rate-limit window index.
+SELECT indexes_are('gate_bridge', 'incidents', ARRAY[
+	'incidents_pkey', 'incidents_unresolved_key_idx', 'incidents_kind_key_first_seen_idx']);
+SELECT has_index('gate_bridge', 'incidents', 'incidents_unresolved_key_idx',
+				 ARRAY['kind', 'key']);
+SELECT index_is_unique('gate_bridge', 'incidents', 'incidents_unresolved_key_idx');
+SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid)
+			 FROM pg_index i
+			WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_key_idx'::regclass),
+		  $$(status <> 'resolved'::text)$$,
+		  'incidents_unresolved_key_idx covers exactly the unresolved incidents');
+SELECT has_index('gate_bridge', 'incidents', 'incidents_kind_key_first_seen_idx',
+				 ARRAY['kind', 'key', 'first_seen_at']);
+SELECT has_index('gate_bridge', 'eval_results', 'eval_results_agent_created_at_idx',
+				 ARRAY['agent', 'created_at']);
+
+-- Triggers.
+SELECT trigger_is('gate_bridge', 'eval_results', 'gate_bridge_gate',
+				  'gate_bridge', 'eval_results_gate');
+SELECT trigger_is('gate_bridge', 'budgets', 'gate_bridge_budgets_changed',
+				  'gate_bridge', 'budgets_changed');
+SELECT trigger_is('gate_bridge', 'playbook_rules', 'playbook_rules_guard',
+				  'gate_bridge', 'playbook_rules_guard');
+SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+				 WHERE t.tgrelid = 'gate_bridge.eval_results'::regclass
+				   AND t.tgname = 'gate_bridge_gate' AND t.tgenabled = 'O'),
+			   '^CREATE TRIGGER gate_bridge_gate AFTER INSERT ON gate_bridge\.eval_results FOR EACH ROW ',
+			   'the gate fires AFTER INSERT FOR EACH ROW, and is enabled');
+SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+				 WHERE t.tgrelid = 'gate_bridge.budgets'::regclass
+				   AND t.tgname = 'gate_bridge_budgets_changed' AND t.tgenabled = 'O'),
+			   ' AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON gate_bridge\.budgets FOR EACH STATEMENT ',
+			   'every kind of change to budgets invalidates the budget caches');
+
+-- No function with a body (SQL, PL/pgSQL) and no SECURITY DEFINER function
+-- runs with the caller's search_path.
+SELECT is_empty($$
+	SELECT p.oid::regprocedure::text
+	  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+	 WHERE p.pronamespace = 'gate_bridge'::regnamespace
+	   AND (l.lanname NOT IN ('c', 'internal') OR p.prosecdef)
+	   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c
+						WHERE c LIKE 'search\_path=pg\_catalog%')
+$$, 'every SQL, PL/pgSQL or SECURITY DEFINER function pins search_path to pg_catalog first');
+-- That check must have something to look at.
+SELECT cmp_ok((SELECT count(*) FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+				WHERE p.pronamespace = 'gate_bridge'::regnamespace
+				  AND l.lanname IN ('sql', 'plpgsql')), '>=', 2::bigint,
+			  'suggest_playbooks and playbook_rules_guard are among the functions checked');
+
+-- Everything in the schema belongs to the extension (so it is dropped,
+-- dumped and upgraded with it).
+SELECT is_empty($$
+	SELECT c.oid::regclass::text FROM pg_class c
+	 WHERE c.relnamespace = 'gate_bridge'::regnamespace
+	   AND c.relkind IN ('r', 'v', 'S', 'm', 'p', 'f')
+	   AND NOT EXISTS (SELECT FROM pg_depend d
+						WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+						  AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
+	UNION ALL
+	SELECT p.oid::regprocedure::text FROM pg_proc p
+	 WHERE p.pronamespace = 'gate_bridge'::regnamespace
+	   AND NOT EXISTS (SELECT FROM pg_depend d
+						WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+						  AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
+$$, 'every relation and function in schema gate_bridge is a member of the extension');
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,185 @@
+-- Settings: an application role cannot switch the bridge off, loosen the
+-- rate limit or divert notifications for itself; an administrator can let
+-- a role switch the bridge off with GRANT SET ON PARAMETER.
+BEGIN;
+SELECT plan(48);
+
+CREATE ROLE regress_set_writer;
+CREATE ROLE regress_set_operator;
+CREATE ROLE regress_set_reader;
+
+-- The documented grants.
+GRANT USAGE ON SCHEMA gate_bridge TO regress_set_writer, regress_set_operator,
+	regress_set_reader;
+GRANT INSERT (agent, eval_run_id, quality, latency_p95_ms, cost_usd, success_rate,
+			  invariants_failed, planner_version, triggered_by, context, created_at)
+	ON gate_bridge.eval_results TO regress_set_writer;
+GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
+	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats
+	TO regress_set_operator, regress_set_reader;
+GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
+	gate_bridge.resolve(bigint, text, text) TO regress_set_operator;
+
+-------------------------------------------------------------------------------
+-- This session has not run any gate_bridge code yet, so the module may not
+-- be loaded (nothing has fired a gate_bridge trigger or called one of its
+-- functions) and a SET would only create a placeholder.  Whichever it is,
+-- the writer's attempt must not switch the bridge off: loading the module
+-- re-checks a placeholder against the role that set it.
+-------------------------------------------------------------------------------
+SELECT diag(CASE WHEN current_setting('gate_bridge.rate_limit', true) IS NULL
+				 THEN 'gate_bridge is not loaded yet: the writer''s SET makes a placeholder'
+				 ELSE 'gate_bridge is already loaded: the writer''s SET is refused' END);
+SET ROLE regress_set_writer;
+SET client_min_messages = error;	-- the discarded placeholder is a WARNING
+DO $$
+BEGIN
+	BEGIN
+		SET gate_bridge.enabled = off;
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL;
+	END;
+	BEGIN
+		SET gate_bridge.rate_limit = 1000000;
+	EXCEPTION WHEN insufficient_privilege THEN
+		NULL;
+	END;
+END
+$$;
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
+				  VALUES ('regress.set', '{regress_inv}')$$,
+				'writer: a violating row is accepted after trying to switch the bridge off');
+RESET client_min_messages;
+SELECT is(current_setting('gate_bridge.enabled'), 'on',
+		  'writer: the bridge is still on');
+SELECT isnt(current_setting('gate_bridge.rate_limit'), '1000000',
+			'writer: the rate limit is not the one the writer tried to set');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM gate_bridge.incidents
+			WHERE key = 'INVARIANT_regress.set_regress_inv'),
+		  1::bigint, 'the writer''s row opened an incident all the same');
+
+-------------------------------------------------------------------------------
+-- With the module loaded, every setting is refused to application roles.
+-------------------------------------------------------------------------------
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+VALUES ('regress.set', 'cost', 1, 2, 3);
+
+SELECT current_setting('gate_bridge.enabled') AS enabled_before,
+	   current_setting('gate_bridge.rate_limit') AS rate_limit_before,
+	   current_setting('gate_bridge.rate_window') AS rate_window_before,
+	   current_setting('gate_bridge.notify_channel') AS notify_channel_before \gset
+
+SET ROLE regress_set_writer;
+SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
+  FROM unnest(ARRAY[
+	'SET gate_bridge.enabled = off',
+	'SET LOCAL gate_bridge.enabled = off',
+	$$SELECT set_config('gate_bridge.enabled', 'off', false)$$,
+	$$SELECT set_config('gate_bridge.enabled', 'off', true)$$,
+	'SET gate_bridge.rate_limit = 1000000',
+	$$SELECT set_config('gate_bridge.rate_limit', '1000000', false)$$,
+	'SET gate_bridge.rate_window = 1',
+	$$SET gate_bridge.rate_window = '1s'$$,
+	'SET gate_bridge.notify_channel = regress_elsewhere',
+	'RESET gate_bridge.rate_limit',
+	'ALTER ROLE regress_set_writer SET gate_bridge.enabled = off',
+	'ALTER ROLE regress_set_writer SET gate_bridge.rate_limit = 1000000'
+  ]) AS q;
+SELECT is(ARRAY[current_setting('gate_bridge.enabled'),
+				current_setting('gate_bridge.rate_limit'),
+				current_setting('gate_bridge.rate_window'),
+				current_setting('gate_bridge.notify_channel')],
+		  ARRAY[:'enabled_before', :'rate_limit_before', :'rate_window_before',
+				:'notify_channel_before'],
+		  'writer: every setting is as it was');
+SELECT lives_ok('RESET ALL', 'writer: RESET ALL runs');
+SELECT is(current_setting('gate_bridge.enabled'), :'enabled_before',
+		  'writer: RESET ALL leaves the bridge as it was');
+RESET ROLE;
+
+SET ROLE regress_set_operator;
+SELECT throws_ok('SET gate_bridge.enabled = off', '42501', NULL,
+				 'operator: cannot switch the bridge off');
+SELECT throws_ok('SET gate_bridge.rate_limit = 1000000', '42501', NULL,
+				 'operator: cannot change the rate limit');
+RESET ROLE;
+
+SET ROLE regress_set_reader;
+SELECT throws_ok('SET gate_bridge.enabled = off', '42501', NULL,
+				 'reader: cannot switch the bridge off');
+SELECT throws_ok('SET gate_bridge.notify_channel = regress_elsewhere', '42501', NULL,
+				 'reader: cannot divert notifications');
+RESET ROLE;
+
+SELECT is((SELECT count(*) FROM pg_db_role_setting s
+			WHERE s.setrole IN (SELECT oid FROM pg_roles WHERE rolname LIKE 'regress\_set\_%')),
+		  0::bigint, 'no role stored a setting for itself');
+
+-------------------------------------------------------------------------------
+-- An administrator lets the writer switch the bridge off (PostgreSQL 15).
+-------------------------------------------------------------------------------
+SELECT ok(NOT has_parameter_privilege('regress_set_writer', 'gate_bridge.enabled', 'SET'),
+		  'writer: no SET privilege on gate_bridge.enabled before the grant');
+GRANT SET ON PARAMETER gate_bridge.enabled TO regress_set_writer;
+SELECT ok(has_parameter_privilege('regress_set_writer', 'gate_bridge.enabled', 'SET'),
+		  'writer: SET privilege on gate_bridge.enabled after the grant');
+SELECT ok(NOT has_parameter_privilege('regress_set_writer', 'gate_bridge.rate_limit', 'SET'),
+		  'writer: the grant does not extend to gate_bridge.rate_limit');
+
+SET ROLE regress_set_writer;
+SELECT lives_ok('SET gate_bridge.enabled = off', 'writer: switches the bridge off, once allowed');
+SELECT is(current_setting('gate_bridge.enabled'), 'off', 'writer: the bridge is off');
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+				  VALUES ('regress.set', 10)$$,
+				'writer: a violating row is stored while the bridge is off');
+SELECT throws_ok('SET gate_bridge.rate_limit = 1000000', '42501', NULL,
+				 'writer: still cannot change the rate limit');
+SELECT throws_ok('SET gate_bridge.rate_window = 1', '42501', NULL,
+				 'writer: still cannot change the rate window');
+SELECT throws_ok('SET gate_bridge.notify_channel = regress_elsewhere', '42501', NULL,
+				 'writer: still cannot divert notifications');
+RESET ROLE;
+
+SELECT is((SELECT count(*) FROM gate_bridge.eval_results
+			WHERE agent = 'regress.set' AND cost_usd = 10),
+		  1::bigint, 'the row inserted while the bridge was off is stored');
+SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.set_cost'),
+		  0::bigint, 'no incident was opened while the bridge was off');
+SELECT is((SELECT count(*) FROM gate_bridge.incident_keys WHERE key = 'BUDGET_regress.set_cost'),
+		  0::bigint, 'no decision was even counted while the bridge was off');
+
+SET ROLE regress_set_writer;
+SELECT lives_ok('SET gate_bridge.enabled = on', 'writer: switches the bridge back on');
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+				  VALUES ('regress.set', 10)$$,
+				'writer: a violating row is stored with the bridge on');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.set_cost'),
+		  1::bigint, 'with the bridge back on, the violation opened an incident');
+
+REVOKE SET ON PARAMETER gate_bridge.enabled FROM regress_set_writer;
+SET ROLE regress_set_writer;
+SELECT throws_ok('SET gate_bridge.enabled = off', '42501', NULL,
+				 'writer: cannot switch the bridge off once the grant is revoked');
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- Bad values, even from a superuser.
+-------------------------------------------------------------------------------
+SELECT throws_ok(q, '22023', NULL, 'superuser: ' || q)
+  FROM unnest(ARRAY[
+	'SET gate_bridge.rate_limit = 0',
+	'SET gate_bridge.rate_limit = -1',
+	'SET gate_bridge.rate_window = 0',
+	$$SET gate_bridge.rate_window = '2 fortnights'$$,
+	$$SET gate_bridge.notify_channel = ''$$,
+	format('SET gate_bridge.notify_channel = %L', repeat('c', 64))
+  ]) AS q;
+SELECT lives_ok($$SET LOCAL gate_bridge.rate_window = '90min'$$,
+				'superuser: the rate window accepts minutes');
+SELECT is(current_setting('gate_bridge.rate_window'), '90min',
+		  'the rate window is 90 minutes');
+
+SELECT * FROM finish();
+ROLLBACK;
