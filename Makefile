@@ -21,10 +21,33 @@ PG_CFLAGS   += -Wall -Wextra -Werror
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 
 
-EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out
+EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out \
+              gate-bridge
+
+# The command line, a libpq client.  PGXS's PROGRAM cannot be used beside
+# MODULE_big, so it has rules of its own below.
+CLI_SRCS    = $(wildcard cli/*.c)
+CLI_HEADERS = $(wildcard cli/*.h)
 
 PGXS       := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track headers
 $(OBJS): $(wildcard src/*.h)
+
+all: gate-bridge
+
+gate-bridge: $(CLI_SRCS) $(CLI_HEADERS)
+	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -I$(includedir) $(CLI_SRCS) \
+		$(LDFLAGS) $(LDFLAGS_EX) -L$(libdir) -lpq -o $@
+
+install: install-cli
+install-cli: gate-bridge
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) gate-bridge '$(DESTDIR)$(bindir)/gate-bridge'
+
+uninstall: uninstall-cli
+uninstall-cli:
+	rm -f '$(DESTDIR)$(bindir)/gate-bridge'
+
+.PHONY: install-cli uninstall-cli

@@ -40,7 +40,7 @@ pgtap() {
 
 tap() {
 	[ -n "$(ls test/t/*.pl 2>/dev/null)" ] || return 0
-	prove test/t/
+	prove --ext .pl test/t/
 }
 
 suite "regression (pg_regress)" regress

@@ -1,0 +1,195 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.c
+ *		Command-line and environment parsing shared by the subcommands.
+ *
+ * cli/options.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "gate_bridge_cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static char **saved_argv = NULL;
+
+static void
+free_saved_argv(void)
+{
+	if (saved_argv != NULL)
+	{
+		free(saved_argv[0]);
+		free(saved_argv);
+		saved_argv = NULL;
+	}
+}
+
+/*
+ * A copy of a subcommand's argv whose argv[0] is "gate-bridge CMD", so that
+ * getopt's own messages name the subcommand.  Lives until exit.
+ */
+char	  **
+gb_subcommand_argv(int argc, char **argv)
+{
+	char	  **copy = calloc((size_t) argc + 1, sizeof(char *));
+	size_t		len = strlen(GB_PROGNAME) + strlen(argv[0]) + 2;
+	char	   *name = malloc(len);
+	int			i;
+
+	if (copy == NULL || name == NULL)
+	{
+		fprintf(stderr, "%s: out of memory\n", GB_PROGNAME);
+		exit(GB_EXIT_FAIL);
+	}
+	snprintf(name, len, "%s %s", GB_PROGNAME, argv[0]);
+	copy[0] = name;
+	for (i = 1; i < argc; i++)
+		copy[i] = argv[i];
+	copy[argc] = NULL;
+	if (saved_argv == NULL)
+		atexit(free_saved_argv);
+	else
+		free_saved_argv();
+	saved_argv = copy;
+	return copy;
+}
+
+/* Make getopt_long start over on a new argument vector. */
+void
+gb_getopt_reset(void)
+{
+#ifdef __GLIBC__
+	optind = 0;					/* glibc: also re-reads the "+" mode */
+#else
+	optind = 1;
+#endif
+}
+
+int
+gb_usage_error(const char *cmd, const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s%s%s: ", GB_PROGNAME, cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return gb_bad_option(cmd);
+}
+
+/* After getopt has complained: point at --help. */
+int
+gb_bad_option(const char *cmd)
+{
+	fprintf(stderr, "Try \"%s%s%s --help\" for more information.\n",
+			GB_PROGNAME, cmd ? " " : "", cmd ? cmd : "");
+	return GB_EXIT_USAGE;
+}
+
+/* An incident or event id: a decimal integer, 0 .. 2^63-1. */
+bool
+gb_parse_id(const char *s, int64_t *out)
+{
+	char	   *end;
+	long long	v;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return false;
+	*out = (int64_t) v;
+	return true;
+}
+
+/* A positive, finite number of seconds. */
+bool
+gb_parse_seconds(const char *s, double *out)
+{
+	char	   *end;
+	double		v;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || *end != '\0' || !isfinite(v) || v <= 0 || v > 86400)
+		return false;
+	*out = v;
+	return true;
+}
+
+/*
+ * --lookback: "7d", "12h", "30m", "45s" (and "2w") become the PostgreSQL
+ * interval "7 days" and so on; anything else is passed on unchanged as an
+ * interval string for the server to check.  Returns false for text that
+ * cannot be a lookback at all.
+ */
+bool
+gb_lookback_to_interval(const char *s, char *out, size_t outlen)
+{
+	static const struct
+	{
+		char		suffix;
+		const char *unit;
+	}			units[] = {
+		{'s', "seconds"}, {'m', "minutes"}, {'h', "hours"},
+		{'d', "days"}, {'w', "weeks"}
+	};
+	size_t		len;
+	size_t		i;
+	size_t		k;
+
+	if (s == NULL)
+		return false;
+	len = strlen(s);
+	if (len == 0 || len >= outlen - 16)
+		return false;
+
+	for (i = 0; i + 1 < len && s[i] >= '0' && s[i] <= '9'; i++)
+		;
+	if (i > 0 && i == len - 1 && i <= 9)
+	{
+		for (k = 0; k < sizeof(units) / sizeof(units[0]); k++)
+			if (s[i] == units[k].suffix)
+			{
+				snprintf(out, outlen, "%.*s %s", (int) i, s, units[k].unit);
+				return true;
+			}
+	}
+	snprintf(out, outlen, "%s", s);
+	return true;
+}
+
+/*
+ * INTERVENTIONS_ENABLED: 1 when incidents may be created (unset, empty,
+ * true/1/yes/on), 0 when not (false/0/no/off), -1 for anything else; any
+ * case.  *value receives the variable's text.
+ */
+int
+gb_env_interventions_enabled(const char **value)
+{
+	static const char *const off[] = {"false", "0", "no", "off"};
+	static const char *const on[] = {"true", "1", "yes", "on"};
+	const char *v = getenv("INTERVENTIONS_ENABLED");
+	size_t		i;
+
+	*value = v;
+	if (v == NULL || *v == '\0')
+		return 1;
+	for (i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+		if (strcasecmp(v, off[i]) == 0)
+			return 0;
+	for (i = 0; i < sizeof(on) / sizeof(on[0]); i++)
+		if (strcasecmp(v, on[i]) == 0)
+			return 1;
+	return -1;
+}
