@@ -312,6 +312,20 @@ gate_bridge_on_planner_regression(PG_FUNCTION_ARGS)
 	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
 }
 
+/* qsort has no context argument; on_gate_failure sets this before sorting */
+static const GBViolation *gate_failure_sort_base;
+
+static int
+gate_failure_cmp(const void *a, const void *b)
+{
+	const GBViolation *va = &gate_failure_sort_base[*(const int *) a];
+	const GBViolation *vb = &gate_failure_sort_base[*(const int *) b];
+	int			c = strcmp(va->subject, vb->subject);
+
+	/* equal keys keep their order */
+	return c != 0 ? c : (*(const int *) a > *(const int *) b) - (*(const int *) a < *(const int *) b);
+}
+
 PG_FUNCTION_INFO_V1(gate_bridge_on_gate_failure);
 
 /*
@@ -343,6 +357,8 @@ gate_bridge_on_gate_failure(PG_FUNCTION_ARGS)
 	JsonbIteratorToken tok;
 	int			dims[1];
 	int			lbs[1] = {1};
+	int		   *order;
+	int			k;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -386,10 +402,22 @@ gate_bridge_on_gate_failure(PG_FUNCTION_ARGS)
 
 	ids = palloc0(sizeof(Datum) * Max(n, 1));
 	nulls = palloc0(sizeof(bool) * Max(n, 1));
+	/*
+	 * Decide in key order (the agent is the same for all), so that two calls
+	 * listing the same budget types in different orders cannot deadlock on
+	 * the keys' locks; results go back to their original positions.
+	 */
+	order = palloc(sizeof(int) * Max(n, 1));
 	for (i = 0; i < n; i++)
+		order[i] = i;
+	gate_failure_sort_base = vs;
+	qsort(order, n, sizeof(int), gate_failure_cmp);
+
+	for (k = 0; k < n; k++)
 	{
 		int64		id;
 
+		i = order[k];
 		details_add(&ads[i], "violation", elems[i]);
 		details_add(&ads[i], "budget", budget);
 		details_add(&ads[i], "gate_result", gate_result);

@@ -230,6 +230,24 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
  * Failed invariants: each name must be usable in an incident key.  Checked
  * whether or not the bridge is enabled, so that what is stored is the same.
  */
+/* bytewise order of two text datums */
+static int
+text_datum_cmp(const void *a, const void *b)
+{
+	text	   *ta = DatumGetTextPP(*(const Datum *) a);
+	text	   *tb = DatumGetTextPP(*(const Datum *) b);
+	int			la = VARSIZE_ANY_EXHDR(ta);
+	int			lb = VARSIZE_ANY_EXHDR(tb);
+	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/*
+ * The row's failed invariants, validated, sorted and without repeats.
+ * Deciding keys in one global order keeps two rows that name the same
+ * invariants in different orders from deadlocking on the keys' locks.
+ */
 static void
 deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
 {
@@ -259,6 +277,17 @@ deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
 							   len + agent_len + (int) strlen("INVARIANT__"),
 							   GB_KEY_MAX_BYTES)));
 		(*elems)[(*nelems)++] = (*elems)[i];
+	}
+
+	if (*nelems > 1)
+	{
+		int			kept = 1;
+
+		qsort(*elems, *nelems, sizeof(Datum), text_datum_cmp);
+		for (i = 1; i < *nelems; i++)
+			if (text_datum_cmp(&(*elems)[i], &(*elems)[kept - 1]) != 0)
+				(*elems)[kept++] = (*elems)[i];
+		*nelems = kept;
 	}
 }
 
