@@ -4,9 +4,9 @@
 
 /*
  * The schema is created by CREATE EXTENSION (control file: schema =
- * gate_bridge).  If it already existed, it must belong to the installing
- * role: objects planted in a schema someone else owns would otherwise run
- * with our privileges.
+ * gate_bridge).  If it already existed, only the installing role may own it
+ * or create objects in it: objects planted there by someone else would
+ * otherwise run with our privileges.
  */
 DO $guard$
 BEGIN
@@ -19,6 +19,16 @@ BEGIN
 		RAISE EXCEPTION 'schema "gate_bridge" is owned by another role'
 			USING ERRCODE = '42501',
 				  HINT = 'Drop the schema or install the extension as its owner.';
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_namespace n,
+					   pg_catalog.aclexplode(n.nspacl) a
+				WHERE n.nspname OPERATOR(pg_catalog.=) 'gate_bridge'
+				  AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+				  AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner)
+	THEN
+		RAISE EXCEPTION 'other roles may create objects in schema "gate_bridge"'
+			USING ERRCODE = '42501',
+				  HINT = 'Revoke CREATE on the schema from every other role, or drop it.';
 	END IF;
 END
 $guard$;
@@ -257,6 +267,8 @@ $fn$;
 CREATE TRIGGER playbook_rules_guard
 	BEFORE INSERT OR UPDATE OR DELETE ON gate_bridge.playbook_rules
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.playbook_rules_guard();
+-- also while restoring or replicating (session_replication_role = replica)
+ALTER TABLE gate_bridge.playbook_rules ENABLE ALWAYS TRIGGER playbook_rules_guard;
 
 INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks, builtin) VALUES
 	('quality',		 'warehouse.*', '{rerun_eval,rerun_dbt}',			true),
@@ -389,6 +401,8 @@ LANGUAGE C;
 CREATE TRIGGER gate_bridge_budgets_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gate_bridge.budgets
 	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.budgets_changed();
+-- budgets changed by logical replication must reach the caches too
+ALTER TABLE gate_bridge.budgets ENABLE ALWAYS TRIGGER gate_bridge_budgets_changed;
 
 -------------------------------------------------------------------------------
 -- Gate evaluation over time windows.

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/dependency.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -26,6 +27,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/fmgrprotos.h"
 #include "utils/datetime.h"
 #include "utils/inval.h"
 #include "utils/json.h"
@@ -34,6 +36,7 @@
 #include "utils/rel.h"
 
 #include "gate_bridge.h"
+#include "privileged.h"
 
 /* attribute numbers of the columns we read */
 typedef struct EvalColumns
@@ -48,6 +51,8 @@ typedef struct EvalColumns
 	AttrNumber	triggered_by;
 	AttrNumber	context;
 	AttrNumber	created_at;
+	Oid			id_seq;			/* identity sequence of "id", or InvalidOid */
+	int64		id_seq_seen;	/* ids up to this came from the sequence */
 } EvalColumns;
 
 static EvalColumns eval_columns = {InvalidOid};
@@ -79,7 +84,7 @@ column(TupleDesc desc, const char *name, Oid type)
 	return attno;
 }
 
-static const EvalColumns *
+static EvalColumns *
 get_eval_columns(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -99,8 +104,43 @@ get_eval_columns(Relation rel)
 	eval_columns.triggered_by = column(desc, "triggered_by", TEXTOID);
 	eval_columns.context = column(desc, "context", JSONBOID);
 	eval_columns.created_at = column(desc, "created_at", TIMESTAMPTZOID);
+	eval_columns.id_seq = getIdentitySequence(RelationGetRelid(rel),
+											  eval_columns.id, true);
+	eval_columns.id_seq_seen = PG_INT64_MIN;
 	eval_columns.relid = RelationGetRelid(rel);
 	return &eval_columns;
+}
+
+/*
+ * Was this row numbered by the table's identity sequence?  A row whose id
+ * the sequence has not handed out yet brings its own: it is a restore
+ * (pg_dump loads the rows before it sets the sequence) or a copy from
+ * another database, and it was checked where it came from.  Asked only for
+ * rows that violate something; the answer for ids up to the largest value
+ * seen so far is known without looking.
+ */
+static bool
+row_brings_own_id(EvalColumns *cols, int64 id)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	GBPrivileged priv;
+	Datum		last;
+
+	if (!OidIsValid(cols->id_seq) || id <= cols->id_seq_seen)
+		return false;
+
+	/* the sequence is the owner's; read it as the owner */
+	gb_privileged_begin(&priv);
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(cols->id_seq);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	gb_privileged_end(&priv);
+
+	if (fcinfo->isnull)
+		return true;			/* nothing handed out yet */
+	cols->id_seq_seen = DatumGetInt64(last);
+	return id > cols->id_seq_seen;
 }
 
 /* Everything needed to build one violation's incident details, lazily. */
@@ -108,7 +148,8 @@ typedef struct RowViolation
 {
 	HeapTuple	tuple;
 	TupleDesc	desc;
-	const EvalColumns *cols;
+	EvalColumns *cols;
+	int			origin;			/* 0 unknown, 1 new evaluation, -1 brings its own id */
 	const char *agent;
 	const GBBudget *budget;		/* may be NULL (invariant, no budget) */
 	GBSeverity	severity;
@@ -215,6 +256,22 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 {
 	GBViolation v;
 
+	/* the first violation of a row: is it a new evaluation, or a restored row? */
+	if (rv->origin == 0)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(rv->tuple, rv->cols->id, rv->desc, &isnull);
+
+		rv->origin = (!isnull && row_brings_own_id(rv->cols, DatumGetInt64(d))) ? -1 : 1;
+		if (rv->origin < 0)
+			ereport(DEBUG1,
+					(errmsg("gate_bridge: not checking eval row " INT64_FORMAT ", which brings its own id",
+							DatumGetInt64(d)),
+					 errhidestmt(true)));
+	}
+	if (rv->origin < 0)
+		return;
+
 	v.kind = kind;
 	v.agent = rv->agent;
 	v.violation_type = violation_type;
@@ -297,7 +354,7 @@ Datum
 gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	const EvalColumns *cols;
+	EvalColumns *cols;
 	HeapTuple	tuple;
 	TupleDesc	desc;
 	text	   *agent_text;

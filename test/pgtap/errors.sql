@@ -233,7 +233,6 @@ SELECT throws_ok(format('SELECT gate_bridge.on_invariant_failure(%s)', c.args), 
 
 -- A JSON null where an object is required is 22004 for on_budget_violation
 -- (above) but 22023 ("missing key") here; until the two agree:
-SELECT todo('JSON null for a required object: on_invariant_failure says 22023, on_budget_violation 22004', 2);
 SELECT throws_ok($$SELECT gate_bridge.on_invariant_failure('null', '{"invariant": "x"}')$$,
 				 '22004', NULL, 'on_invariant_failure: JSON null eval_result');
 SELECT throws_ok($$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.err"}', 'null')$$,

@@ -100,9 +100,9 @@ SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
 			   'the gate fires AFTER INSERT FOR EACH ROW, and is enabled');
 SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
 				 WHERE t.tgrelid = 'gate_bridge.budgets'::regclass
-				   AND t.tgname = 'gate_bridge_budgets_changed' AND t.tgenabled = 'O'),
+				   AND t.tgname = 'gate_bridge_budgets_changed' AND t.tgenabled = 'A'),
 			   ' AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON gate_bridge\.budgets FOR EACH STATEMENT ',
-			   'every kind of change to budgets invalidates the budget caches');
+			   'every kind of change to budgets invalidates the budget caches, also under replication');
 
 -- No function with a body (SQL, PL/pgSQL) and no SECURITY DEFINER function
 -- runs with the caller's search_path.
