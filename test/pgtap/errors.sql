@@ -231,8 +231,8 @@ SELECT throws_ok(format('SELECT gate_bridge.on_invariant_failure(%s)', c.args), 
 	 '22023', 'context is an array')
   ) AS c(args, code, d);
 
--- A JSON null where an object is required is 22004 for on_budget_violation
--- (above) but 22023 ("missing key") here; until the two agree:
+-- A JSON null where an object is required is a NULL argument (22004), as
+-- for on_budget_violation above.
 SELECT throws_ok($$SELECT gate_bridge.on_invariant_failure('null', '{"invariant": "x"}')$$,
 				 '22004', NULL, 'on_invariant_failure: JSON null eval_result');
 SELECT throws_ok($$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.err"}', 'null')$$,

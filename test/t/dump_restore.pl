@@ -1,0 +1,620 @@
+#!/usr/bin/perl
+#
+# Dump and restore.
+#
+# A database is filled the way a deployment fills it: budgets of every type
+# and pattern kind, playbook rules of the user's own (a new rule, an edited
+# built-in rule, a disabled built-in rule), clean and violating eval rows
+# inserted so that the trigger decides, incidents in every status, folded
+# repeats (occurrences > 1), rate-limited keys, incidents from the SQL
+# functions, and the timeline all this leaves behind.  It is dumped with
+# pg_dump twice, as a plain script restored with psql and in the custom
+# format restored with pg_restore, each into a fresh database, the plain
+# way, with nothing switched off: restored eval rows bring their own ids,
+# so the trigger stores them without deciding again (README, Caveats).
+# Then, for both restored databases:
+#
+#	- every table of the extension matches the original row for row, every
+#	  column (and the test knows it covers every table of the extension);
+#	- the identity sequences stand where they stood, and new rows get ids
+#	  above every restored one;
+#	- a dump of the restored database is the dump of the original;
+#	- the restored database goes on deciding against the restored state: a
+#	  violation for a key with an open or acked incident folds into it, a
+#	  violation for a key whose incidents are all resolved opens a new one
+#	  (and notifies it), a key at its rate limit stays limited, the restored
+#	  playbook rules are the ones applied, and gate_bridge.stats adds up.
+#
+# A self-check proves that the comparison notices a changed, a deleted and
+# an added row.
+#
+# Finally, the same dumps are restored once more with triggers switched off
+# the usual way (session_replication_role = replica): the playbook rule
+# guard fires always, so that path keeps the data too.
+#
+# Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD set, as a
+# superuser); creates and drops its own databases.
+#
+# test/t/dump_restore.pl
+
+use strict;
+use warnings;
+
+use DBI;
+use File::Temp qw(tempdir);
+use JSON::PP;
+use Test::More;
+
+my $PREFIX = 'gb_tap_dump';
+my $ORIG = "${PREFIX}_orig";
+my %RESTORED = (plain => "${PREFIX}_plain", custom => "${PREFIX}_custom");
+my %RESTORED_ON = (plain => "${PREFIX}_plain_on", custom => "${PREFIX}_custom_on");
+my @ALL_DBS = ($ORIG, values %RESTORED, values %RESTORED_ON);
+my $OFF = '';
+my $CHANNEL = 'incident_created';
+
+# Every table of the extension and the order that makes its rows comparable.
+my %ORDER = (
+	eval_results => 'id',
+	budgets => 'agent_pattern COLLATE "C", budget_type COLLATE "C"',
+	incidents => 'id',
+	incident_events => 'id',
+	incident_keys => 'kind COLLATE "C", key COLLATE "C"',
+	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
+);
+my @TABLES = sort keys %ORDER;
+my @SEQUENCES = map { "gate_bridge.${_}_id_seq" } qw(eval_results incidents incident_events);
+
+# An agent whose name needs quoting in every key, summary, payload and dump.
+my $ODD = "dr.odd \"q\" \\ \t \x{e9}\x{2713}";
+
+my $BINDIR = `pg_config --bindir`;
+chomp $BINDIR;
+my $tmp = tempdir(CLEANUP => 1);
+my $parent_pid = $$;
+my $started = time;
+
+sub connect_db
+{
+	my ($dbname) = @_;
+
+	return DBI->connect("dbi:Pg:dbname=$dbname", undef, undef,
+						{RaiseError => 1, PrintError => 0, AutoCommit => 1,
+						 AutoInactiveDestroy => 1, pg_enable_utf8 => 1});
+}
+
+sub drop_databases
+{
+	my $admin = connect_db('postgres');
+
+	$admin->do('SET client_min_messages = warning');
+	$admin->do("DROP DATABASE IF EXISTS $_ WITH (FORCE)") for @ALL_DBS;
+	$admin->disconnect;
+}
+
+sub create_database
+{
+	my ($name) = @_;
+	my $admin = connect_db('postgres');
+
+	$admin->do("CREATE DATABASE $name TEMPLATE template0 ENCODING 'UTF8'"
+			   . " LC_COLLATE 'C' LC_CTYPE 'C'");
+	$admin->disconnect;
+}
+
+END
+{
+	# a test that died half way must not leave its databases behind
+	drop_databases() if $$ == $parent_pid;
+}
+
+# Runs a client program from the server's bindir with PGOPTIONS as given;
+# returns its exit status and everything it printed.
+sub run_tool
+{
+	my ($pgoptions, $program, @args) = @_;
+	my $pid = open(my $out, '-|') // die "fork: $!";
+
+	if ($pid == 0)
+	{
+		open(STDERR, '>&', \*STDOUT) or die "dup: $!";
+		$ENV{PGOPTIONS} = $pgoptions;
+		exec("$BINDIR/$program", @args) or die "exec $program: $!";
+	}
+	my $output = do { local $/; <$out> } // '';
+	close $out;
+	return ($? >> 8, $output);
+}
+
+sub errors_in
+{
+	my ($output) = @_;
+
+	# psql: "psql:FILE:LINE: ERROR:  ..."; pg_restore: "pg_restore: error: ..."
+	return scalar(() = $output =~ /^[^\n]*\b(?:ERROR|error):/mg);
+}
+
+# Every row of a table as its text form, in key order: all columns.
+sub table_rows
+{
+	my ($dbh, $table) = @_;
+
+	return $dbh->selectcol_arrayref(
+		"SELECT t::text FROM gate_bridge.$table t ORDER BY $ORDER{$table}");
+}
+
+sub all_tables
+{
+	my ($dbh) = @_;
+
+	return {map { $_ => table_rows($dbh, $_) } @TABLES};
+}
+
+# is_deeply's report names the first row that differs; the counts say the rest.
+sub rows_match
+{
+	my ($got, $want, $name) = @_;
+
+	is_deeply($got, $want, $name)
+		or diag(sprintf('%d rows, expected %d', scalar @$got, scalar @$want));
+}
+
+sub sequence_state
+{
+	my ($dbh) = @_;
+
+	return {map {
+		my ($last, $called) = $dbh->selectrow_array(
+			"SELECT last_value, is_called FROM $_");
+		$_ => "$last/" . ($called ? 't' : 'f')
+	} @SEQUENCES};
+}
+
+sub stats
+{
+	my ($dbh) = @_;
+	my %s;
+
+	for my $r (@{$dbh->selectall_arrayref(
+		'SELECT kind, created, deduplicated, rate_limited FROM gate_bridge.stats',
+		{Slice => {}})})
+	{
+		$s{$r->{kind}} = {created => $r->{created}, deduplicated => $r->{deduplicated},
+						  rate_limited => $r->{rate_limited}};
+	}
+	return \%s;
+}
+
+# A plain dump of a database, minus what differs between any two runs of
+# pg_dump (the \restrict key of recent minor releases).
+sub plain_dump
+{
+	my ($dbname, $file) = @_;
+	my ($rc, $out) = run_tool('', 'pg_dump', '-d', $dbname, '-f', $file);
+
+	die "pg_dump $dbname failed:\n$out" if $rc != 0;
+	open(my $fh, '<', $file) or die "$file: $!";
+	my @lines = grep { !/^\\(?:un)?restrict / } <$fh>;
+	close $fh;
+	return join('', @lines);
+}
+
+################################################################ fill
+
+drop_databases();
+create_database($ORIG);
+my $orig = connect_db($ORIG);
+
+$orig->do('CREATE EXTENSION gate_bridge');
+
+# budgets: exact names, "prefix.*" globs and "*"; every type; missing tiers,
+# odd lookbacks, a disabled one, floats that need every digit
+my $budget = $orig->prepare(
+	'INSERT INTO gate_bridge.budgets'
+	. ' (agent_pattern, budget_type, warning, error, critical, lookback, enabled)'
+	. ' VALUES (?, ?, ?, ?, ?, ?, ?)');
+$budget->execute(@$_) for (
+	['dr.alpha', 'quality', 0.9, 0.8, 0.5, '7 days', 1],
+	['dr.alpha', 'invariants', 0, 2, 5, '7 days', 1],
+	['dr.*', 'latency', 1000, 2000, undef, '1 day', 1],
+	['*', 'cost', undef, 0.05, 0.5, '14 days', 1],
+	['dr.beta', 'success_rate', 0.99, undef, 0.9, '2 days 03:00:00', 1],
+	['knowledge.*', 'latency', 500, 1500, 3000, '3 days', 1],
+	['elastic.*', 'latency', 500, 1500, 3000, '7 days', 1],
+	['dr.disabled', 'quality', 0.9, 0.8, 0.5, '7 days', 0],
+	['dr.precise', 'quality', '0.30000000000000004', '0.1234567890123456789', '1e-300', '1 mon 2 days 00:00:01.5', 1],
+	[$ODD, 'quality', 0.9, undef, undef, '7 days', 1],
+);
+
+# playbook rules: one of the user's own, an edited and a disabled built-in
+$orig->do(q{INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks)
+			VALUES ('quality', 'dr.*', '{page_owner,rerun_eval}')});
+$orig->do(q{UPDATE gate_bridge.playbook_rules SET playbooks = '{clear_cache,warm_index}'
+			 WHERE violation_type = 'latency' AND agent_pattern = 'knowledge.*'});
+$orig->do(q{UPDATE gate_bridge.playbook_rules SET enabled = false
+			 WHERE violation_type = 'latency' AND agent_pattern = 'elastic.*'});
+
+my $insert_sql = 'INSERT INTO gate_bridge.eval_results'
+	. ' (agent, eval_run_id, quality, latency_p95_ms, cost_usd, success_rate,'
+	. '  invariants_failed, planner_version, triggered_by, context)'
+	. ' VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb)';
+
+# one eval row: (agent, {column => value}), through the trigger
+sub eval_row
+{
+	my ($dbh, $agent, %c) = @_;
+	my ($id) = $dbh->selectrow_array(
+		"$insert_sql RETURNING id", undef, $agent, $c{run} // "run-$agent",
+		$c{quality}, $c{latency}, $c{cost}, $c{success_rate}, $c{invariants},
+		$c{planner}, $c{by} // 'dump_restore.pl', $c{context});
+	return $id;
+}
+
+sub unresolved_id
+{
+	my ($dbh, $key) = @_;
+	my ($id) = $dbh->selectrow_array(
+		q{SELECT id FROM gate_bridge.incidents WHERE key = ? AND status <> 'resolved'},
+		undef, $key);
+	return $id;
+}
+
+# clean rows, NULL metrics, an explicit timestamp, a disabled budget
+for my $i (1 .. 6)
+{
+	eval_row($orig, 'dr.clean', quality => 0.95, latency => 100 + $i,
+			 cost => 0.001 * $i, success_rate => 1,
+			 context => encode_json({i => $i, nested => {a => [1, 2, {b => undef}]},
+									 text => "line\nbreak \x{2713}"}));
+}
+eval_row($orig, 'dr.alpha', quality => 0.95, latency => 200, cost => 0.01);
+eval_row($orig, 'dr.disabled', quality => 0.1);
+eval_row($orig, 'dr.empty');
+$orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality, created_at, invariants_failed)
+			VALUES ('dr.past', 0.5, '2024-01-15 10:30:00+00', '{}')});
+
+# open, occurrences 3: two rows in one statement (folded in memory), one more
+$orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('dr.alpha', 0.6), ('dr.alpha', 0.85)});
+eval_row($orig, 'dr.alpha', quality => 0.4, context => '{"deploy": "v42"}');
+
+# acked, occurrences 2
+eval_row($orig, 'dr.beta', success_rate => 0.95);
+eval_row($orig, 'dr.beta', success_rate => 0.5);
+$orig->do('SELECT gate_bridge.ack(?, ?)', undef,
+		  unresolved_id($orig, 'BUDGET_dr.beta_success_rate'), 'alice');
+
+# resolved after an ack, and with a note
+eval_row($orig, 'knowledge.search', latency => 2000);
+my $kid = unresolved_id($orig, 'BUDGET_knowledge.search_latency');
+$orig->do('SELECT gate_bridge.ack(?, ?)', undef, $kid, 'bob');
+$orig->do('SELECT gate_bridge.resolve(?, ?, ?)', undef, $kid, 'bob', "cache warmed \x{2713}");
+
+# at the rate limit: three incidents created and resolved, two limited
+for (1 .. 3)
+{
+	eval_row($orig, 'elastic.query', latency => 5000);
+	$orig->do('SELECT gate_bridge.resolve(?)', undef,
+			  unresolved_id($orig, 'BUDGET_elastic.query_latency'));
+}
+eval_row($orig, 'elastic.query', latency => 5000) for 1 .. 2;
+
+# a ceiling through "*", a glob budget resolved straight from open
+eval_row($orig, 'dr.beta', cost => 0.1);
+eval_row($orig, 'dr.alpha', latency => 1500);
+$orig->do('SELECT gate_bridge.resolve(?, ?, NULL)', undef,
+		  unresolved_id($orig, 'BUDGET_dr.alpha_latency'), 'carol');
+
+# invariants: with a budget (severity from it), without one; one acked
+eval_row($orig, 'dr.alpha', invariants => ['schema_drift', 'pii_leak'], quality => 0.99);
+$orig->do('SELECT gate_bridge.ack(?)', undef,
+		  unresolved_id($orig, 'INVARIANT_dr.alpha_pii_leak'));
+eval_row($orig, 'dr.gamma', invariants => ['timeout']) for 1 .. 2;
+
+# the SQL functions
+$orig->do(q{SELECT gate_bridge.on_planner_regression('v7', '{"p95": 1.5}', '{"p95": 0.5}',
+			'{"severity": "critical"}', '{"ci": "nightly"}')});
+$orig->do('SELECT gate_bridge.ack(?, ?)', undef, unresolved_id($orig, 'PLANNER_v7'), 'dave');
+$orig->do(q{SELECT gate_bridge.on_budget_violation(
+			'{"agent": "dr.api", "budget_type": "cost", "severity": "warning", "actual": 0.07, "threshold": 0.05}',
+			'{"agent_pattern": "*", "budget_type": "cost", "warning": 0.05}', '{"source": "ci"}')});
+
+# an agent name that needs quoting everywhere
+eval_row($orig, $ODD, quality => 0.5, context => encode_json({agent => $ODD}));
+
+################################################################ the original
+
+my $want = all_tables($orig);
+my $want_seq = sequence_state($orig);
+my $want_stats = stats($orig);
+my %max;
+for my $t (qw(eval_results incidents incident_events))
+{
+	($max{$t}) = $orig->selectrow_array("SELECT max(id) FROM gate_bridge.$t");
+}
+
+# The comparisons cover every table of the extension, and pg_dump is told
+# to keep each table and identity sequence.
+is_deeply($orig->selectcol_arrayref(q{
+	SELECT c.relname::text COLLATE "C" FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+	 WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+	   AND d.refclassid = 'pg_extension'::regclass
+	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'gate_bridge')
+	   AND c.relkind IN ('r', 'p')
+	 ORDER BY 1}), \@TABLES,
+	'the test compares every table of the extension');
+is_deeply($orig->selectcol_arrayref(q{
+	SELECT c::regclass::text COLLATE "C" FROM pg_extension e, unnest(e.extconfig) c
+	 WHERE e.extname = 'gate_bridge' ORDER BY 1}),
+	[sort map({ "gate_bridge.$_" } @TABLES), @SEQUENCES],
+	'every table and identity sequence is registered with pg_extension_config_dump');
+
+# The fill is what the test promises to restore.
+is_deeply($orig->selectcol_arrayref(
+	'SELECT DISTINCT status FROM gate_bridge.incidents ORDER BY 1'),
+	[qw(ack open resolved)], 'the original has incidents in every status');
+is_deeply($orig->selectcol_arrayref(
+	'SELECT DISTINCT kind FROM gate_bridge.incidents ORDER BY 1'),
+	[qw(budget invariant planner)], 'the original has incidents of every kind');
+ok($orig->selectrow_array('SELECT count(*) FROM gate_bridge.incidents WHERE occurrences > 1') >= 3,
+   'the original has incidents with folded repeats');
+is($orig->selectrow_array(q{SELECT rate_limited FROM gate_bridge.incident_keys
+							WHERE key = 'BUDGET_elastic.query_latency'}), 2,
+   'the original has a rate-limited key');
+is_deeply($orig->selectcol_arrayref(
+	'SELECT DISTINCT event FROM gate_bridge.incident_events ORDER BY 1'),
+	[qw(acked created resolved)], 'the original has a timeline of every event');
+is(scalar $orig->selectrow_array(q{SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created'}),
+   scalar @{$want->{incidents}}, 'the original has one created event per incident');
+is_deeply($orig->selectcol_arrayref(q{
+	SELECT (violation_type || ' ' || agent_pattern || ' ' || playbooks::text || ' ' || enabled) COLLATE "C"
+	  FROM gate_bridge.playbook_rules WHERE NOT builtin ORDER BY 1}),
+	['latency elastic.* {clear_cache,refresh_synonyms} false',
+	 'latency knowledge.* {clear_cache,warm_index} true',
+	 'quality dr.* {page_owner,rerun_eval} true'],
+	'the original has a new, an edited and a disabled built-in playbook rule');
+my %count = map { ($_ => scalar @{$want->{$_}}) } @TABLES;
+ok($count{eval_results} >= 25 && $count{budgets} == 10 && $count{incident_keys} >= 10,
+   "the original has $count{eval_results} eval rows, $count{budgets} budgets,"
+   . " $count{incidents} incidents, $count{incident_events} events,"
+   . " $count{incident_keys} keys, $count{playbook_rules} playbook rules");
+
+# What the playbook rules suggest, to be asked again after the restore.
+my @SUGGEST = (['latency', 'knowledge.search'], ['latency', 'elastic.query'],
+			   ['quality', 'dr.alpha'], ['cost', 'dr.beta'], ['quality', 'planner.x'],
+			   ['success_rate', 'dbt.run']);
+sub suggestions
+{
+	my ($dbh) = @_;
+
+	return [map { scalar $dbh->selectrow_array(
+		'SELECT gate_bridge.suggest_playbooks(?, ?)::text', undef, @$_) } @SUGGEST];
+}
+my $want_suggest = suggestions($orig);
+
+################################################################ dump
+
+my $plain_file = "$tmp/orig.sql";
+my $custom_file = "$tmp/orig.dump";
+my $orig_dump = plain_dump($ORIG, $plain_file);
+{
+	my ($rc, $out) = run_tool('', 'pg_dump', '-Fc', '-d', $ORIG, '-f', $custom_file);
+
+	is($rc, 0, 'pg_dump -Fc of the original succeeds') or diag($out);
+}
+like($orig_dump, qr/^COPY gate_bridge\.incidents /m, 'the plain dump holds the incidents');
+
+my %restore = (
+	plain => ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', $plain_file, '-d'],
+	custom => ['pg_restore', '--exit-on-error', $custom_file, '-d'],
+);
+
+################################################################ restore, bridge off
+
+my %dbh;
+for my $format (qw(plain custom))
+{
+	my $db = $RESTORED{$format};
+
+	create_database($db);
+	my ($rc, $out) = run_tool($OFF, @{$restore{$format}}, $db);
+
+	is($rc, 0, "$format: a plain restore with $restore{$format}[0] succeeds")
+		or diag($out);
+	is(errors_in($out), 0, "$format: the restore reports no error") or diag($out);
+
+	my $dbh = $dbh{$format} = connect_db($db);
+	my $got = all_tables($dbh);
+
+	rows_match($got->{$_}, $want->{$_}, "$format: $_ matches the original row for row")
+		for @TABLES;
+	is_deeply(sequence_state($dbh), $want_seq,
+			  "$format: the identity sequences stand where they stood");
+	is_deeply(stats($dbh), $want_stats, "$format: gate_bridge.stats matches the original");
+	is_deeply(suggestions($dbh), $want_suggest,
+			  "$format: the restored playbook rules suggest what the original's did");
+
+	my $redump = plain_dump($db, "$tmp/$format.sql");
+
+	ok($redump eq $orig_dump, "$format: a dump of the restored database is the original's dump")
+		or diag(`diff -u '$plain_file' '$tmp/$format.sql' | head -40`);
+}
+
+################################################################ self-check
+
+# The comparison notices a changed, a deleted and an added row in each
+# table (in a transaction that is rolled back).
+{
+	my $dbh = $dbh{plain};
+	my %mutate = (
+		eval_results => 'UPDATE gate_bridge.eval_results SET cost_usd = 0.002 WHERE id = (SELECT min(id) FROM gate_bridge.eval_results)',
+		budgets => q{UPDATE gate_bridge.budgets SET lookback = '7 days 00:00:01' WHERE agent_pattern = '*'},
+		incidents => q{UPDATE gate_bridge.incidents SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incidents)},
+		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
+		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key) VALUES ('budget', 'BUDGET_zz_cost')},
+		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
+	);
+	my @noticed;
+
+	$dbh->begin_work;
+	for my $t (@TABLES)
+	{
+		my $before = table_rows($dbh, $t);
+
+		$dbh->do($mutate{$t});
+		my $after = table_rows($dbh, $t);
+
+		push @noticed, $t if !eq_array($after, $want->{$t}) && eq_array($before, $want->{$t});
+	}
+	$dbh->rollback;
+	is_deeply(\@noticed, \@TABLES,
+			  'self-check: the comparison notices a changed, deleted or added row in every table');
+}
+
+################################################################ the restored database decides
+
+# The keys whose unresolved incident (open or acked) must take the new
+# violations, and the state the original left them in.
+my @FOLD_KEYS = qw(BUDGET_dr.alpha_quality BUDGET_dr.beta_success_rate
+				   INVARIANT_dr.gamma_timeout PLANNER_v7);
+my $unresolved_sql = q{SELECT id || ' ' || status || ' ' || occurrences FROM gate_bridge.incidents
+						WHERE key = ? AND status <> 'resolved'};
+my %fold_before = map { $_ => scalar $orig->selectrow_array($unresolved_sql, undef, $_) } @FOLD_KEYS;
+is_deeply([map { (split / /, $fold_before{$_} // '')[1] } @FOLD_KEYS], [qw(open ack open ack)],
+		  'the original has open and acked incidents for the keys that fold');
+my $rate_limited_sql = q{SELECT rate_limited FROM gate_bridge.incident_keys
+						  WHERE key = 'BUDGET_elastic.query_latency'};
+my $rate_limited_before = $orig->selectrow_array($rate_limited_sql);
+
+for my $format (qw(plain custom))
+{
+	my $dbh = $dbh{$format};
+	my ($clean_id, $planner_id);
+
+	$dbh->do("LISTEN $CHANNEL");
+
+	# An error here (an id that collides with a restored row, say) is a
+	# failure of its own; the checks below still run.
+	my $decided = eval {
+		# a clean row
+		$clean_id = eval_row($dbh, 'dr.clean', quality => 0.99);
+		# keys with an open or acked incident: folded in
+		eval_row($dbh, 'dr.alpha', quality => 0.6);
+		eval_row($dbh, 'dr.beta', success_rate => 0.5);
+		eval_row($dbh, 'dr.gamma', invariants => ['timeout']);
+		($planner_id) = $dbh->selectrow_array(
+			q{SELECT gate_bridge.on_planner_regression('v7', '{}', '{}', '{}')});
+		# every incident resolved, under the limit: a new incident
+		eval_row($dbh, 'knowledge.search', latency => 2000);
+		# every incident resolved, at the limit: rate limited
+		eval_row($dbh, 'elastic.query', latency => 5000);
+		1;
+	};
+	ok($decided, "$format: new rows and violations are taken without error")
+		or diag($@);
+
+	cmp_ok($clean_id // 0, '>', $max{eval_results},
+		   "$format: a new eval row gets an id above the restored ones");
+	is($planner_id, undef,
+	   "$format: on_planner_regression creates nothing for a key with a restored acked incident");
+	is_deeply({map { $_ => scalar $dbh->selectrow_array($unresolved_sql, undef, $_) } @FOLD_KEYS},
+			  {map { $_ => ($fold_before{$_} // 'none') =~ s/(\d+)$/$1 + 1/er } @FOLD_KEYS},
+			  "$format: violations fold into the restored open and acked incidents (same id, status, occurrences + 1)");
+
+	my $new = $dbh->selectall_arrayref(
+		'SELECT id, key, status, playbooks::text AS playbooks FROM gate_bridge.incidents WHERE id > ? ORDER BY id',
+		{Slice => {}}, $max{incidents});
+	my $new_id = @$new ? $new->[0]{id} : 'none';
+
+	is_deeply([map { "$_->{key} $_->{status} $_->{playbooks}" } @$new],
+			  ['BUDGET_knowledge.search_latency open {clear_cache,warm_index}'],
+			  "$format: exactly one incident is created, above the restored ids, for the key whose incidents were all resolved, with the edited rule's playbooks");
+	is_deeply($dbh->selectcol_arrayref(
+		q{SELECT status FROM gate_bridge.incidents WHERE key = 'BUDGET_knowledge.search_latency' ORDER BY id}),
+		[qw(resolved open)], "$format: the restored resolved incident is kept beside the new one");
+
+	my $events = $dbh->selectall_arrayref(
+		'SELECT incident_id, event FROM gate_bridge.incident_events WHERE id > ? ORDER BY id',
+		{Slice => {}}, $max{incident_events});
+	is_deeply([map { "$_->{incident_id} $_->{event}" } @$events], ["$new_id created"],
+			  "$format: the new incident's created event continues the timeline's ids");
+
+	is(scalar $dbh->selectrow_array($rate_limited_sql), $rate_limited_before + 1,
+	   "$format: the key at its rate limit stays limited after the restore");
+
+	my %expect = map { $_ => {%{$want_stats->{$_}}} } keys %$want_stats;
+	$expect{budget}{created} += 1;
+	$expect{budget}{deduplicated} += 2;
+	$expect{budget}{rate_limited} += 1;
+	$expect{invariant}{deduplicated} += 1;
+	$expect{planner}{deduplicated} += 1;
+	is_deeply(stats($dbh), \%expect,
+			  "$format: gate_bridge.stats adds exactly these decisions to the original's counts");
+
+	$dbh->do('SELECT 1');
+	my @notes;
+	while (my $n = $dbh->pg_notifies)
+	{
+		push @notes, $n;
+	}
+	is_deeply([map { my $d = JSON::PP->new->decode($_->[2])->{data}; "$_->[0] $d->{id} $d->{key}" } @notes],
+			  ["$CHANNEL $new_id BUDGET_knowledge.search_latency"],
+			  "$format: the new incident, and only it, is notified");
+	is(scalar @{$dbh->selectall_arrayref(
+		q{SELECT kind, key FROM gate_bridge.incidents WHERE status <> 'resolved'
+		  GROUP BY kind, key HAVING count(*) > 1})}, 0,
+	   "$format: no key has two unresolved incidents");
+	$dbh->disconnect;
+}
+
+################################################################ restore with triggers off
+
+# session_replication_role = replica switches ordinary triggers off; the
+# restore must still keep every row.
+for my $format (qw(plain custom))
+{
+	my $db = $RESTORED_ON{$format};
+	my @cmd = @{$restore{$format}};
+
+	create_database($db);
+	my ($rc, $out) = run_tool('-c session_replication_role=replica', @cmd, $db);
+	is($rc, 0, "$format: restore with session_replication_role = replica succeeds")
+		or diag($out);
+	my $dbh = connect_db($db);
+	my $got = all_tables($dbh);
+	my @report;
+
+	for my $t (@TABLES)
+	{
+		my %in_orig = map { $_ => 1 } @{$want->{$t}};
+		my $same = grep { $in_orig{$_} } @{$got->{$t}};
+
+		push @report, sprintf('%s %d rows (original %d, identical %d)',
+							  $t, scalar @{$got->{$t}}, scalar @{$want->{$t}}, $same);
+	}
+	my $inc = $dbh->selectrow_hashref(q{
+		SELECT count(*) AS n, count(*) FILTER (WHERE status = 'open') AS open,
+			   count(*) FILTER (WHERE status = 'ack') AS ack,
+			   count(*) FILTER (WHERE status = 'resolved') AS resolved,
+			   COALESCE(sum(occurrences), 0) AS occurrences
+		  FROM gate_bridge.incidents});
+	my $orig_inc = $orig->selectrow_hashref(q{
+		SELECT count(*) AS n, count(*) FILTER (WHERE status = 'open') AS open,
+			   count(*) FILTER (WHERE status = 'ack') AS ack,
+			   count(*) FILTER (WHERE status = 'resolved') AS resolved,
+			   COALESCE(sum(occurrences), 0) AS occurrences
+		  FROM gate_bridge.incidents});
+	my @first_errors = map { s/\s+$//r } (grep { /ERROR/ } split /\n/, $out)[0 .. 2];
+
+	is_deeply($got, $want, "$format: a restore with triggers switched off keeps the data")
+		or diag(join("\n", @report, @first_errors));
+	$dbh->disconnect;
+}
+
+$orig->disconnect;
+drop_databases();
+my $ok = connect_db('postgres')->selectrow_array(
+	"SELECT count(*) FROM pg_database WHERE datname LIKE '${PREFIX}%'");
+is($ok, 0, 'the test databases are dropped');
+diag(sprintf('dump_restore.pl took %d s', time - $started));
+
+done_testing();
