@@ -30,6 +30,25 @@ BEGIN
 			USING ERRCODE = '42501',
 				  HINT = 'Revoke CREATE on the schema from every other role, or drop it.';
 	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_namespace n
+				WHERE n.nspname OPERATOR(pg_catalog.=) 'gate_bridge'
+				  AND (EXISTS (SELECT FROM pg_catalog.pg_class c
+								WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid
+								  AND c.relowner OPERATOR(pg_catalog.<>) n.nspowner)
+					   OR EXISTS (SELECT FROM pg_catalog.pg_proc p
+								   WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+									 AND p.proowner OPERATOR(pg_catalog.<>) n.nspowner)
+					   OR EXISTS (SELECT FROM pg_catalog.pg_type t
+								   WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid
+									 AND t.typowner OPERATOR(pg_catalog.<>) n.nspowner)
+					   OR EXISTS (SELECT FROM pg_catalog.pg_operator o
+								   WHERE o.oprnamespace OPERATOR(pg_catalog.=) n.oid
+									 AND o.oprowner OPERATOR(pg_catalog.<>) n.nspowner)))
+	THEN
+		RAISE EXCEPTION 'schema "gate_bridge" holds objects of another role'
+			USING ERRCODE = '42501',
+				  HINT = 'Drop those objects or the schema first.';
+	END IF;
 END
 $guard$;
 
@@ -383,16 +402,6 @@ CREATE TRIGGER gate_bridge_gate
 	AFTER INSERT ON gate_bridge.eval_results
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.eval_results_gate();
 
-CREATE FUNCTION gate_bridge.eval_results_flush() RETURNS trigger
-AS 'MODULE_PATHNAME', 'gate_bridge_eval_results_flush'
-LANGUAGE C;
-
--- Repeats of one key within a statement are counted in memory by the row
--- trigger and written once, here, when the statement ends.
-CREATE TRIGGER gate_bridge_gate_flush
-	AFTER INSERT ON gate_bridge.eval_results
-	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.eval_results_flush();
-
 CREATE FUNCTION gate_bridge.budgets_changed() RETURNS trigger
 AS 'MODULE_PATHNAME', 'gate_bridge_budgets_changed'
 LANGUAGE C;
@@ -510,7 +519,7 @@ BEGIN
 	SELECT count(*),
 		   avg(e.quality),
 		   percentile_cont(0.95) WITHIN GROUP (ORDER BY e.latency_p95_ms),
-		   avg(e.cost_usd),
+		   avg(e.cost_usd::numeric)::float8,	-- a float8 sum could overflow
 		   avg(e.success_rate),
 		   sum(cardinality(e.invariants_failed))
 	  INTO samples, m_quality, m_latency, m_cost, m_success_rate, m_invariants

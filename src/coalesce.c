@@ -1,23 +1,28 @@
 /*-------------------------------------------------------------------------
  *
  * coalesce.c
- *		Folding repeated violations of one key within one statement.
+ *		Folding repeated violations of one key within one transaction.
  *
- * A batch INSERT or COPY from a broken agent brings thousands of violations
- * of the same key in one statement.  Updating the incident row once per
- * violation would leave thousands of row versions that the same
- * transaction must walk past on every following update (they cannot be
- * pruned before commit): quadratic time.  Instead, once a decision for a
- * key has been taken in the statement, further violations of that key are
- * counted here and written with one UPDATE when the statement ends (the
- * statement trigger on eval_results), before commit, or before ack/resolve.
+ * A batch INSERT, a COPY, or a loader sending thousands of single-row
+ * INSERTs in one transaction brings many violations of the same key.
+ * Updating the incident row once per violation would leave thousands of row
+ * versions that the same transaction must walk past on every following
+ * update (they cannot be pruned before commit): quadratic time.  Instead,
+ * once a decision for a key has been taken in the transaction, further
+ * violations of that key are counted here and written with one UPDATE just
+ * before commit (or before ack/resolve in the same transaction).
  *
  * This is exact: after the first decision this transaction holds the lock
  * that decided it — the incident's row (deduplicated or just created), or
  * the key's row in incident_keys (rate limited) — so no other session can
  * resolve that incident or create one for that key until we commit.  A
  * rate-limited key is folded only until the oldest incident it counted
- * leaves the window.  Counts from an aborted (sub)transaction are dropped.
+ * leaves the window.
+ *
+ * Subtransactions: a count belongs to the (sub)transaction that holds the
+ * deciding lock.  Entries are kept per subtransaction; when one commits its
+ * entries merge into its parent's, when one aborts they are dropped with
+ * the work they stand for.
  *
  * src/coalesce.c
  *
@@ -37,10 +42,10 @@
 #include "gate_bridge.h"
 #include "privileged.h"
 
-/* "kind:key" */
-#define GB_HKEY_LEN			(16 + GB_KEY_MAX_BYTES + 1)
+/* "subxid:kind:key" */
+#define GB_HKEY_LEN			(12 + 16 + GB_KEY_MAX_BYTES + 1)
 
-/* distinct keys held before writing them out mid-statement */
+/* distinct keys held before the pending counts are written out */
 #define GB_COALESCE_MAX_KEYS 1000
 
 typedef struct FoldedKey
@@ -48,12 +53,13 @@ typedef struct FoldedKey
 	char		hkey[GB_HKEY_LEN];	/* hash key */
 	char		kind[16];
 	char		key[GB_KEY_MAX_BYTES + 1];
-	bool		rate_limited;	/* else folded into incident_id */
-	int64		incident_id;
-	TimestampTz valid_until;	/* rate limited: until a slot frees up */
-	int64		pending;		/* violations not yet written */
-	TimestampTz last_seen;
 	SubTransactionId subxid;	/* (sub)transaction that holds the lock */
+	bool		rate_limited;	/* the current decision: rate limited, or */
+	int64		incident_id;	/* folded into this incident (0: none) */
+	TimestampTz valid_until;	/* rate limited: until a slot frees up */
+	int64		pending_dedup;	/* occurrences not yet written */
+	int64		pending_rl;		/* rate-limited violations not yet written */
+	TimestampTz last_seen;
 } FoldedKey;
 
 static HTAB *folded = NULL;
@@ -61,25 +67,35 @@ static SPIPlanPtr flush_dedup_plan = NULL;
 static SPIPlanPtr flush_rl_plan = NULL;
 
 static void
-make_hkey(char *hkey, const char *kind, const char *key)
+make_hkey(char *hkey, SubTransactionId subxid, const char *kind, const char *key)
 {
-	snprintf(hkey, GB_HKEY_LEN, "%s:%s", kind, key);
+	snprintf(hkey, GB_HKEY_LEN, "%u:%s:%s", subxid, kind, key);
 }
 
+/* the table lives in TopTransactionContext and goes with it */
 static void
 forget_all(void)
 {
-	if (folded != NULL)
-	{
-		hash_destroy(folded);
-		folded = NULL;
-	}
+	folded = NULL;
 }
 
-static bool
-anything_folded(void)
+static void
+ensure_table(void)
 {
-	return folded != NULL && hash_get_num_entries(folded) > 0;
+	HASHCTL		ctl;
+
+	if (folded != NULL)
+		return;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = GB_HKEY_LEN;
+	ctl.entrysize = sizeof(FoldedKey);
+	ctl.hcxt = TopTransactionContext;
+	folded = hash_create("gate_bridge folded violations", 16, &ctl,
+#if PG_VERSION_NUM >= 140000
+						 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+#else
+						 HASH_ELEM | HASH_CONTEXT);
+#endif
 }
 
 static void
@@ -90,8 +106,7 @@ xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
-			/* normally the statement trigger has written everything */
-			if (anything_folded())
+			if (folded != NULL)
 				gb_coalesce_flush();
 			break;
 		case XACT_EVENT_COMMIT:
@@ -112,22 +127,69 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	HASH_SEQ_STATUS seq;
 	FoldedKey  *f;
+	List	   *moved = NIL;
+	ListCell   *lc;
 
 	(void) arg;
 	if (folded == NULL ||
 		(event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB))
 		return;
 
+	/* take the subtransaction's entries out (removal is safe during a scan) */
 	hash_seq_init(&seq, folded);
 	while ((f = (FoldedKey *) hash_seq_search(&seq)) != NULL)
 	{
 		if (f->subxid != mySubid)
 			continue;
 		if (event == SUBXACT_EVENT_COMMIT_SUB)
-			f->subxid = parentSubid;	/* the parent inherits the lock */
-		else
-			(void) hash_search(folded, f->hkey, HASH_REMOVE, NULL);
+		{
+			FoldedKey  *copy = MemoryContextAlloc(TopTransactionContext,
+												  sizeof(FoldedKey));
+
+			memcpy(copy, f, sizeof(FoldedKey));
+			moved = lappend(moved, copy);
+		}
+		(void) hash_search(folded, f->hkey, HASH_REMOVE, NULL);
 	}
+
+	/* a committed subtransaction's locks and counts pass to its parent */
+	foreach(lc, moved)
+	{
+		FoldedKey  *from = (FoldedKey *) lfirst(lc);
+		char		hkey[GB_HKEY_LEN];
+		bool		found;
+
+		make_hkey(hkey, parentSubid, from->kind, from->key);
+		f = (FoldedKey *) hash_search(folded, hkey, HASH_ENTER, &found);
+		if (!found)
+		{
+			memcpy(f, from, sizeof(FoldedKey));
+			memcpy(f->hkey, hkey, GB_HKEY_LEN);
+			f->subxid = parentSubid;
+			continue;
+		}
+
+		/*
+		 * Both decided for this key.  The child's decision is the newer one
+		 * (e.g. the parent was rate limited, then a slot freed up and the
+		 * child created an incident); the counts of both are kept.  Both
+		 * folding into different incidents cannot happen: while this
+		 * transaction holds an incident's lock, only ack/resolve in this
+		 * same transaction could end it, and those write all counts first.
+		 */
+		if (from->incident_id != 0 && f->incident_id != 0 &&
+			from->incident_id != f->incident_id && f->pending_dedup > 0)
+			elog(ERROR, "gate_bridge: conflicting folded decisions for key \"%s\"",
+				 from->key);
+		f->pending_dedup += from->pending_dedup;
+		f->pending_rl += from->pending_rl;
+		f->last_seen = Max(f->last_seen, from->last_seen);
+		f->rate_limited = from->rate_limited;
+		f->valid_until = from->valid_until;
+		if (from->incident_id != 0)
+			f->incident_id = from->incident_id;
+	}
+	list_free_deep(moved);
 }
 
 void
@@ -138,9 +200,9 @@ gb_coalesce_init(void)
 }
 
 /*
- * Fold a violation of (kind, key) into this statement's earlier decision,
- * if there is one that still holds.  Returns true when nothing else needs
- * to be done.
+ * Fold a violation of (kind, key) into this (sub)transaction's earlier
+ * decision, if there is one that still holds.  Returns true when nothing
+ * else needs to be done.
  */
 bool
 gb_coalesce_try(const char *kind, const char *key)
@@ -151,16 +213,19 @@ gb_coalesce_try(const char *kind, const char *key)
 
 	if (folded == NULL)
 		return false;
-	make_hkey(hkey, kind, key);
+	make_hkey(hkey, GetCurrentSubTransactionId(), kind, key);
 	f = (FoldedKey *) hash_search(folded, hkey, HASH_FIND, NULL);
-	if (f == NULL || f->subxid != GetCurrentSubTransactionId())
+	if (f == NULL)
 		return false;
 
 	now = GetCurrentTimestamp();
 	if (f->rate_limited && now >= f->valid_until)
 		return false;			/* a slot may have freed up: decide again */
 
-	f->pending++;
+	if (f->rate_limited)
+		f->pending_rl++;
+	else
+		f->pending_dedup++;
 	f->last_seen = Max(f->last_seen, now);
 	ereport(DEBUG1,
 			(errmsg(f->rate_limited ? "Rate limited %s incident: %s"
@@ -176,49 +241,46 @@ remember(const char *kind, const char *key, bool rate_limited,
 	char		hkey[GB_HKEY_LEN];
 	FoldedKey  *f;
 	bool		found;
+	SubTransactionId subxid = GetCurrentSubTransactionId();
 
-	/* many keys in one statement: write them out and start again */
+	/* many keys: write the counts out and start again */
 	if (folded != NULL && hash_get_num_entries(folded) >= GB_COALESCE_MAX_KEYS)
 		gb_coalesce_flush();
+	ensure_table();
 
-	if (folded == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = GB_HKEY_LEN;
-		ctl.entrysize = sizeof(FoldedKey);
-		ctl.hcxt = TopMemoryContext;
-		folded = hash_create("gate_bridge folded violations", 16, &ctl,
-#if PG_VERSION_NUM >= 140000
-							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-#else
-							 HASH_ELEM | HASH_CONTEXT);
-#endif
-	}
-
-	make_hkey(hkey, kind, key);
+	make_hkey(hkey, subxid, kind, key);
 	f = (FoldedKey *) hash_search(folded, hkey, HASH_ENTER, &found);
-	if (found && f->pending > 0)
-		return;					/* keep what is pending; cannot happen */
-	strlcpy(f->kind, kind, sizeof(f->kind));
-	strlcpy(f->key, key, sizeof(f->key));
+	if (!found)
+	{
+		strlcpy(f->kind, kind, sizeof(f->kind));
+		strlcpy(f->key, key, sizeof(f->key));
+		f->subxid = subxid;
+		f->incident_id = 0;
+		f->pending_dedup = 0;
+		f->pending_rl = 0;
+		f->last_seen = 0;
+	}
+	else if (!rate_limited && f->incident_id != 0 &&
+			 f->incident_id != incident_id && f->pending_dedup > 0)
+	{
+		/* cannot happen (see subxact_callback); never misattribute counts */
+		elog(ERROR, "gate_bridge: conflicting folded decisions for key \"%s\"", key);
+	}
+	/* the new decision; counts pending for the earlier one are kept */
 	f->rate_limited = rate_limited;
-	f->incident_id = incident_id;
 	f->valid_until = valid_until;
-	f->pending = 0;
-	f->last_seen = 0;
-	f->subxid = GetCurrentSubTransactionId();
+	if (!rate_limited)
+		f->incident_id = incident_id;
 }
 
-/* This statement's decision for (kind, key): folded into incident_id. */
+/* This transaction's decision for (kind, key): folded into incident_id. */
 void
 gb_coalesce_remember_dedup(const char *kind, const char *key, int64 incident_id)
 {
 	remember(kind, key, false, incident_id, 0);
 }
 
-/* This statement's decision for (kind, key): rate limited until valid_until. */
+/* This transaction's decision for (kind, key): rate limited until valid_until. */
 void
 gb_coalesce_remember_rate_limited(const char *kind, const char *key,
 								  TimestampTz valid_until)
@@ -250,7 +312,7 @@ prepare_flush_plans(void)
 		elog(ERROR, "could not prepare gate_bridge flush statement");
 }
 
-/* Write every pending count, and forget this statement's decisions. */
+/* Write every pending count, and forget the decisions. */
 void
 gb_coalesce_flush(void)
 {
@@ -259,17 +321,20 @@ gb_coalesce_flush(void)
 	GBPrivileged priv;
 	bool		connected = false;
 	bool		pushed = false;
+	HTAB	   *table = folded;
 
-	if (folded == NULL)
+	if (table == NULL)
 		return;
+	/* forget first: an error below must not leave counts to write twice */
+	forget_all();
 
-	hash_seq_init(&seq, folded);
+	hash_seq_init(&seq, table);
 	while ((f = (FoldedKey *) hash_seq_search(&seq)) != NULL)
 	{
 		Datum		values[4];
 		int			ret;
 
-		if (f->pending == 0)
+		if (f->pending_dedup == 0 && f->pending_rl == 0)
 			continue;
 		if (!connected)
 		{
@@ -285,25 +350,27 @@ gb_coalesce_flush(void)
 			prepare_flush_plans();
 			connected = true;
 		}
-		if (f->rate_limited)
+		if (f->pending_rl > 0)
 		{
 			values[0] = CStringGetTextDatum(f->kind);
 			values[1] = CStringGetTextDatum(f->key);
-			values[2] = Int64GetDatum(f->pending);
+			values[2] = Int64GetDatum(f->pending_rl);
 			values[3] = TimestampTzGetDatum(f->last_seen);
 			ret = SPI_execute_plan(flush_rl_plan, values, NULL, false, 0);
+			if (ret != SPI_OK_UPDATE)
+				elog(ERROR, "writing folded violations failed: %s",
+					 SPI_result_code_string(ret));
 		}
-		else
+		if (f->pending_dedup > 0)
 		{
 			values[0] = Int64GetDatum(f->incident_id);
-			values[1] = Int64GetDatum(f->pending);
+			values[1] = Int64GetDatum(f->pending_dedup);
 			values[2] = TimestampTzGetDatum(f->last_seen);
 			ret = SPI_execute_plan(flush_dedup_plan, values, NULL, false, 0);
+			if (ret != SPI_OK_UPDATE)
+				elog(ERROR, "writing folded violations failed: %s",
+					 SPI_result_code_string(ret));
 		}
-		if (ret != SPI_OK_UPDATE)
-			elog(ERROR, "writing folded violations failed: %s",
-				 SPI_result_code_string(ret));
-		f->pending = 0;
 	}
 	if (connected)
 	{
@@ -312,5 +379,5 @@ gb_coalesce_flush(void)
 		if (pushed)
 			PopActiveSnapshot();
 	}
-	forget_all();
+	hash_destroy(table);
 }

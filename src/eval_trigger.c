@@ -453,25 +453,3 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 
 	return PointerGetDatum(NULL);
 }
-
-PG_FUNCTION_INFO_V1(gate_bridge_eval_results_flush);
-
-/*
- * AFTER INSERT FOR EACH STATEMENT: write the violations that the row
- * trigger folded in memory during this statement (see coalesce.c).
- */
-Datum
-gate_bridge_eval_results_flush(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("gate_bridge_eval_results_flush: must be fired AFTER ... FOR EACH STATEMENT")));
-
-	gb_coalesce_flush();
-	return PointerGetDatum(NULL);
-}

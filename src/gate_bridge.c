@@ -9,7 +9,7 @@
  *	severity.c		budget types, tiers and severities
  *	eval_trigger.c	the trigger on gate_bridge.eval_results
  *	incident.c		the decision: dedup, rate limit, record, notify
- *	coalesce.c		folding repeats of a key within one statement
+ *	coalesce.c		folding repeats of a key within one transaction
  *	payload.c		the NOTIFY payload
  *	api.c			SQL-callable functions
  *	lifecycle.c		ack and resolve

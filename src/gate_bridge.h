@@ -72,7 +72,7 @@ typedef struct GBViolation
 	/* builds incidents.details; called only when an incident is created */
 	Jsonb	   *(*build_details) (void *arg);
 	void	   *details_arg;
-	/* fold repeats of this key within the statement (trigger path) */
+	/* fold repeats of this key within the transaction (see coalesce.c) */
 	bool		coalesce;
 } GBViolation;
 

@@ -247,7 +247,7 @@ gate_bridge_on_violation(const GBViolation *v)
 	if (!gb_enabled)
 		return 0;
 
-	/* a repeat within this statement: counted in memory */
+	/* a repeat within this transaction: counted in memory (coalesce.c) */
 	if (v->coalesce && gb_coalesce_try(kind, key))
 		return 0;
 
