@@ -11,13 +11,13 @@
  *	- or creates an incident, its "created" timeline row, and a NOTIFY that
  *	  is delivered when the transaction commits.
  *
- * Concurrency.  The common repeat is a violation for a key that already has
- * an unresolved incident; that costs one UPDATE through the partial unique
- * index.  Otherwise the key's row in gate_bridge.incident_keys is locked
- * FOR UPDATE, so creation and rate limiting for one key are serialised while
- * other keys proceed in parallel.  Under READ COMMITTED every SPI statement
- * takes a fresh snapshot, so after the lock we see what the previous holder
- * committed and decide again.  Under REPEATABLE READ and SERIALIZABLE a
+ * Concurrency.  Every decision first locks the key's row in
+ * gate_bridge.incident_keys (FOR NO KEY UPDATE), so decisions for one key
+ * are serialised while other keys proceed in parallel, and locks are always
+ * taken key row first, incident row second.  Under READ COMMITTED every SPI
+ * statement takes a fresh snapshot, so after the lock we see what the
+ * previous holder committed.  Repeats within one transaction do not come
+ * here again (coalesce.c).  Under REPEATABLE READ and SERIALIZABLE a
  * competitor's committed change to the key row or to the incident makes the
  * lock or the UPDATE fail with SQLSTATE 40001, which the client retries; a
  * stale snapshot can never produce a second unresolved incident or exceed
@@ -99,7 +99,7 @@ prepare_plans(void)
 		" RETURNING id", 3, t3);
 	plans.key_lock = prepare(
 		"SELECT last_rate_limited_at FROM gate_bridge.incident_keys"
-		" WHERE kind = $1 AND key = $2 FOR UPDATE", 2, t2);
+		" WHERE kind = $1 AND key = $2 FOR NO KEY UPDATE", 2, t2);
 	plans.key_insert = prepare(
 		"INSERT INTO gate_bridge.incident_keys (kind, key) VALUES ($1, $2)"
 		" ON CONFLICT (kind, key) DO NOTHING", 2, t2);
@@ -259,6 +259,16 @@ gate_bridge_on_violation(const GBViolation *v)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 
+	/*
+	 * Serialise with every other decision for this key.  The key's row is
+	 * always locked before the incident's, by every decision: a decision
+	 * that waited for an incident being resolved keeps that row locked
+	 * after finding it resolved, so taking the key's row only then could
+	 * deadlock with a decision holding the key's row and waiting for the
+	 * incident.  ack/resolve lock only the incident.
+	 */
+	lock_key(kv, &last_rl);
+
 	if (try_dedup(kv, GetCurrentTimestamp(), &id))
 	{
 		ereport(DEBUG1,
@@ -271,21 +281,12 @@ gate_bridge_on_violation(const GBViolation *v)
 		goto done;
 	}
 
-	/* Serialise with every other decision for this key, then look again. */
-	lock_key(kv, &last_rl);
+	/*
+	 * The decision's time, read after the dedup: that may have waited for
+	 * the previous incident's resolution, which the new incident must not
+	 * predate.
+	 */
 	now = GetCurrentTimestamp();
-
-	if (try_dedup(kv, now, &id))
-	{
-		ereport(DEBUG1,
-				(errmsg("Skipping duplicate %s incident: %s", kind, key),
-				 errdetail("Folded into incident " INT64_FORMAT ".", id),
-				 errhidestmt(true)));
-		if (v->coalesce)
-			gb_coalesce_remember_dedup(kind, key, id);
-		id = 0;
-		goto done;
-	}
 
 	{
 		TimestampTz window_start = now - (TimestampTz) gb_rate_window * USECS_PER_SEC;
