@@ -254,7 +254,7 @@ RESET search_path;
 
 SELECT is_empty('SELECT fn, caller FROM regress_evil.calls ORDER BY id',
 				'search_path = regress_evil, public: CREATE EXTENSION called no trap');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'), '1.0',
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'), (SELECT default_version FROM pg_available_extensions WHERE name = 'gate_bridge'),
 		  'search_path = regress_evil, public: the extension was installed');
 SELECT is_empty('SELECT * FROM evil_deps',
 				'search_path = regress_evil, public: no installed object depends on a trap');
