@@ -134,7 +134,7 @@ parse_budget_violation(Jsonb *violation, const char *argname,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key \"agent\" in %s is \"%s\", not the gate's agent \"%s\"",
-						argname, own_agent, agent)));
+						argname, gb_quote_clip(own_agent), gb_quote_clip(agent))));
 	if (agent == NULL)
 	{
 		agent = own_agent;
@@ -145,7 +145,7 @@ parse_budget_violation(Jsonb *violation, const char *argname,
 	if (!gb_budget_type_parse(type, &bt))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid budget type in %s: \"%s\"", argname, type),
+				 errmsg("invalid budget type in %s: \"%s\"", argname, gb_quote_clip(type)),
 				 errhint("Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\".")));
 
 	memset(v, 0, sizeof(*v));

@@ -45,8 +45,8 @@
 #include "gate_bridge.h"
 #include "privileged.h"
 
-/* rank of an exact pattern; globs rank by their prefix length (< 200) */
-#define GB_RANK_EXACT		1000000
+/* rank of an exact pattern; globs rank by their prefix length, below it */
+#define GB_RANK_EXACT		PG_INT32_MAX
 
 /* memoised agents before the memo is emptied, to bound memory */
 #define GB_MEMO_MAX_AGENTS	10000

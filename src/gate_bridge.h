@@ -93,6 +93,7 @@ extern const char *gb_incident_severity_name(GBSeverity sev);
 extern GBSeverity gb_budget_tier(const GBBudget *budget, double actual,
 								 double *threshold);
 extern const char *gb_kind_name(GBKind kind);
+extern const char *gb_quote_clip(const char *value);
 
 /* budgets.c */
 extern void gb_budget_cache_init(void);

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
 #include "gate_bridge.h"
@@ -70,6 +71,22 @@ gb_severity_name(GBSeverity sev)
 }
 
 /*
+ * A user-supplied value quoted in an error message, cut to a readable
+ * length at a character boundary: a 1 MB value must not make a 1 MB message.
+ */
+const char *
+gb_quote_clip(const char *value)
+{
+	int			len = strlen(value);
+	int			cut;
+
+	if (len <= 64)
+		return value;
+	cut = pg_mbcliplen(value, len, 61);
+	return psprintf("%.*s...", cut, value);
+}
+
+/*
  * Parse a violation severity; anything but warning, error or critical is an
  * error.  "what" names where the value came from, for the message.
  */
@@ -84,7 +101,7 @@ gb_severity_parse(const char *name, const char *what)
 		return GB_SEV_WARNING;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid violation severity in %s: \"%s\"", what, name),
+			 errmsg("invalid violation severity in %s: \"%s\"", what, gb_quote_clip(name)),
 			 errhint("Use one of \"warning\", \"error\" or \"critical\".")));
 	return GB_SEV_NONE;			/* keep compiler quiet */
 }
