@@ -11,13 +11,15 @@
  *	- or creates an incident, its "created" timeline row, and a NOTIFY that
  *	  is delivered when the transaction commits.
  *
- * Concurrency.  Every decision first locks the key's row in
- * gate_bridge.incident_keys (FOR NO KEY UPDATE), so decisions for one key
- * are serialised while other keys proceed in parallel, and locks are always
- * taken key row first, incident row second.  Under READ COMMITTED every SPI
- * statement takes a fresh snapshot, so after the lock we see what the
- * previous holder committed.  Repeats within one transaction do not come
- * here again (coalesce.c).  Under REPEATABLE READ and SERIALIZABLE a
+ * Concurrency.  The common repeat is a violation for a key that already has
+ * an unresolved incident; that costs one UPDATE through the partial unique
+ * index.  Otherwise the key's row in gate_bridge.incident_keys is locked
+ * (FOR NO KEY UPDATE), so creation and rate limiting for one key are
+ * serialised while other keys proceed in parallel.  Under READ COMMITTED
+ * every SPI statement takes a fresh snapshot, so after the lock we see what
+ * the previous holder committed and decide again.  ack/resolve take the key's
+ * row before the incident's, the same order as here.  Repeats within one
+ * transaction do not come here again (coalesce.c).  Under REPEATABLE READ and SERIALIZABLE a
  * competitor's committed change to the key row or to the incident makes the
  * lock or the UPDATE fail with SQLSTATE 40001, which the client retries; a
  * stale snapshot can never produce a second unresolved incident or exceed
@@ -259,13 +261,27 @@ gate_bridge_on_violation(const GBViolation *v)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 
+	/* the common repeat: fold into the unresolved incident */
+	if (try_dedup(kv, GetCurrentTimestamp(), &id))
+	{
+		ereport(DEBUG1,
+				(errmsg("Skipping duplicate %s incident: %s", kind, key),
+				 errdetail("Folded into incident " INT64_FORMAT ".", id),
+				 errhidestmt(true)));
+		if (v->coalesce)
+			gb_coalesce_remember_dedup(kind, key, id);
+		id = 0;
+		goto done;
+	}
+
 	/*
-	 * Serialise with every other decision for this key.  The key's row is
-	 * always locked before the incident's, by every decision: a decision
-	 * that waited for an incident being resolved keeps that row locked
-	 * after finding it resolved, so taking the key's row only then could
-	 * deadlock with a decision holding the key's row and waiting for the
-	 * incident.  ack/resolve lock only the incident.
+	 * Serialise with every other decision for this key, then look again.
+	 * The dedup above may have waited for the incident while it was being
+	 * resolved, and then keeps that row locked although it no longer
+	 * matches.  That is safe because ack/resolve take the key's row before
+	 * the incident's (lifecycle.c): whoever holds the key's row here cannot
+	 * be waiting for a resolution, and the incident it could wait for is
+	 * already resolved in its snapshot.
 	 */
 	lock_key(kv, &last_rl);
 

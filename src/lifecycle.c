@@ -27,6 +27,7 @@
 static SPIPlanPtr ack_plan = NULL;
 static SPIPlanPtr resolve_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
+static SPIPlanPtr key_lock_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
 
 static SPIPlanPtr
@@ -61,11 +62,32 @@ prepare_plans(void)
 						3, t_resolve);
 	status_plan = keep("SELECT status FROM gate_bridge.incidents WHERE id = $1",
 					   1, t_status);
+	/* the incident's decision row, locked before the incident (incident.c) */
+	key_lock_plan = keep("SELECT 1 FROM gate_bridge.incident_keys k"
+						 " WHERE (k.kind, k.key) = (SELECT i.kind, i.key"
+						 "                           FROM gate_bridge.incidents i WHERE i.id = $1)"
+						 "   FOR NO KEY UPDATE OF k",
+						 1, t_status);
 	event_plan = keep("INSERT INTO gate_bridge.incident_events"
 					  " (incident_id, event, at, actor, detail)"
 					  " VALUES ($1, $2, clock_timestamp(), $3,"
 					  "         jsonb_strip_nulls(jsonb_build_object('note', $4, 'role', $5)))",
 					  5, t_event);
+}
+
+/* Refuse a move the lifecycle does not allow from "status". */
+static void
+check_move(int64 id, bool resolve, const char *status)
+{
+	if (strcmp(status, "resolved") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("incident " INT64_FORMAT " is already resolved", id),
+				 errdetail("A resolved incident is final; the next violation for its key opens a new incident.")));
+	if (!resolve && strcmp(status, "ack") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("incident " INT64_FORMAT " is already acknowledged", id)));
 }
 
 static void
@@ -89,30 +111,39 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	values[2] = note ? CStringGetTextDatum(note) : (Datum) 0;
 	nulls[2] = note ? ' ' : 'n';
 
+	/*
+	 * Lock the key's decision row first, then look at the incident with a
+	 * fresh snapshot: a move that is not allowed fails here without waiting
+	 * for the incident's row, which a decision may hold while it waits for
+	 * the key's row.
+	 */
+	ret = SPI_execute_plan(key_lock_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "locking incident key failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute_plan(status_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading incident failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("incident " INT64_FORMAT " does not exist", id)));
+	check_move(id, resolve,
+			   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+
 	ret = SPI_execute_plan(resolve ? resolve_plan : ack_plan, values, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "updating incident failed: %s", SPI_result_code_string(ret));
-
 	if (SPI_processed == 0)
 	{
-		char	   *status;
-
+		/* changed since we looked (REPEATABLE READ and above): look again */
 		ret = SPI_execute_plan(status_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "reading incident failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 0)
+		if (ret != SPI_OK_SELECT || SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
 					 errmsg("incident " INT64_FORMAT " does not exist", id)));
-		status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		if (strcmp(status, "resolved") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("incident " INT64_FORMAT " is already resolved", id),
-					 errdetail("A resolved incident is final; the next violation for its key opens a new incident.")));
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("incident " INT64_FORMAT " is already acknowledged", id)));
+		check_move(id, resolve,
+				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		elog(ERROR, "incident " INT64_FORMAT " changed concurrently", id);
 	}
 
 	values[1] = CStringGetTextDatum(resolve ? "resolved" : "acked");
