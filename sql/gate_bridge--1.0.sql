@@ -158,22 +158,7 @@ CREATE TABLE gate_bridge.incidents (
 	acked_by		text,
 	resolved_at		timestamptz,
 	resolved_by		text,
-	resolution_note	text,
-	CONSTRAINT incidents_kind_check
-		CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['budget', 'invariant', 'planner'])),
-	CONSTRAINT incidents_key_check
-		CHECK (key OPERATOR(pg_catalog.<>) ''
-			   AND pg_catalog.octet_length(key) OPERATOR(pg_catalog.<=) 255),
-	CONSTRAINT incidents_severity_check
-		CHECK (severity OPERATOR(pg_catalog.=) ANY (ARRAY['sev1', 'sev2', 'sev3'])),
-	CONSTRAINT incidents_status_check
-		CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['open', 'ack', 'resolved'])),
-	CONSTRAINT incidents_occurrences_check
-		CHECK (occurrences OPERATOR(pg_catalog.>=) 1),
-	CONSTRAINT incidents_lifecycle_check
-		CHECK ((status OPERATOR(pg_catalog.=) 'open' AND acked_at IS NULL AND resolved_at IS NULL)
-			   OR (status OPERATOR(pg_catalog.=) 'ack' AND acked_at IS NOT NULL AND resolved_at IS NULL)
-			   OR (status OPERATOR(pg_catalog.=) 'resolved' AND resolved_at IS NOT NULL))
+	resolution_note	text
 );
 
 -- At most one unresolved incident per (kind, key), enforced by the database.
@@ -186,6 +171,60 @@ CREATE UNIQUE INDEX incidents_unresolved_key_idx
 -- The rate-limit window count: incidents created for a key since a time.
 CREATE INDEX incidents_kind_key_first_seen_idx
 	ON gate_bridge.incidents (kind, key, first_seen_at);
+
+/*
+ * The incidents' rules, enforced by the database whoever writes: the
+ * values of kind, key, severity and status, and the lifecycle (open -> ack
+ * -> resolved, open -> resolved, resolved is final, timestamps that agree
+ * with the status).  A trigger on exactly these columns rather than CHECK
+ * constraints: PostgreSQL prepares a table's CHECK constraints again for
+ * every UPDATE statement, and folding a violation into an incident is an
+ * UPDATE of occurrences and last_seen_at only, which never runs this.
+ */
+CREATE FUNCTION gate_bridge.incidents_guard() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF NEW.kind NOT IN ('budget', 'invariant', 'planner') THEN
+		RAISE EXCEPTION 'invalid incident kind "%"', NEW.kind USING ERRCODE = '23514';
+	END IF;
+	IF NEW.key = '' OR octet_length(NEW.key) > 255 THEN
+		RAISE EXCEPTION 'incident key must be 1 to 255 bytes long' USING ERRCODE = '23514';
+	END IF;
+	IF NEW.severity NOT IN ('sev1', 'sev2', 'sev3') THEN
+		RAISE EXCEPTION 'invalid incident severity "%"', NEW.severity USING ERRCODE = '23514';
+	END IF;
+	IF NEW.status NOT IN ('open', 'ack', 'resolved') THEN
+		RAISE EXCEPTION 'invalid incident status "%"', NEW.status USING ERRCODE = '23514';
+	END IF;
+	IF TG_OP = 'INSERT' AND NEW.occurrences < 1 THEN
+		RAISE EXCEPTION 'occurrences must be at least 1' USING ERRCODE = '23514';
+	END IF;
+	IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
+	   AND NOT ((OLD.status = 'open' AND NEW.status IN ('ack', 'resolved'))
+				OR (OLD.status = 'ack' AND NEW.status = 'resolved'))
+	THEN
+		RAISE EXCEPTION 'incident % cannot move from % to %', OLD.id, OLD.status, NEW.status
+			USING ERRCODE = '55000',
+				  HINT = 'An incident goes open -> ack -> resolved, or open -> resolved; resolved is final.';
+	END IF;
+	IF NOT ((NEW.status = 'open' AND NEW.acked_at IS NULL AND NEW.resolved_at IS NULL)
+			OR (NEW.status = 'ack' AND NEW.acked_at IS NOT NULL AND NEW.resolved_at IS NULL)
+			OR (NEW.status = 'resolved' AND NEW.resolved_at IS NOT NULL))
+	THEN
+		RAISE EXCEPTION 'incident status % does not agree with acked_at and resolved_at', NEW.status
+			USING ERRCODE = '23514';
+	END IF;
+	RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER incidents_guard
+	BEFORE INSERT OR UPDATE OF kind, key, severity, status, acked_at, resolved_at
+	ON gate_bridge.incidents
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.incidents_guard();
+ALTER TABLE gate_bridge.incidents ENABLE ALWAYS TRIGGER incidents_guard;
 
 COMMENT ON TABLE gate_bridge.incidents IS
 	'Incidents opened by gate_bridge; change them through gate_bridge.ack() and gate_bridge.resolve()';
