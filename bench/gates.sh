@@ -21,6 +21,7 @@
 # own statistics, and the plan of the one-agent aggregate.
 #
 # Output: a Markdown report on stdout, kept in bench/out/gates.md.
+. "$(dirname "$0")/../tools/common.sh"
 set -euo pipefail
 
 PGVER=${GB_PGVERSION:-15}
@@ -30,18 +31,8 @@ REPEAT=${GB_GATES_REPEAT:-7}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${GB_GATES_CLUSTER:-}" ]; then
-	# pg_virtualenv -t only knows its own clusters when it picks a port, so
-	# give it one that no other server on this machine listens on.
-	port=
-	for _ in $(seq 50); do
-		p=$((55000 + RANDOM % 5000))
-		if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
-			! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			port=$p
-			break
-		fi
-	done
-	[ -n "$port" ] || { echo "no free port for the cluster" >&2; exit 1; }
+	# a port no other server on this machine listens on (tools/common.sh)
+	port=$(gb_free_port) || { echo "no free port for the cluster" >&2; exit 1; }
 	mkdir -p "$HERE/out"
 	GB_GATES_CLUSTER=1 pg_virtualenv -t -v "$PGVER" -c "-p $port" \
 		-o shared_buffers=512MB -o work_mem=16MB \

@@ -24,6 +24,7 @@
 #   GB_SOAK_SABOTAGE     damage the outcome before the audit, to see it
 #                        fail (names in bench/soak.pl)
 #   GB_PGVERSION         PostgreSQL major version [15]
+. "$(dirname "$0")/../tools/common.sh"
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,18 +50,8 @@ if ! perl -MDBD::Pg -e 1 2>/dev/null; then
 	exit 1
 fi
 
-# pg_virtualenv -t only knows its own clusters when it picks a port, so
-# give it one that no other server on this machine listens on.
-port=
-for _ in $(seq 50); do
-	p=$((55000 + RANDOM % 5000))
-	if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
-		! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		port=$p
-		break
-	fi
-done
-[ -n "$port" ] || { echo "no free port for the cluster" >&2; exit 1; }
+# a port no other server on this machine listens on (tools/common.sh)
+port=$(gb_free_port) || { echo "no free port for the cluster" >&2; exit 1; }
 
 so_md5() { md5sum <"$libdir/gate_bridge.so" | cut -d' ' -f1; }
 build="installed gate_bridge.so md5 $(so_md5)"

@@ -33,3 +33,18 @@ gb_build_install() {
 	make -C "$GB_ROOT" -s PG_CONFIG="$PG_CONFIG" >/dev/null
 	$sudo make -C "$GB_ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
+
+# A TCP port that no server on this machine listens on: pg_virtualenv -t
+# picks one among its own clusters only, and others may be running.
+gb_free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((55000 + RANDOM % 5000))
+		if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
+			! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}

@@ -11,6 +11,7 @@
 # every minute before), as a role holding nothing but EXECUTE on
 # gate_bridge.run_gates, and waits for a succeeded run and the incident it
 # opens.  Prints "ok"/"not ok" lines; exits non-zero on any failure.
+. "$(dirname "$0")/../../tools/common.sh"
 set -uo pipefail
 
 PGVER=${GB_PGVERSION:-15}
@@ -20,18 +21,8 @@ if [ -z "${GB_CRON_CLUSTER:-}" ]; then
 		echo "not ok - package postgresql-$PGVER-cron is not installed (apt-get install -y postgresql-$PGVER-cron)"
 		exit 1
 	fi
-	# pg_virtualenv -t only knows its own clusters when it picks a port, so
-	# give it one that no other server on this machine listens on.
-	port=
-	for _ in $(seq 50); do
-		p=$((55000 + RANDOM % 5000))
-		if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
-			! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			port=$p
-			break
-		fi
-	done
-	[ -n "$port" ] || { echo "not ok - no free port for the cluster"; exit 1; }
+	# a port no other server on this machine listens on (tools/common.sh)
+	port=$(gb_free_port) || { echo "not ok - no free port for the cluster"; exit 1; }
 	# Background workers run the jobs, so no password or pg_hba entry is
 	# needed for the job's role.
 	GB_CRON_CLUSTER=1 exec pg_virtualenv -t -v "$PGVER" -c "-p $port" \
