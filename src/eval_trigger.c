@@ -51,6 +51,7 @@ typedef struct EvalColumns
 	AttrNumber	triggered_by;
 	AttrNumber	context;
 	AttrNumber	created_at;
+	AttrNumber	last_checked;	/* the largest of agent, metric[], invariants_failed */
 	Oid			id_seq;			/* identity sequence of "id", or InvalidOid */
 	int64		id_seq_seen;	/* ids up to this came from the sequence */
 } EvalColumns;
@@ -88,6 +89,7 @@ static EvalColumns *
 get_eval_columns(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
 
 	if (eval_columns.relid == RelationGetRelid(rel))
 		return &eval_columns;
@@ -104,6 +106,10 @@ get_eval_columns(Relation rel)
 	eval_columns.triggered_by = column(desc, "triggered_by", TEXTOID);
 	eval_columns.context = column(desc, "context", JSONBOID);
 	eval_columns.created_at = column(desc, "created_at", TIMESTAMPTZOID);
+	eval_columns.last_checked = Max(eval_columns.agent, eval_columns.invariants_failed);
+	for (i = 0; i < GB_NUM_BUDGET_TYPES - 1; i++)
+		eval_columns.last_checked = Max(eval_columns.last_checked,
+										eval_columns.metric[i]);
 	eval_columns.id_seq = getIdentitySequence(RelationGetRelid(rel),
 											  eval_columns.id, true);
 	eval_columns.id_seq_seen = PG_INT64_MIN;
@@ -146,8 +152,7 @@ row_brings_own_id(EvalColumns *cols, int64 id)
 /* Everything needed to build one violation's incident details, lazily. */
 typedef struct RowViolation
 {
-	HeapTuple	tuple;
-	TupleDesc	desc;
+	TupleTableSlot *slot;		/* the stored row */
 	EvalColumns *cols;
 	int			origin;			/* 0 unknown, 1 new evaluation, -1 brings its own id */
 	const char *agent;
@@ -162,7 +167,7 @@ static const char *
 text_attr(const RowViolation *rv, AttrNumber attno)
 {
 	bool		isnull;
-	Datum		d = heap_getattr(rv->tuple, attno, rv->desc, &isnull);
+	Datum		d = slot_getattr(rv->slot, attno, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
 }
@@ -223,7 +228,7 @@ row_details(void *arg)
 
 	push_budget(&st, rv->budget);
 
-	d = heap_getattr(rv->tuple, rv->cols->context, rv->desc, &isnull);
+	d = slot_getattr(rv->slot, rv->cols->context, &isnull);
 	if (isnull)
 	{
 		gb_jb_key(&st, "context");
@@ -235,13 +240,13 @@ row_details(void *arg)
 
 	gb_jb_key(&st, "eval_result");
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	d = heap_getattr(rv->tuple, rv->cols->id, rv->desc, &isnull);
+	d = slot_getattr(rv->slot, rv->cols->id, &isnull);
 	if (!isnull)
 		gb_jb_int8(&st, "id", DatumGetInt64(d));
 	gb_jb_text(&st, "eval_run_id", text_attr(rv, rv->cols->eval_run_id));
 	gb_jb_text(&st, "planner_version", text_attr(rv, rv->cols->planner_version));
 	gb_jb_text(&st, "triggered_by", text_attr(rv, rv->cols->triggered_by));
-	d = heap_getattr(rv->tuple, rv->cols->created_at, rv->desc, &isnull);
+	d = slot_getattr(rv->slot, rv->cols->created_at, &isnull);
 	gb_jb_text(&st, "created_at",
 			   isnull ? NULL : JsonEncodeDateTime(buf, d, TIMESTAMPTZOID, NULL));
 	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
@@ -260,7 +265,7 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 	if (rv->origin == 0)
 	{
 		bool		isnull;
-		Datum		d = heap_getattr(rv->tuple, rv->cols->id, rv->desc, &isnull);
+		Datum		d = slot_getattr(rv->slot, rv->cols->id, &isnull);
 
 		rv->origin = (!isnull && row_brings_own_id(rv->cols, DatumGetInt64(d))) ? -1 : 1;
 		if (rv->origin < 0)
@@ -284,9 +289,24 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 }
 
 /*
- * Failed invariants: each name must be usable in an incident key.  Checked
- * whether or not the bridge is enabled, so that what is stored is the same.
+ * Is this stored array empty?  Answered from the array's header without
+ * copying it: a short-header value (every small array on disk has one)
+ * would otherwise be copied just to read ndim.  A compressed or
+ * out-of-line value is looked at in full by the caller.
  */
+static bool
+array_is_empty(Datum d)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+	int32		ndim;
+
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		return false;
+	/* ArrayType's first field after the length word; maybe unaligned */
+	memcpy(&ndim, VARDATA_ANY(v), sizeof(ndim));
+	return ndim == 0;
+}
+
 /* bytewise order of two text datums */
 static int
 text_datum_cmp(const void *a, const void *b)
@@ -302,8 +322,10 @@ text_datum_cmp(const void *a, const void *b)
 
 /*
  * The row's failed invariants, validated, sorted and without repeats.
- * Deciding keys in one global order keeps two rows that name the same
- * invariants in different orders from deadlocking on the keys' locks.
+ * Each name must be usable in an incident key; this is checked whether or
+ * not the bridge is enabled, so that what is stored is the same.  Deciding
+ * keys in one global order keeps two rows that name the same invariants in
+ * different orders from deadlocking on the keys' locks.
  */
 static void
 deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
@@ -355,12 +377,10 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	EvalColumns *cols;
-	HeapTuple	tuple;
-	TupleDesc	desc;
+	TupleTableSlot *slot;
 	text	   *agent_text;
 	const GBBudget *const *budgets;
 	Datum		d;
-	bool		isnull;
 	Datum	   *inv_elems = NULL;
 	int			inv_count = 0;
 	RowViolation rv;
@@ -377,17 +397,23 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("gate_bridge_eval_results_gate: must be fired AFTER INSERT FOR EACH ROW")));
 
-	tuple = trigdata->tg_trigtuple;
-	desc = RelationGetDescr(trigdata->tg_relation);
+	slot = trigdata->tg_trigslot;
+	Assert(slot != NULL);
 	cols = get_eval_columns(trigdata->tg_relation);
 
-	d = heap_getattr(tuple, cols->agent, desc, &isnull);
-	if (isnull)
-		return PointerGetDatum(NULL);	/* refused by NOT NULL */
-	agent_text = DatumGetTextPP(d);
+	/*
+	 * Deform the columns the check reads in one pass; reading them one by
+	 * one from the tuple would walk the row again for each column after
+	 * the first variable-width one.
+	 */
+	slot_getsomeattrs(slot, cols->last_checked);
 
-	d = heap_getattr(tuple, cols->invariants_failed, desc, &isnull);
-	if (!isnull)
+	if (slot->tts_isnull[cols->agent - 1])
+		return PointerGetDatum(NULL);	/* refused by NOT NULL */
+	agent_text = DatumGetTextPP(slot->tts_values[cols->agent - 1]);
+
+	d = slot->tts_values[cols->invariants_failed - 1];
+	if (!slot->tts_isnull[cols->invariants_failed - 1] && !array_is_empty(d))
 		deconstruct_invariants(d, VARSIZE_ANY_EXHDR(agent_text),
 							   &inv_elems, &inv_count);
 
@@ -400,8 +426,7 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);	/* the common case */
 
 	memset(&rv, 0, sizeof(rv));
-	rv.tuple = tuple;
-	rv.desc = desc;
+	rv.slot = slot;
 	rv.cols = cols;
 
 	if (budgets != NULL)
@@ -412,10 +437,9 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 
 			if (b == NULL)
 				continue;
-			d = heap_getattr(tuple, cols->metric[t], desc, &isnull);
-			if (isnull)
+			if (slot->tts_isnull[cols->metric[t] - 1])
 				continue;		/* a NULL metric is not checked */
-			rv.actual = DatumGetFloat8(d);
+			rv.actual = DatumGetFloat8(slot->tts_values[cols->metric[t] - 1]);
 			rv.severity = gb_budget_tier(b, rv.actual, &rv.threshold);
 			if (rv.severity == GB_SEV_NONE)
 				continue;
