@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ROUNDS=${GB_BENCH_ROUNDS:-8}
+ROUNDS=${GB_BENCH_ROUNDS:-16}
 SECS=${GB_BENCH_SECS:-5}
 JOBS=${GB_BENCH_JOBS:-2}
 CASES=${GB_BENCH_CASES:-clean-1 clean-8 storm-8}

@@ -10,10 +10,10 @@
 # but neither builds nor installs gate_bridge: run tools/test (or
 # make install) first.  It starts a throw-away cluster with pg_virtualenv,
 # runs bench/measure.sh in it and prints the figures; pgbench's own output
-# is kept in bench/out/speed/.  About 5 minutes with the defaults.
+# is kept in bench/out/speed/.  About 9 minutes with the defaults.
 #
 # Environment (defaults in brackets):
-#   GB_BENCH_ROUNDS   rounds per case [8]
+#   GB_BENCH_ROUNDS   rounds per case [16]
 #   GB_BENCH_SECS     seconds per side and round [5]
 #   GB_BENCH_JOBS     pgbench threads for the 8-client cases [2]
 #   GB_BENCH_CASES    [clean-1 clean-8 storm-8]; clean-N / storm-N, N clients
