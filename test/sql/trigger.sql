@@ -223,6 +223,26 @@ VALUES ('inv.mixed', 'quality', 0.5);
 INSERT INTO gate_bridge.eval_results (agent, quality, invariants_failed)
 VALUES ('inv.mixed', 0.4, '{x}');
 SELECT kind, key, severity FROM gate_bridge.incidents WHERE agent = 'inv.mixed' ORDER BY id;
+-- The failed invariants are read however the array is stored: with a
+-- 1-byte header (the small arrays above), a 4-byte header, compressed,
+-- or out of line.
+INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
+SELECT 'inv.stored.' || how, names
+  FROM (VALUES
+		('header4', (SELECT array_agg('check_' || g) FROM generate_series(1, 20) g)),
+		('compressed', (SELECT array_agg('check_number_' || lpad(g::text, 4, '0'))
+						  FROM generate_series(1, 200) g)),
+		('external', (SELECT array_agg(md5(g::text)) FROM generate_series(1, 200) g))
+	   ) AS v(how, names);
+SELECT e.agent, pg_column_size(e.invariants_failed) > 127 AS over_127_bytes,
+	   pg_column_compression(e.invariants_failed) AS compression,
+	   cardinality(e.invariants_failed) AS failed,
+	   (SELECT count(*) FROM gate_bridge.incidents i
+		 WHERE i.agent = e.agent AND i.kind = 'invariant') AS incidents
+  FROM gate_bridge.eval_results e WHERE e.agent LIKE 'inv.stored.%' ORDER BY e.id;
+-- (md5 text does not compress, so that 7 kB array went out of line)
+SELECT pg_relation_size(reltoastrelid) > 0 AS toast_holds_data
+  FROM pg_class WHERE oid = 'gate_bridge.eval_results'::regclass;
 
 -------------------------------------------------------------------------------
 -- The details of an incident opened by the trigger (the row's created_at
