@@ -4,7 +4,9 @@
 # by hand.
 #
 # Cases (GB_BENCH_CASES, default "clean-1 clean-8 storm-8"): the pgbench
-# script (clean.sql or storm.sql) and the number of clients.
+# script (clean.sql, storm.sql, or storm10.sql: ten storm rows per
+# transaction) and the number of clients.  A script inserting more than one
+# row per transaction says so in a "-- rows per transaction: N" line.
 #
 # Sides (GB_BENCH_SIDES, default "on off"):
 #   on      every trigger on eval_results whose function belongs to the
@@ -139,7 +141,8 @@ errors=0
 # measure CASE SIDE ROUND
 measure() {
 	local case=$1 side=$2 round=$3
-	local script=${case%-*}.sql clients=${case##*-} jobs=$JOBS rc=0
+	local script=${case%-*}.sql clients=${case##*-} jobs=$JOBS rc=0 per_txn
+	per_txn=$(sed -n 's/^-- rows per transaction: \([0-9]*\)$/\1/p' "$script")
 	local log="$OUT/$case-$side-$round.log"
 	[ "$clients" -gt 1 ] || jobs=1
 	q -c 'TRUNCATE gate_bridge.eval_results' \
@@ -160,12 +163,12 @@ measure() {
 	failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$log")
 	rows=$(q -c 'SELECT count(*) FROM gate_bridge.eval_results')
 	if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ "${failed:-1}" -ne 0 ] ||
-		grep -qiE 'abort|error' "$log" || [ "$rows" != "$processed" ]; then
+		grep -qiE 'abort|error' "$log" || [ "$rows" != "$((${processed:-0} * ${per_txn:-1}))" ]; then
 		echo "!! $case $side round $round: pgbench exit $rc, failed ${failed:-?}, rows $rows, processed ${processed:-?}; see $log"
 		errors=$((errors + 1))
 	fi
 	case $case:$side in
-		storm-*:on | storm-*:update) folded_rows=$((folded_rows + rows)) ;;
+		storm*:on | storm*:update) folded_rows=$((folded_rows + rows)) ;;
 	esac
 	cpu=0
 	[ "$rows" -gt 0 ] && cpu=$(awk -v t=$((t1 - t0)) -v us="$TICK_US" -v n="$rows" 'BEGIN { printf "%.1f", t * us / n }')

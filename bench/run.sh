@@ -16,7 +16,8 @@
 #   GB_BENCH_ROUNDS   rounds per case [16]
 #   GB_BENCH_SECS     seconds per side and round [5]
 #   GB_BENCH_JOBS     pgbench threads for the 8-client cases [2]
-#   GB_BENCH_CASES    [clean-1 clean-8 storm-8]; clean-N / storm-N, N clients
+#   GB_BENCH_CASES    [clean-1 clean-8 storm-8]; clean-N / storm-N / storm10-N,
+#                     N clients; storm10 inserts ten storm rows per transaction
 #   GB_BENCH_SIDES    [on off]; also noopc, noop and update, the
 #                     reference triggers of bench/reference.sql
 #   GB_BENCH_SETTINGS server settings, name=value, space-separated
