@@ -289,6 +289,32 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 }
 
 /*
+ * Copy the row's budgets out of the cache.  Reporting a violation runs SQL,
+ * and that SQL may fire triggers that insert into eval_results again; such
+ * a nested check reloads the cache if budgets changed meanwhile, which
+ * frees what the outer row's pointers point to.  Done only on the
+ * violation path, at its first violation.
+ */
+static const GBBudget *const *
+copy_budgets(const GBBudget *const *budgets, GBBudget *copies,
+			 const GBBudget **ptrs)
+{
+	int			t;
+
+	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
+	{
+		ptrs[t] = NULL;
+		if (budgets[t] == NULL)
+			continue;
+		copies[t] = *budgets[t];
+		copies[t].agent_pattern = pstrdup(budgets[t]->agent_pattern);
+		copies[t].lookback = pstrdup(budgets[t]->lookback);
+		ptrs[t] = &copies[t];
+	}
+	return ptrs;
+}
+
+/*
  * Is this stored array empty?  Answered from the array's header without
  * copying it: a short-header value (every small array on disk has one)
  * would otherwise be copied just to read ndim.  A compressed or
@@ -384,6 +410,9 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	Datum	   *inv_elems = NULL;
 	int			inv_count = 0;
 	RowViolation rv;
+	GBBudget	budget_copies[GB_NUM_BUDGET_TYPES];
+	const GBBudget *budget_ptrs[GB_NUM_BUDGET_TYPES];
+	bool		copied = false;
 	int			t;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -444,9 +473,14 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 			if (rv.severity == GB_SEV_NONE)
 				continue;
 
+			if (!copied)
+			{
+				budgets = copy_budgets(budgets, budget_copies, budget_ptrs);
+				copied = true;
+			}
 			if (rv.agent == NULL)
 				rv.agent = text_to_cstring(agent_text);
-			rv.budget = b;
+			rv.budget = budgets[t];
 			rv.invariant = NULL;
 			report(&rv, GB_KIND_BUDGET, gb_budget_type_name(b->budget_type),
 				   gb_budget_type_name(b->budget_type));
@@ -455,8 +489,15 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 
 	if (inv_count > 0)
 	{
-		const GBBudget *b = budgets ? budgets[GB_BUDGET_INVARIANTS] : NULL;
+		const GBBudget *b;
 		int			i;
+
+		if (!copied && budgets != NULL)
+		{
+			budgets = copy_budgets(budgets, budget_copies, budget_ptrs);
+			copied = true;
+		}
+		b = budgets ? budgets[GB_BUDGET_INVARIANTS] : NULL;
 
 		rv.budget = b;
 		rv.actual = inv_count;

@@ -274,6 +274,38 @@ INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('inbox.nocontext',
 SELECT details -> 'context' AS context, (details -> 'eval_result') - 'created_at' AS eval_result
   FROM gate_bridge.incidents WHERE agent = 'inbox.nocontext';
 
+-------------------------------------------------------------------------------
+-- Reporting a violation runs SQL.  Here a trigger on incidents changes the
+-- budgets and inserts another eval row, whose check reloads the budget
+-- cache in the middle of the outer row's.  The outer row's later violation
+-- still describes the budget it was checked against.
+-------------------------------------------------------------------------------
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error, lookback)
+VALUES ('reent.a', 'quality', 0.8, '1 day'),
+	   ('reent.a', 'latency', 1000, '2 days'),
+	   ('reent.b', 'quality', 0.8, '3 days');
+CREATE FUNCTION public.reent_trigger() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+	IF NEW.agent = 'reent.a' AND NEW.violation_type = 'quality' THEN
+		UPDATE gate_bridge.budgets SET lookback = '30 days', error = error
+		 WHERE agent_pattern IN ('reent.a', 'reent.b');
+		INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('reent.b', 0.5);
+	END IF;
+	RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER reent AFTER INSERT ON gate_bridge.incidents
+	FOR EACH ROW EXECUTE FUNCTION public.reent_trigger();
+INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms)
+VALUES ('reent.a', 0.5, 5000);
+SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
+	   details #>> '{budget,budget_type}' AS budget_type,
+	   (details #>> '{budget,error}')::float8 AS error,
+	   (details #>> '{budget,lookback}')::interval AS lookback
+  FROM gate_bridge.incidents WHERE agent LIKE 'reent.%' ORDER BY id;
+DROP TRIGGER reent ON gate_bridge.incidents;
+DROP FUNCTION public.reent_trigger();
+
 -- Every incident opened here has exactly one "created" event.
 SELECT count(*) AS incidents,
 	   count(*) FILTER (WHERE (SELECT count(*) FROM gate_bridge.incident_events ev
