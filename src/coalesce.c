@@ -45,8 +45,13 @@
 /* "subxid:kind:key" */
 #define GB_HKEY_LEN			(12 + 16 + GB_KEY_MAX_BYTES + 1)
 
-/* distinct keys held before the pending counts are written out */
-#define GB_COALESCE_MAX_KEYS 1000
+/*
+ * Distinct keys held before the pending counts are written out and the
+ * table starts again: about 6 MB at most.  A transaction that cycles
+ * through more keys than this (a COPY of many agents, each violating over
+ * and over) updates each incident once per repeat after that.
+ */
+#define GB_COALESCE_MAX_KEYS 10000
 
 typedef struct FoldedKey
 {
