@@ -48,11 +48,14 @@
 use strict;
 use warnings;
 
-use DBI;
+use FindBin;
 use IO::Select;
 use JSON::PP;
 use Time::HiRes qw(time);
 use Test::More;
+
+use lib $FindBin::Bin;
+use GBScratch qw(create_scratch_database);
 
 my $DBNAME = 'gb_tap_adversarial';
 my $CHANNEL = 'incident_created';
@@ -64,42 +67,18 @@ my $json = JSON::PP->new->utf8;
 my $canonical = JSON::PP->new->canonical;
 my $test_started = time;
 
+# $utf8 false: text comes back as bytes, for checking what the server sent
 sub connect_db
 {
 	my ($dbname, $utf8) = @_;
 
-	return DBI->connect("dbi:Pg:dbname=$dbname", undef, undef,
-						{RaiseError => 1, PrintError => 0, AutoCommit => 1,
-						 pg_enable_utf8 => $utf8 // 1});
-}
-
-sub drop_database
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do('SET client_min_messages = warning');
-	$admin->do("DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)");
-	$admin->disconnect;
-}
-
-my $parent_pid = $$;
-
-END
-{
-	# a test that died half way must not leave its database behind
-	drop_database() if $$ == $parent_pid && $DBNAME;
+	return GBScratch::connect_db($dbname, pg_enable_utf8 => $utf8 // 1);
 }
 
 ################################################################ setup
 
-drop_database();
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do("CREATE DATABASE $DBNAME TEMPLATE template0 ENCODING 'UTF8'"
-			   . " LC_COLLATE 'C' LC_CTYPE 'C'");
-	$admin->disconnect;
-}
+create_scratch_database($DBNAME, "TEMPLATE template0 ENCODING 'UTF8'"
+						. " LC_COLLATE 'C' LC_CTYPE 'C'");
 
 my $dbh = connect_db($DBNAME);
 $dbh->do('SET client_min_messages = warning');

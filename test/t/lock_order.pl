@@ -20,46 +20,19 @@
 use strict;
 use warnings;
 
-use DBI;
+use FindBin;
 use POSIX qw(_exit);
 use Time::HiRes qw(time);
 use Test::More;
 
+use lib $FindBin::Bin;
+use GBScratch qw(connect_db create_scratch_database drop_scratch_database);
+
 my $DBNAME = 'gb_tap_lock_order';
 my $WRITERS = 4;
 my $RUN_SECONDS = 2;
-my $parent_pid = $$;
+create_scratch_database($DBNAME);
 
-sub connect_db
-{
-	my ($dbname) = @_;
-
-	return DBI->connect("dbi:Pg:dbname=$dbname", undef, undef,
-						{RaiseError => 1, PrintError => 0, AutoCommit => 1,
-						 AutoInactiveDestroy => 1});
-}
-
-sub drop_database
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do('SET client_min_messages = warning');
-	$admin->do("DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)");
-	$admin->disconnect;
-}
-
-END
-{
-	drop_database() if $$ == $parent_pid && $DBNAME;
-}
-
-drop_database();
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do("CREATE DATABASE $DBNAME");
-	$admin->disconnect;
-}
 my $dbh = connect_db($DBNAME);
 $dbh->do('CREATE EXTENSION gate_bridge');
 
@@ -156,7 +129,6 @@ my ($two_unresolved) = $dbh->selectrow_array(
 is($two_unresolved, 0, 'no key has two unresolved incidents');
 
 $dbh->disconnect;
-drop_database();
-$DBNAME = undef;
+drop_scratch_database();
 
 done_testing();

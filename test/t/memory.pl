@@ -24,43 +24,15 @@
 use strict;
 use warnings;
 
-use DBI;
+use FindBin;
 use Test::More;
+
+use lib $FindBin::Bin;
+use GBScratch qw(connect_db create_scratch_database);
 
 my $DBNAME = 'gb_tap_memory';
 my $SAMPLE_EVERY = 2000;
-my $parent_pid = $$;
-
-sub connect_db
-{
-	my ($dbname) = @_;
-
-	return DBI->connect("dbi:Pg:dbname=$dbname", undef, undef,
-						{RaiseError => 1, PrintError => 0, AutoCommit => 1,
-						 AutoInactiveDestroy => 1});
-}
-
-sub drop_database
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do('SET client_min_messages = warning');
-	$admin->do("DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)");
-	$admin->disconnect;
-}
-
-END
-{
-	drop_database() if $$ == $parent_pid && $DBNAME;
-}
-
-drop_database();
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do("CREATE DATABASE $DBNAME");
-	$admin->disconnect;
-}
+create_scratch_database($DBNAME);
 
 my $db = connect_db($DBNAME);
 $db->do('SET client_min_messages = warning');

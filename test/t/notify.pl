@@ -29,12 +29,15 @@
 use strict;
 use warnings;
 
-use DBI;
 use File::Temp qw(tempdir);
+use FindBin;
 use JSON::PP;
 use POSIX qw(_exit);
 use Time::HiRes qw(time sleep);
 use Test::More;
+
+use lib $FindBin::Bin;
+use GBScratch qw(create_scratch_database drop_scratch_database);
 
 my $DBNAME = 'gb_tap_notify';
 my $WRITERS = 8;
@@ -57,42 +60,18 @@ my $GHOST = 'tap.ghost';
 
 my @DATA_KEYS = qw(id kind key severity summary status created_at);
 
-my $parent_pid = $$;
-
+# names and payloads are compared as Perl strings
 sub connect_db
 {
 	my ($dbname) = @_;
 
-	return DBI->connect("dbi:Pg:dbname=$dbname", undef, undef,
-						{RaiseError => 1, PrintError => 0, AutoCommit => 1,
-						 AutoInactiveDestroy => 1, pg_enable_utf8 => 1});
-}
-
-sub drop_database
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do('SET client_min_messages = warning');
-	$admin->do("DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)");
-	$admin->disconnect;
-}
-
-END
-{
-	# a test that died half way must not leave its database behind
-	drop_database() if $$ == $parent_pid && $DBNAME;
+	return GBScratch::connect_db($dbname, pg_enable_utf8 => 1);
 }
 
 ################################################################ setup
 
-drop_database();
-{
-	my $admin = connect_db('postgres');
-
-	$admin->do("CREATE DATABASE $DBNAME TEMPLATE template0 ENCODING 'UTF8'"
-			   . " LC_COLLATE 'C' LC_CTYPE 'C'");
-	$admin->disconnect;
-}
+create_scratch_database($DBNAME, "TEMPLATE template0 ENCODING 'UTF8'"
+						. " LC_COLLATE 'C' LC_CTYPE 'C'");
 
 my $dbh = connect_db($DBNAME);
 $dbh->do('CREATE EXTENSION gate_bridge');
@@ -595,7 +574,7 @@ storm('repeatable read/serializable', 'REPEATABLE READ', 'SERIALIZABLE');
 
 $listener->disconnect;
 $dbh->disconnect;
-drop_database();
+drop_scratch_database();
 {
 	my $admin = connect_db('postgres');
 	my ($left) = $admin->selectrow_array(
@@ -604,6 +583,5 @@ drop_database();
 	is($left, 0, 'the test database is dropped');
 	$admin->disconnect;
 }
-$DBNAME = undef;
 
 done_testing();
