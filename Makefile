@@ -5,14 +5,22 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTEN
 MODULE_big  = gate_bridge
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
-DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
+# Shipped scripts (the 1.0 install script and every update script) are
+# frozen; sql/SHIPPED lists their checksums.  The newest full install script
+# has one source, sql/$(EXTENSION).sql, copied to its versioned name at build
+# time.
+DATA        = sql/$(EXTENSION)--1.0.sql $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 
+# pg_regress golden files live in the top-level expected/ (test/expected is
+# a link to it, since pg_regress reads <inputdir>/expected); isolation specs
+# and their expected output live under test/isolation.
 TESTS       = $(wildcard test/sql/*.sql)
 REGRESS     = $(patsubst test/sql/%.sql,%,$(TESTS))
 REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=$(EXTENSION)
 
-ISOLATION   = $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec))
-ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_out --load-extension=$(EXTENSION)
+ISOLATION   = $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec))
+ISOLATION_OPTS = --inputdir=test/isolation --outputdir=test/isolation_out --load-extension=$(EXTENSION)
 
 PG_CONFIG  ?= pg_config
 
@@ -34,6 +42,9 @@ include $(PGXS)
 
 # PGXS does not track headers
 $(OBJS): $(wildcard src/*.h)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
 
 all: gate-bridge
 

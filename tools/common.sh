@@ -3,6 +3,8 @@
 
 GB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GB_PGVERSION=${GB_PGVERSION:-15}
+# the one version number: the control file's default_version
+GB_EXTVERSION=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$GB_ROOT/gate_bridge.control")
 GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
 postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourcehandler-pgtap-perl \
 postgresql-contrib libpq-dev libdbd-pg-perl gcc make"

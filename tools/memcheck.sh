@@ -143,10 +143,10 @@ build() {
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	cp -a "$GB_ROOT/Makefile" "$GB_ROOT/gate_bridge.control" \
-		"$GB_ROOT/src" "$GB_ROOT/sql" "$GB_ROOT/test" "$dir/"
+		"$GB_ROOT/src" "$GB_ROOT/sql" "$GB_ROOT/test" "$GB_ROOT/expected" "$dir/"
 	rm -f "$dir"/src/*.o "$dir"/src/*.bc "$dir"/*.so
 	rm -rf "$dir/test/results" "$dir/test/isolation_out"
-	make -C "$dir" -s PG_CONFIG="$PG_CONFIG" COPT="$cflags" gate_bridge.so >/dev/null
+	make -C "$dir" -s PG_CONFIG="$PG_CONFIG" COPT="$cflags" gate_bridge.so sql/gate_bridge--$GB_EXTVERSION.sql >/dev/null
 }
 
 # build_canary DIR CFLAGS
@@ -295,7 +295,7 @@ run_suites() {
 				>"$logs/$phase-regress.out" 2>&1 || rc=$?
 			;;
 		isolation)
-			mapfile -t tests < <(names "$dir/test/specs" spec)
+			mapfile -t tests < <(names "$dir/test/isolation/specs" spec)
 			[ ${#tests[@]} -gt 0 ] || continue
 			mkdir -p "$out/isolation"
 			"$PG_ISOLATION_REGRESS" --bindir="$PGBIN" --inputdir="$dir/test" \

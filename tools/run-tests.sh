@@ -18,28 +18,40 @@ suite() {
 	fi
 }
 
+# A suite whose files are missing has failed: it did not run.
+# Each argument is a glob (quoted) that must match at least one file.
+need() {
+	local what=$1 pattern; shift
+	for pattern in "$@"; do
+		compgen -G "$pattern" >/dev/null && continue
+		echo "!! no $what found: nothing matches $pattern"
+		return 1
+	done
+}
+
 regress() {
+	need "regression tests" "test/sql/*.sql" "expected/*.out" || return 1
 	make -s installcheck PG_CONFIG="$PG_CONFIG" ISOLATION= && return 0
 	[ -f test/regression.diffs ] && cat test/regression.diffs
 	return 1
 }
 
 isolation() {
-	[ -n "$(ls test/specs/*.spec 2>/dev/null)" ] || return 0
+	need "isolation specs" "test/isolation/specs/*.spec" "test/isolation/expected/*.out" || return 1
 	make -s installcheck PG_CONFIG="$PG_CONFIG" REGRESS= && return 0
 	[ -f test/isolation_out/regression.diffs ] && cat test/isolation_out/regression.diffs
 	return 1
 }
 
 pgtap() {
-	[ -n "$(ls test/pgtap/*.sql 2>/dev/null)" ] || return 0
+	need "pgTAP tests" "test/pgtap/*.sql" || return 1
 	psql -X -q -c 'DROP DATABASE IF EXISTS gb_pgtap' -c 'CREATE DATABASE gb_pgtap' postgres &&
 	psql -X -q -d gb_pgtap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION gate_bridge' &&
 	pg_prove -d gb_pgtap test/pgtap/*.sql
 }
 
 tap() {
-	[ -n "$(ls test/t/*.pl 2>/dev/null)" ] || return 0
+	need "prove tests" "test/t/*.pl" || return 1
 	prove --ext .pl test/t/
 }
 
