@@ -27,6 +27,8 @@ PG_CONFIG  ?= pg_config
 PG_CFLAGS   += -Wall -Wextra -Werror
 # The server's headers are not -Wextra clean; treat them as system headers.
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
+# the one version number, for the library's check of the installed objects
+PG_CPPFLAGS += -DGB_VERSION='"$(EXTVERSION)"'
 
 
 EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out \
@@ -42,6 +44,7 @@ include $(PGXS)
 
 # PGXS does not track headers
 $(OBJS): $(wildcard src/*.h)
+src/privileged.o: $(EXTENSION).control
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@

@@ -165,19 +165,22 @@ CREATE TABLE gate_bridge.incidents (
 	acked_by		text,
 	resolved_at		timestamptz,
 	resolved_by		text,
-	resolution_note	text
+	resolution_note	text,
+	-- with kind and agent, what identifies the key: the budget type, the
+	-- invariant, the planner version (the key text is for display only)
+	subject			text NOT NULL
 );
 
--- At most one unresolved incident per (kind, key), enforced by the database.
--- It also serves the (kind, key, status) lookup of deduplication; its
+-- At most one unresolved incident per key (kind, agent, subject), enforced
+-- by the database.  It also serves the lookup of deduplication; its
 -- predicate is repeated word for word in the C code's queries so that the
 -- planner can use it.
-CREATE UNIQUE INDEX incidents_unresolved_key_idx
-	ON gate_bridge.incidents (kind, key) WHERE status <> 'resolved';
+CREATE UNIQUE INDEX incidents_unresolved_idx
+	ON gate_bridge.incidents (kind, agent, subject) WHERE status <> 'resolved';
 
 -- The rate-limit window count: incidents created for a key since a time.
-CREATE INDEX incidents_kind_key_first_seen_idx
-	ON gate_bridge.incidents (kind, key, first_seen_at);
+CREATE INDEX incidents_kind_agent_subject_first_seen_idx
+	ON gate_bridge.incidents (kind, agent, subject, first_seen_at);
 
 /*
  * The incidents' rules, enforced by the database whoever writes: the
@@ -255,7 +258,8 @@ COMMENT ON TABLE gate_bridge.incident_events IS
 	'Incident timeline, one row per lifecycle change; listeners catch up from it by id';
 
 -- Per-key decision state.  Its row is the per-key lock of the creation path
--- and holds the created and rate-limited counters.
+-- and holds the created and rate-limited counters.  A key is (kind, agent,
+-- subject); "key" is its text.
 CREATE TABLE gate_bridge.incident_keys (
 	kind				text NOT NULL,
 	key					text NOT NULL,
@@ -263,11 +267,13 @@ CREATE TABLE gate_bridge.incident_keys (
 	rate_limited		bigint NOT NULL DEFAULT 0,
 	last_created_at		timestamptz,
 	last_rate_limited_at timestamptz,
-	PRIMARY KEY (kind, key)
+	agent				text NOT NULL,
+	subject				text NOT NULL,
+	PRIMARY KEY (kind, agent, subject)
 );
 
 COMMENT ON TABLE gate_bridge.incident_keys IS
-	'Per (kind, key) decision counters; serialises incident creation for a key';
+	'Per (kind, agent, subject) decision counters; serialises incident creation for a key';
 
 -------------------------------------------------------------------------------
 -- Playbook rules.
@@ -440,13 +446,14 @@ LANGUAGE C VOLATILE;
 -------------------------------------------------------------------------------
 -- Triggers.
 -------------------------------------------------------------------------------
-CREATE FUNCTION gate_bridge.eval_results_gate() RETURNS trigger
+-- The trigger function's name is the design card's; its C symbol is 1.0's.
+CREATE FUNCTION gate_bridge.gate_bridge_on_violation() RETURNS trigger
 AS 'MODULE_PATHNAME', 'gate_bridge_eval_results_gate'
 LANGUAGE C;
 
 CREATE TRIGGER gate_bridge_gate
 	AFTER INSERT ON gate_bridge.eval_results
-	FOR EACH ROW EXECUTE FUNCTION gate_bridge.eval_results_gate();
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.gate_bridge_on_violation();
 
 CREATE FUNCTION gate_bridge.budgets_changed() RETURNS trigger
 AS 'MODULE_PATHNAME', 'gate_bridge_budgets_changed'
@@ -791,7 +798,7 @@ COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean) IS
 CREATE VIEW gate_bridge.open_incidents AS
 	SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity, i.status,
 		   i.summary, i.playbooks, i.occurrences, i.first_seen_at, i.last_seen_at,
-		   i.acked_at, i.acked_by
+		   i.acked_at, i.acked_by, i.details
 	  FROM gate_bridge.incidents i
 	 WHERE i.status <> 'resolved'
 	 ORDER BY i.severity, i.first_seen_at, i.id;

@@ -188,7 +188,6 @@ gate_bridge_on_budget_violation(PG_FUNCTION_ARGS)
 	details_add(&ad, "context", context);
 	v.build_details = api_details;
 	v.details_arg = &ad;
-	v.coalesce = true;
 
 	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
 }
@@ -258,7 +257,6 @@ gate_bridge_on_invariant_failure(PG_FUNCTION_ARGS)
 	details_add(&ad, "context", context);
 	v.build_details = api_details;
 	v.details_arg = &ad;
-	v.coalesce = true;
 
 	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
 }
@@ -310,7 +308,6 @@ gate_bridge_on_planner_regression(PG_FUNCTION_ARGS)
 	details_add(&ad, "context", context);
 	v.build_details = api_details;
 	v.details_arg = &ad;
-	v.coalesce = true;
 
 	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
 }
@@ -427,7 +424,6 @@ gate_bridge_on_gate_failure(PG_FUNCTION_ARGS)
 		details_add(&ads[i], "context", context);
 		vs[i].build_details = api_details;
 		vs[i].details_arg = &ads[i];
-		vs[i].coalesce = true;
 
 		id = gate_bridge_on_violation(&vs[i]);
 		ids[i] = Int64GetDatum(id);

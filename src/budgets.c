@@ -65,6 +65,7 @@ static Oid	cache_relid = InvalidOid;
 static int	cache_nbudgets = 0;
 static GBBudget *cache_budgets = NULL;
 static HTAB *cache_memo = NULL;
+static SPIPlanPtr load_plan = NULL;
 
 static void
 budgets_relcache_callback(Datum arg, Oid relid)
@@ -138,20 +139,17 @@ budget_cache_load(void)
 	cache_nbudgets = 0;
 	cache_relid = relid;
 
-	gb_privileged_begin(&priv);
+	gb_spi_begin(&priv);
 	/* the lookback text goes into incident details: one style for all */
 	(void) set_config_option("intervalstyle", "postgres",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	plan = SPI_prepare("SELECT agent_pattern, budget_type, warning, error, critical,"
-					   "       lookback::pg_catalog.text"
-					   "  FROM gate_bridge.budgets WHERE enabled",
-					   0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (load_plan == NULL)
+		load_plan = gb_keep_plan("SELECT agent_pattern, budget_type, warning, error, critical,"
+								 "       lookback::pg_catalog.text"
+								 "  FROM gate_bridge.budgets WHERE enabled",
+								 0, NULL);
+	plan = load_plan;
 
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	ret = SPI_execute_snapshot(plan, NULL, NULL, snap, InvalidSnapshot,
@@ -184,8 +182,7 @@ budget_cache_load(void)
 		cache_nbudgets++;
 	}
 
-	SPI_finish();
-	gb_privileged_end(&priv);
+	gb_spi_end(&priv);
 
 	memo_create();
 

@@ -42,12 +42,16 @@
 #include "gate_bridge.h"
 #include "privileged.h"
 
-/* "subxid:kind:key" */
-#define GB_HKEY_LEN			(12 + 16 + GB_KEY_MAX_BYTES + 1)
+/*
+ * "subxid:kind:agentlen:agent:subject".  Agent and subject together are
+ * shorter than the key text they make (at most GB_KEY_MAX_BYTES); the
+ * agent's length keeps two identities from spelling one hash key.
+ */
+#define GB_HKEY_LEN			(12 + 16 + 12 + GB_KEY_MAX_BYTES + 2)
 
 /*
  * Distinct keys held before the pending counts are written out and the
- * table starts again: about 6 MB at most.  A transaction that cycles
+ * table starts again: about 7 MB at most.  A transaction that cycles
  * through more keys than this (a COPY of many agents, each violating over
  * and over) updates each incident once per repeat after that.
  */
@@ -57,7 +61,8 @@ typedef struct FoldedKey
 {
 	char		hkey[GB_HKEY_LEN];	/* hash key */
 	char		kind[16];
-	char		key[GB_KEY_MAX_BYTES + 1];
+	char		agent_subject[GB_KEY_MAX_BYTES + 2];	/* agent NUL subject */
+	char		key[GB_KEY_MAX_BYTES + 1];	/* the key's text, for messages */
 	SubTransactionId subxid;	/* (sub)transaction that holds the lock */
 	bool		rate_limited;	/* the current decision: rate limited, or */
 	int64		incident_id;	/* folded into this incident (0: none) */
@@ -72,9 +77,23 @@ static SPIPlanPtr flush_dedup_plan = NULL;
 static SPIPlanPtr flush_rl_plan = NULL;
 
 static void
-make_hkey(char *hkey, SubTransactionId subxid, const char *kind, const char *key)
+make_hkey(char *hkey, SubTransactionId subxid, const char *kind,
+		  const char *agent, const char *subject)
 {
-	snprintf(hkey, GB_HKEY_LEN, "%u:%s:%s", subxid, kind, key);
+	snprintf(hkey, GB_HKEY_LEN, "%u:%s:%zu:%s:%s",
+			 subxid, kind, strlen(agent), agent, subject);
+}
+
+static const char *
+folded_agent(const FoldedKey *f)
+{
+	return f->agent_subject;
+}
+
+static const char *
+folded_subject(const FoldedKey *f)
+{
+	return f->agent_subject + strlen(f->agent_subject) + 1;
 }
 
 /* the table lives in TopTransactionContext and goes with it */
@@ -164,7 +183,8 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		char		hkey[GB_HKEY_LEN];
 		bool		found;
 
-		make_hkey(hkey, parentSubid, from->kind, from->key);
+		make_hkey(hkey, parentSubid, from->kind, folded_agent(from),
+				  folded_subject(from));
 		f = (FoldedKey *) hash_search(folded, hkey, HASH_ENTER, &found);
 		if (!found)
 		{
@@ -205,12 +225,12 @@ gb_coalesce_init(void)
 }
 
 /*
- * Fold a violation of (kind, key) into this (sub)transaction's earlier
- * decision, if there is one that still holds.  Returns true when nothing
- * else needs to be done.
+ * Fold a violation of key k into this (sub)transaction's earlier decision,
+ * if there is one that still holds.  Returns true when nothing else needs
+ * to be done.
  */
 bool
-gb_coalesce_try(const char *kind, const char *key)
+gb_coalesce_try(const GBKey *k)
 {
 	char		hkey[GB_HKEY_LEN];
 	FoldedKey  *f;
@@ -218,7 +238,7 @@ gb_coalesce_try(const char *kind, const char *key)
 
 	if (folded == NULL)
 		return false;
-	make_hkey(hkey, GetCurrentSubTransactionId(), kind, key);
+	make_hkey(hkey, GetCurrentSubTransactionId(), k->kind, k->agent, k->subject);
 	f = (FoldedKey *) hash_search(folded, hkey, HASH_FIND, NULL);
 	if (f == NULL)
 		return false;
@@ -234,14 +254,14 @@ gb_coalesce_try(const char *kind, const char *key)
 	f->last_seen = Max(f->last_seen, now);
 	ereport(DEBUG1,
 			(errmsg(f->rate_limited ? "Rate limited %s incident: %s"
-					: "Skipping duplicate %s incident: %s", kind, key),
+					: "Skipping duplicate %s incident: %s", k->kind, k->key),
 			 errhidestmt(true)));
 	return true;
 }
 
 static void
-remember(const char *kind, const char *key, bool rate_limited,
-		 int64 incident_id, TimestampTz valid_until)
+remember(const GBKey *k, bool rate_limited, int64 incident_id,
+		 TimestampTz valid_until)
 {
 	char		hkey[GB_HKEY_LEN];
 	FoldedKey  *f;
@@ -253,12 +273,19 @@ remember(const char *kind, const char *key, bool rate_limited,
 		gb_coalesce_flush();
 	ensure_table();
 
-	make_hkey(hkey, subxid, kind, key);
+	make_hkey(hkey, subxid, k->kind, k->agent, k->subject);
 	f = (FoldedKey *) hash_search(folded, hkey, HASH_ENTER, &found);
 	if (!found)
 	{
-		strlcpy(f->kind, kind, sizeof(f->kind));
-		strlcpy(f->key, key, sizeof(f->key));
+		size_t		alen = strlen(k->agent);
+
+		/* the key text is longer than agent and subject together */
+		Assert(alen + strlen(k->subject) + 2 <= sizeof(f->agent_subject));
+		strlcpy(f->kind, k->kind, sizeof(f->kind));
+		memcpy(f->agent_subject, k->agent, alen + 1);
+		strlcpy(f->agent_subject + alen + 1, k->subject,
+				sizeof(f->agent_subject) - alen - 1);
+		strlcpy(f->key, k->key, sizeof(f->key));
 		f->subxid = subxid;
 		f->incident_id = 0;
 		f->pending_dedup = 0;
@@ -269,7 +296,7 @@ remember(const char *kind, const char *key, bool rate_limited,
 			 f->incident_id != incident_id && f->pending_dedup > 0)
 	{
 		/* cannot happen (see subxact_callback); never misattribute counts */
-		elog(ERROR, "gate_bridge: conflicting folded decisions for key \"%s\"", key);
+		elog(ERROR, "gate_bridge: conflicting folded decisions for key \"%s\"", k->key);
 	}
 	/* the new decision; counts pending for the earlier one are kept */
 	f->rate_limited = rate_limited;
@@ -278,43 +305,38 @@ remember(const char *kind, const char *key, bool rate_limited,
 		f->incident_id = incident_id;
 }
 
-/* This transaction's decision for (kind, key): folded into incident_id. */
+/* This transaction's decision for key k: folded into incident_id. */
 void
-gb_coalesce_remember_dedup(const char *kind, const char *key, int64 incident_id)
+gb_coalesce_remember_dedup(const GBKey *k, int64 incident_id)
 {
-	remember(kind, key, false, incident_id, 0);
+	remember(k, false, incident_id, 0);
 }
 
-/* This transaction's decision for (kind, key): rate limited until valid_until. */
+/* This transaction's decision for key k: rate limited until valid_until. */
 void
-gb_coalesce_remember_rate_limited(const char *kind, const char *key,
-								  TimestampTz valid_until)
+gb_coalesce_remember_rate_limited(const GBKey *k, TimestampTz valid_until)
 {
-	remember(kind, key, true, 0, valid_until);
+	remember(k, true, 0, valid_until);
 }
 
 static void
 prepare_flush_plans(void)
 {
 	Oid			td[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
-	Oid			tr[4] = {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+	Oid			tr[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 
 	if (flush_rl_plan != NULL)
 		return;
-	flush_dedup_plan = SPI_prepare(
+	flush_dedup_plan = gb_keep_plan(
 		"UPDATE gate_bridge.incidents"
 		"   SET occurrences = LEAST(occurrences::int8 + $2, 2147483647)::int4,"
 		"       last_seen_at = GREATEST(last_seen_at, $3)"
 		" WHERE id = $1", 3, td);
-	if (flush_dedup_plan == NULL || SPI_keepplan(flush_dedup_plan) != 0)
-		elog(ERROR, "could not prepare gate_bridge flush statement");
-	flush_rl_plan = SPI_prepare(
+	flush_rl_plan = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
-		"   SET rate_limited = rate_limited + $3,"
-		"       last_rate_limited_at = GREATEST(last_rate_limited_at, $4)"
-		" WHERE kind = $1 AND key = $2", 4, tr);
-	if (flush_rl_plan == NULL || SPI_keepplan(flush_rl_plan) != 0)
-		elog(ERROR, "could not prepare gate_bridge flush statement");
+		"   SET rate_limited = rate_limited + $4,"
+		"       last_rate_limited_at = GREATEST(last_rate_limited_at, $5)"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3", 5, tr);
 }
 
 /* Write every pending count, and forget the decisions. */
@@ -325,7 +347,6 @@ gb_coalesce_flush(void)
 	FoldedKey  *f;
 	GBPrivileged priv;
 	bool		connected = false;
-	bool		pushed = false;
 	HTAB	   *table = folded;
 
 	if (table == NULL)
@@ -336,53 +357,34 @@ gb_coalesce_flush(void)
 	hash_seq_init(&seq, table);
 	while ((f = (FoldedKey *) hash_seq_search(&seq)) != NULL)
 	{
-		Datum		values[4];
-		int			ret;
+		Datum		values[5];
 
 		if (f->pending_dedup == 0 && f->pending_rl == 0)
 			continue;
 		if (!connected)
 		{
-			/* at pre-commit there is no active snapshot for SPI */
-			if (!ActiveSnapshotSet())
-			{
-				PushActiveSnapshot(GetTransactionSnapshot());
-				pushed = true;
-			}
-			gb_privileged_begin(&priv);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
+			gb_spi_begin(&priv);
 			prepare_flush_plans();
 			connected = true;
 		}
 		if (f->pending_rl > 0)
 		{
 			values[0] = CStringGetTextDatum(f->kind);
-			values[1] = CStringGetTextDatum(f->key);
-			values[2] = Int64GetDatum(f->pending_rl);
-			values[3] = TimestampTzGetDatum(f->last_seen);
-			ret = SPI_execute_plan(flush_rl_plan, values, NULL, false, 0);
-			if (ret != SPI_OK_UPDATE)
-				elog(ERROR, "writing folded violations failed: %s",
-					 SPI_result_code_string(ret));
+			values[1] = CStringGetTextDatum(folded_agent(f));
+			values[2] = CStringGetTextDatum(folded_subject(f));
+			values[3] = Int64GetDatum(f->pending_rl);
+			values[4] = TimestampTzGetDatum(f->last_seen);
+			gb_spi_run(flush_rl_plan, values, NULL, SPI_OK_UPDATE);
 		}
 		if (f->pending_dedup > 0)
 		{
 			values[0] = Int64GetDatum(f->incident_id);
 			values[1] = Int64GetDatum(f->pending_dedup);
 			values[2] = TimestampTzGetDatum(f->last_seen);
-			ret = SPI_execute_plan(flush_dedup_plan, values, NULL, false, 0);
-			if (ret != SPI_OK_UPDATE)
-				elog(ERROR, "writing folded violations failed: %s",
-					 SPI_result_code_string(ret));
+			gb_spi_run(flush_dedup_plan, values, NULL, SPI_OK_UPDATE);
 		}
 	}
 	if (connected)
-	{
-		SPI_finish();
-		gb_privileged_end(&priv);
-		if (pushed)
-			PopActiveSnapshot();
-	}
+		gb_spi_end(&priv);
 	hash_destroy(table);
 }

@@ -284,7 +284,6 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 	v.severity = rv->severity;
 	v.build_details = row_details;
 	v.details_arg = rv;
-	v.coalesce = true;
 	(void) gate_bridge_on_violation(&v);
 }
 
@@ -418,13 +417,13 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("gate_bridge_eval_results_gate: not called by trigger manager")));
+				 errmsg("gate_bridge_on_violation: not called by trigger manager")));
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("gate_bridge_eval_results_gate: must be fired AFTER INSERT FOR EACH ROW")));
+				 errmsg("gate_bridge_on_violation: must be fired AFTER INSERT FOR EACH ROW")));
 
 	slot = trigdata->tg_trigslot;
 	Assert(slot != NULL);
@@ -446,7 +445,7 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 		deconstruct_invariants(d, VARSIZE_ANY_EXHDR(agent_text),
 							   &inv_elems, &inv_count);
 
-	if (!gb_enabled)
+	if (!gb_enabled || !gb_schema_ready(false))
 		return PointerGetDatum(NULL);
 
 	budgets = gb_budgets_for_agent(VARDATA_ANY(agent_text),

@@ -18,6 +18,9 @@
 /* Limits that the install script's CHECK constraints repeat. */
 #define GB_AGENT_MAX_BYTES	128
 #define GB_KEY_MAX_BYTES	255
+/* ack/resolve/... arguments that go onto the timeline */
+#define GB_ACTOR_MAX_BYTES	128
+#define GB_NOTE_MAX_BYTES	8192
 
 /* Budget types, in the order the trigger checks them. */
 typedef enum GBBudgetType
@@ -72,9 +75,19 @@ typedef struct GBViolation
 	/* builds incidents.details; called only when an incident is created */
 	Jsonb	   *(*build_details) (void *arg);
 	void	   *details_arg;
-	/* fold repeats of this key within the transaction (see coalesce.c) */
-	bool		coalesce;
 } GBViolation;
+
+/*
+ * An incident key.  (kind, agent, subject) identifies it; "key" is its text
+ * (BUDGET_{agent}_{subject}, ...), for display, payloads and messages only.
+ */
+typedef struct GBKey
+{
+	const char *kind;
+	const char *agent;
+	const char *subject;
+	const char *key;
+} GBKey;
 
 /* guc.c */
 extern bool gb_enabled;
@@ -105,12 +118,14 @@ extern void gb_eval_trigger_init(void);
 
 /* coalesce.c */
 extern void gb_coalesce_init(void);
-extern bool gb_coalesce_try(const char *kind, const char *key);
-extern void gb_coalesce_remember_dedup(const char *kind, const char *key,
-									   int64 incident_id);
-extern void gb_coalesce_remember_rate_limited(const char *kind, const char *key,
+extern bool gb_coalesce_try(const GBKey *k);
+extern void gb_coalesce_remember_dedup(const GBKey *k, int64 incident_id);
+extern void gb_coalesce_remember_rate_limited(const GBKey *k,
 											  TimestampTz valid_until);
 extern void gb_coalesce_flush(void);
+
+/* privileged.c */
+extern bool gb_schema_ready(bool error);
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);

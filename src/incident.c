@@ -4,7 +4,11 @@
  *		The incident decision: gate_bridge_on_violation().
  *
  * Every violation, from the trigger or from the SQL functions, comes here.
- * For its (kind, key) it either
+ * A key is identified by (kind, agent, subject): the key text
+ * (BUDGET_{agent}_{budget_type}, ...) is what people read, but agents
+ * "billing" and "billing_bot" with invariants "bot_no_pii" and "no_pii"
+ * spell the same text, so it decides nothing.  For its key a violation
+ * either
  *	- folds into the unresolved incident: occurrences + 1, last_seen_at;
  *	- is rate limited: gate_bridge.rate_limit incidents were already created
  *	  for the key within gate_bridge.rate_window;
@@ -37,7 +41,6 @@
 
 #include "catalog/pg_type.h"
 #include "commands/async.h"
-#include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -61,82 +64,61 @@ typedef struct GBPlans
 
 static GBPlans plans;
 
-static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /*
- * Prepare the decision's statements once per backend.  Every name is
- * schema-qualified and the statements run with search_path pinned to
- * pg_catalog.  The dedup statement repeats the partial index's predicate
+ * Prepare the decision's statements once per backend.  The statements that
+ * look for the unresolved incident repeat the partial index's predicate
  * (status <> 'resolved') word for word so that the index is used.
+ * Parameters $1, $2, $3 are always kind, agent and subject.
  */
 static void
 prepare_plans(void)
 {
-	Oid			t3[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Oid			t2[2] = {TEXTOID, TEXTOID};
-	Oid			tins[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, JSONBOID, TIMESTAMPTZOID};
+	Oid			t4[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Oid			tkey[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Oid			tins[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID};
 	Oid			tev[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
 
 	if (plans.insert_event != NULL)
 		return;
 
-	plans.dedup = prepare(
+	plans.dedup = gb_keep_plan(
 		"UPDATE gate_bridge.incidents"
 		"   SET occurrences = CASE WHEN occurrences < 2147483647"
 		"                          THEN occurrences + 1 ELSE occurrences END,"
-		"       last_seen_at = GREATEST(last_seen_at, $3)"
-		" WHERE kind = $1 AND key = $2 AND status <> 'resolved'"
-		" RETURNING id", 3, t3);
-	plans.key_lock = prepare(
+		"       last_seen_at = GREATEST(last_seen_at, $4)"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
+		" RETURNING id", 4, t4);
+	plans.key_lock = gb_keep_plan(
 		"SELECT last_rate_limited_at FROM gate_bridge.incident_keys"
-		" WHERE kind = $1 AND key = $2 FOR NO KEY UPDATE", 2, t2);
-	plans.key_insert = prepare(
-		"INSERT INTO gate_bridge.incident_keys (kind, key) VALUES ($1, $2)"
-		" ON CONFLICT (kind, key) DO NOTHING", 2, t2);
-	plans.window_count = prepare(
+		" WHERE kind = $1 AND agent = $2 AND subject = $3 FOR NO KEY UPDATE",
+		3, t4);
+	plans.key_insert = gb_keep_plan(
+		"INSERT INTO gate_bridge.incident_keys (kind, agent, subject, key)"
+		" VALUES ($1, $2, $3, $4)"
+		" ON CONFLICT (kind, agent, subject) DO NOTHING", 4, tkey);
+	plans.window_count = gb_keep_plan(
 		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incidents"
-		" WHERE kind = $1 AND key = $2 AND first_seen_at > $3", 3, t3);
-	plans.rate_limited = prepare(
+		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND first_seen_at > $4",
+		4, t4);
+	plans.rate_limited = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
-		"   SET rate_limited = rate_limited + 1, last_rate_limited_at = $3"
-		" WHERE kind = $1 AND key = $2", 3, t3);
-	plans.insert_incident = prepare(
+		"   SET rate_limited = rate_limited + 1, last_rate_limited_at = $4"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3", 4, t4);
+	plans.insert_incident = gb_keep_plan(
 		"INSERT INTO gate_bridge.incidents"
 		" (kind, key, agent, violation_type, severity, status, summary,"
-		"  details, playbooks, occurrences, first_seen_at, last_seen_at)"
+		"  details, playbooks, occurrences, first_seen_at, last_seen_at, subject)"
 		" VALUES ($1, $2, $3, $4, $5, 'open', $6, $7,"
-		"         gate_bridge.suggest_playbooks($4, $3), 1, $8, $8)"
-		" RETURNING id", 8, tins);
-	plans.created = prepare(
+		"         gate_bridge.suggest_playbooks($4, $3), 1, $8, $8, $9)"
+		" RETURNING id", 9, tins);
+	plans.created = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
-		"   SET created = created + 1, last_created_at = $3"
-		" WHERE kind = $1 AND key = $2", 3, t3);
-	plans.insert_event = prepare(
+		"   SET created = created + 1, last_created_at = $4"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3", 4, t4);
+	plans.insert_event = gb_keep_plan(
 		"INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)"
 		" VALUES ($1, $2, $3, $4, $5::jsonb)", 5, tev);
-}
-
-static int
-run(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
-{
-	int			ret = SPI_execute_plan(plan, values, nulls, false, 0);
-
-	if (ret != expected)
-		elog(ERROR, "gate_bridge decision statement failed: %s",
-			 SPI_result_code_string(ret));
-	return ret;
 }
 
 static int64
@@ -148,32 +130,40 @@ first_int8(bool *isnull)
 
 /* Fold into the unresolved incident for the key, if there is one. */
 static bool
-try_dedup(Datum *kv, TimestampTz now, int64 *id)
+try_dedup(const GBKey *k, Datum *kv, int64 *id)
 {
-	Datum		values[3] = {kv[0], kv[1], TimestampTzGetDatum(now)};
+	Datum		values[4] = {kv[0], kv[1], kv[2],
+	TimestampTzGetDatum(GetCurrentTimestamp())};
 	bool		isnull;
 
-	run(plans.dedup, values, NULL, SPI_OK_UPDATE_RETURNING);
+	gb_spi_run(plans.dedup, values, NULL, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return false;
 	*id = first_int8(&isnull);
+	ereport(DEBUG1,
+			(errmsg("Skipping duplicate %s incident: %s", k->kind, k->key),
+			 errdetail("Folded into incident " INT64_FORMAT ".", *id),
+			 errhidestmt(true)));
+	gb_coalesce_remember_dedup(k, *id);
 	return true;
 }
 
 /* Lock the key's decision row, creating it on first use. */
 static void
-lock_key(Datum *kv, TimestampTz *last_rate_limited_at)
+lock_key(const GBKey *k, Datum *kv, TimestampTz *last_rate_limited_at)
 {
 	bool		isnull;
 
-	run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
+	gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
-		run(plans.key_insert, kv, NULL, SPI_OK_INSERT);
-		run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
+		Datum		values[4] = {kv[0], kv[1], kv[2], CStringGetTextDatum(k->key)};
+
+		gb_spi_run(plans.key_insert, values, NULL, SPI_OK_INSERT);
+		gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			elog(ERROR, "could not lock the decision row for incident key \"%s\"",
-				 TextDatumGetCString(kv[1]));
+				 k->key);
 	}
 	*last_rate_limited_at = DatumGetTimestampTz(
 		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -225,6 +215,62 @@ build_summary(const GBViolation *v)
 	}
 }
 
+/* Create the incident, its "created" event and its notification. */
+static int64
+create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
+				const char *severity, TimestampTz now, Oid caller)
+{
+	char	   *summary = build_summary(v);
+	Jsonb	   *details = v->build_details(v->details_arg);
+	Datum		values[9];
+	char		nulls[9];
+	char	   *payload;
+	char	   *data;
+	char	   *actor;
+	int64		id;
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = kv[0];
+	values[1] = CStringGetTextDatum(k->key);
+	values[2] = kv[1];
+	values[3] = CStringGetTextDatum(v->violation_type);
+	values[4] = CStringGetTextDatum(severity);
+	values[5] = CStringGetTextDatum(summary);
+	values[6] = JsonbPGetDatum(details);
+	values[7] = TimestampTzGetDatum(now);
+	values[8] = kv[2];
+	gb_spi_run(plans.insert_incident, values, nulls, SPI_OK_INSERT_RETURNING);
+	id = first_int8(&isnull);
+
+	values[0] = kv[0];
+	values[1] = kv[1];
+	values[2] = kv[2];
+	values[3] = TimestampTzGetDatum(now);
+	gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
+
+	payload = gb_created_payload(id, k->kind, k->key, severity, summary, now, &data);
+
+	actor = GetUserNameFromId(caller, true);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum("created");
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = actor ? CStringGetTextDatum(actor) : (Datum) 0;
+	values[4] = CStringGetTextDatum(data);
+	nulls[3] = actor ? ' ' : 'n';
+	gb_spi_run(plans.insert_event, values, nulls, SPI_OK_INSERT);
+
+	gb_coalesce_remember_dedup(k, id);
+
+	/* delivered at commit, discarded on rollback */
+	Async_Notify(gb_notify_channel, payload);
+
+	ereport(LOG,
+			(errmsg("Created %s incident: " INT64_FORMAT " (%s)", k->kind, id, k->key),
+			 errhidestmt(true)));
+	return id;
+}
+
 /*
  * Decide what a violation does.  Returns the id of the incident created, or
  * 0 when none was (deduplicated, rate limited, or the bridge is disabled).
@@ -232,44 +278,42 @@ build_summary(const GBViolation *v)
 int64
 gate_bridge_on_violation(const GBViolation *v)
 {
-	const char *kind = gb_kind_name(v->kind);
 	const char *severity;
-	char	   *key;
+	GBKey		k;
 	GBPrivileged priv;
-	Datum		kv[2];
+	Datum		kv[3];
 	int64		id = 0;
 	TimestampTz now;
 	TimestampTz last_rl;
+	TimestampTz window_start;
+	Datum		values[4];
+	int64		recent;
 	bool		isnull;
 
 	/* bad input is refused whether or not the bridge is enabled */
 	severity = gb_incident_severity_name(v->severity);
-	key = build_key(v);
+	k.kind = gb_kind_name(v->kind);
+	k.agent = v->agent;
+	k.subject = v->subject;
+	k.key = build_key(v);
 
 	if (!gb_enabled)
 		return 0;
 
 	/* a repeat within this transaction: counted in memory (coalesce.c) */
-	if (v->coalesce && gb_coalesce_try(kind, key))
+	if (gb_coalesce_try(&k))
 		return 0;
 
-	kv[0] = CStringGetTextDatum(kind);
-	kv[1] = CStringGetTextDatum(key);
+	kv[0] = CStringGetTextDatum(k.kind);
+	kv[1] = CStringGetTextDatum(k.agent);
+	kv[2] = CStringGetTextDatum(k.subject);
 
-	gb_privileged_begin(&priv);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	gb_spi_begin(&priv);
 	prepare_plans();
 
 	/* the common repeat: fold into the unresolved incident */
-	if (try_dedup(kv, GetCurrentTimestamp(), &id))
+	if (try_dedup(&k, kv, &id))
 	{
-		ereport(DEBUG1,
-				(errmsg("Skipping duplicate %s incident: %s", kind, key),
-				 errdetail("Folded into incident " INT64_FORMAT ".", id),
-				 errhidestmt(true)));
-		if (v->coalesce)
-			gb_coalesce_remember_dedup(kind, key, id);
 		id = 0;
 		goto done;
 	}
@@ -283,16 +327,10 @@ gate_bridge_on_violation(const GBViolation *v)
 	 * be waiting for a resolution, and the incident it could wait for is
 	 * already resolved in its snapshot.
 	 */
-	lock_key(kv, &last_rl);
+	lock_key(&k, kv, &last_rl);
 
-	if (try_dedup(kv, GetCurrentTimestamp(), &id))
+	if (try_dedup(&k, kv, &id))
 	{
-		ereport(DEBUG1,
-				(errmsg("Skipping duplicate %s incident: %s", kind, key),
-				 errdetail("Folded into incident " INT64_FORMAT ".", id),
-				 errhidestmt(true)));
-		if (v->coalesce)
-			gb_coalesce_remember_dedup(kind, key, id);
 		id = 0;
 		goto done;
 	}
@@ -303,87 +341,37 @@ gate_bridge_on_violation(const GBViolation *v)
 	 * predate.
 	 */
 	now = GetCurrentTimestamp();
+	window_start = now - (TimestampTz) gb_rate_window * USECS_PER_SEC;
 
+	values[0] = kv[0];
+	values[1] = kv[1];
+	values[2] = kv[2];
+	values[3] = TimestampTzGetDatum(window_start);
+	gb_spi_run(plans.window_count, values, NULL, SPI_OK_SELECT);
+	recent = first_int8(&isnull);
+	if (recent >= gb_rate_limit)
 	{
-		TimestampTz window_start = now - (TimestampTz) gb_rate_window * USECS_PER_SEC;
-		Datum		values[3] = {kv[0], kv[1], TimestampTzGetDatum(window_start)};
-		int64		recent;
+		TimestampTz oldest = DatumGetTimestampTz(
+			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
-		run(plans.window_count, values, NULL, SPI_OK_SELECT);
-		recent = first_int8(&isnull);
-		if (recent >= gb_rate_limit)
-		{
-			TimestampTz oldest = DatumGetTimestampTz(
-				SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-
-			values[2] = TimestampTzGetDatum(now);
-			run(plans.rate_limited, values, NULL, SPI_OK_UPDATE);
-			/* rate limited until the oldest counted incident leaves the window */
-			if (v->coalesce && !isnull)
-				gb_coalesce_remember_rate_limited(kind, key,
-												  oldest + (TimestampTz) gb_rate_window * USECS_PER_SEC);
-			/* one LOG line per key and window; the rest at DEBUG1 */
-			ereport(last_rl <= window_start ? LOG : DEBUG1,
-					(errmsg("Rate limited %s incident: %s", kind, key),
-					 errdetail(INT64_FORMAT " incidents were created for this key in the last %d s; gate_bridge.rate_limit is %d.",
-							   recent, gb_rate_window, gb_rate_limit),
-					 errhidestmt(true)));
-			goto done;
-		}
-	}
-
-	/* Create. */
-	{
-		char	   *summary = build_summary(v);
-		Jsonb	   *details = v->build_details ? v->build_details(v->details_arg) : NULL;
-		Datum		values[8];
-		char		nulls[8];
-		char	   *payload;
-		char	   *data;
-		char	   *actor;
-
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = kv[0];
-		values[1] = kv[1];
-		values[2] = CStringGetTextDatum(v->agent);
-		values[3] = CStringGetTextDatum(v->violation_type);
-		values[4] = CStringGetTextDatum(severity);
-		values[5] = CStringGetTextDatum(summary);
-		if (details == NULL)
-			details = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-		values[6] = JsonbPGetDatum(details);
-		values[7] = TimestampTzGetDatum(now);
-
-		run(plans.insert_incident, values, nulls, SPI_OK_INSERT_RETURNING);
-		id = first_int8(&isnull);
-
-		values[2] = TimestampTzGetDatum(now);
-		run(plans.created, values, NULL, SPI_OK_UPDATE);
-
-		payload = gb_created_payload(id, kind, key, severity, summary, now, &data);
-
-		actor = GetUserNameFromId(priv.save_userid, true);
-		values[0] = Int64GetDatum(id);
-		values[1] = CStringGetTextDatum("created");
-		values[2] = TimestampTzGetDatum(now);
-		values[3] = actor ? CStringGetTextDatum(actor) : (Datum) 0;
-		values[4] = CStringGetTextDatum(data);
-		nulls[3] = actor ? ' ' : 'n';
-		run(plans.insert_event, values, nulls, SPI_OK_INSERT);
-
-		if (v->coalesce)
-			gb_coalesce_remember_dedup(kind, key, id);
-
-		/* delivered at commit, discarded on rollback */
-		Async_Notify(gb_notify_channel, payload);
-
-		ereport(LOG,
-				(errmsg("Created %s incident: " INT64_FORMAT " (%s)", kind, id, key),
+		values[3] = TimestampTzGetDatum(now);
+		gb_spi_run(plans.rate_limited, values, NULL, SPI_OK_UPDATE);
+		/* rate limited until the oldest counted incident leaves the window */
+		if (!isnull)
+			gb_coalesce_remember_rate_limited(&k,
+											  oldest + (TimestampTz) gb_rate_window * USECS_PER_SEC);
+		/* one LOG line per key and window; the rest at DEBUG1 */
+		ereport(last_rl <= window_start ? LOG : DEBUG1,
+				(errmsg("Rate limited %s incident: %s", k.kind, k.key),
+				 errdetail(INT64_FORMAT " incidents were created for this key in the last %d s; gate_bridge.rate_limit is %d.",
+						   recent, gb_rate_window, gb_rate_limit),
 				 errhidestmt(true)));
+		goto done;
 	}
+
+	id = create_incident(v, &k, kv, severity, now, priv.save_userid);
 
 done:
-	SPI_finish();
-	gb_privileged_end(&priv);
+	gb_spi_end(&priv);
 	return id;
 }

@@ -15,8 +15,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -30,17 +31,6 @@ static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr key_lock_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
 
-static SPIPlanPtr
-keep(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -51,28 +41,29 @@ prepare_plans(void)
 
 	if (event_plan != NULL)
 		return;
-	ack_plan = keep("UPDATE gate_bridge.incidents"
-					"   SET status = 'ack', acked_at = clock_timestamp(), acked_by = $2"
-					" WHERE id = $1 AND status = 'open' RETURNING id",
-					2, t_ack);
-	resolve_plan = keep("UPDATE gate_bridge.incidents"
-						"   SET status = 'resolved', resolved_at = clock_timestamp(),"
-						"       resolved_by = $2, resolution_note = $3"
-						" WHERE id = $1 AND status <> 'resolved' RETURNING id",
-						3, t_resolve);
-	status_plan = keep("SELECT status FROM gate_bridge.incidents WHERE id = $1",
-					   1, t_status);
+	ack_plan = gb_keep_plan("UPDATE gate_bridge.incidents"
+							"   SET status = 'ack', acked_at = clock_timestamp(), acked_by = $2"
+							" WHERE id = $1 AND status = 'open' RETURNING id",
+							2, t_ack);
+	resolve_plan = gb_keep_plan("UPDATE gate_bridge.incidents"
+								"   SET status = 'resolved', resolved_at = clock_timestamp(),"
+								"       resolved_by = $2, resolution_note = $3"
+								" WHERE id = $1 AND status <> 'resolved' RETURNING id",
+								3, t_resolve);
+	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incidents WHERE id = $1",
+							   1, t_status);
 	/* the incident's decision row, locked before the incident (incident.c) */
-	key_lock_plan = keep("SELECT 1 FROM gate_bridge.incident_keys k"
-						 " WHERE (k.kind, k.key) = (SELECT i.kind, i.key"
-						 "                           FROM gate_bridge.incidents i WHERE i.id = $1)"
-						 "   FOR NO KEY UPDATE OF k",
-						 1, t_status);
-	event_plan = keep("INSERT INTO gate_bridge.incident_events"
-					  " (incident_id, event, at, actor, detail)"
-					  " VALUES ($1, $2, clock_timestamp(), $3,"
-					  "         jsonb_strip_nulls(jsonb_build_object('note', $4, 'role', $5)))",
-					  5, t_event);
+	key_lock_plan = gb_keep_plan("SELECT 1 FROM gate_bridge.incident_keys k"
+								 " WHERE (k.kind, k.agent, k.subject) ="
+								 "       (SELECT i.kind, i.agent, i.subject"
+								 "          FROM gate_bridge.incidents i WHERE i.id = $1)"
+								 "   FOR NO KEY UPDATE OF k",
+								 1, t_status);
+	event_plan = gb_keep_plan("INSERT INTO gate_bridge.incident_events"
+							  " (incident_id, event, at, actor, detail)"
+							  " VALUES ($1, $2, clock_timestamp(), $3,"
+							  "         jsonb_strip_nulls(jsonb_build_object('note', $4, 'role', $5)))",
+							  5, t_event);
 }
 
 /* Refuse a move the lifecycle does not allow from "status". */
@@ -96,14 +87,24 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	GBPrivileged priv;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
-	int			ret;
+
+	/*
+	 * Say so plainly on a standby or in a read-only transaction, rather than
+	 * let the first locking statement below complain about itself.
+	 */
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s incident " INT64_FORMAT ": the %s is read-only",
+						resolve ? "resolve" : "acknowledge", id,
+						RecoveryInProgress() ? "server" : "transaction"),
+				 RecoveryInProgress() ?
+				 errhint("Connect to the primary, for example with target_session_attrs=read-write.") : 0));
 
 	/* counts folded earlier in this transaction belong to the old state */
 	gb_coalesce_flush();
 
-	gb_privileged_begin(&priv);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	gb_spi_begin(&priv);
 	prepare_plans();
 
 	values[0] = Int64GetDatum(id);
@@ -117,12 +118,8 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	 * for the incident's row, which a decision may hold while it waits for
 	 * the key's row.
 	 */
-	ret = SPI_execute_plan(key_lock_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "locking incident key failed: %s", SPI_result_code_string(ret));
-	ret = SPI_execute_plan(status_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "reading incident failed: %s", SPI_result_code_string(ret));
+	gb_spi_run(key_lock_plan, values, NULL, SPI_OK_SELECT);
+	gb_spi_run(status_plan, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
@@ -130,20 +127,26 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	check_move(id, resolve,
 			   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 
-	ret = SPI_execute_plan(resolve ? resolve_plan : ack_plan, values, nulls, false, 0);
-	if (ret != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "updating incident failed: %s", SPI_result_code_string(ret));
+	gb_spi_run(resolve ? resolve_plan : ack_plan, values, nulls,
+			   SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 	{
-		/* changed since we looked (REPEATABLE READ and above): look again */
-		ret = SPI_execute_plan(status_plan, values, NULL, false, 0);
-		if (ret != SPI_OK_SELECT || SPI_processed == 0)
+		/*
+		 * Changed since our snapshot was taken (REPEATABLE READ and above):
+		 * a move that is now impossible says so; anything else is a
+		 * serialization failure, which the client retries.
+		 */
+		gb_spi_run(status_plan, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
 					 errmsg("incident " INT64_FORMAT " does not exist", id)));
 		check_move(id, resolve,
 				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-		elog(ERROR, "incident " INT64_FORMAT " changed concurrently", id);
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access to incident " INT64_FORMAT " due to a concurrent change", id),
+				 errhint("Retry the transaction.")));
 	}
 
 	values[1] = CStringGetTextDatum(resolve ? "resolved" : "acked");
@@ -154,14 +157,28 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 		role ? CStringGetTextDatum(role) : (Datum) 0};
 		char		evnulls[5] = {' ', ' ', ' ', nulls[2], role ? ' ' : 'n'};
 
-		ret = SPI_execute_plan(event_plan, ev, evnulls, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "recording incident event failed: %s",
-				 SPI_result_code_string(ret));
+		gb_spi_run(event_plan, ev, evnulls, SPI_OK_INSERT);
 	}
 
-	SPI_finish();
-	gb_privileged_end(&priv);
+	gb_spi_end(&priv);
+}
+
+/*
+ * A text argument of at most "limit" bytes, checked before it is copied:
+ * a 100 MB actor must not reach the timeline, nor every reader of it.
+ */
+static char *
+bounded_text_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+				 int limit)
+{
+	text	   *t = PG_GETARG_TEXT_PP(argno);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (len > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long (%d bytes, at most %d)", argname, len, limit)));
+	return text_to_cstring(t);
 }
 
 static char *
@@ -173,7 +190,7 @@ actor_arg(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("actor must not be null")));
-	actor = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	actor = bounded_text_arg(fcinfo, argno, "actor", GB_ACTOR_MAX_BYTES);
 	if (actor[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -211,7 +228,8 @@ gate_bridge_resolve(PG_FUNCTION_ARGS)
 {
 	int64		id = id_arg(fcinfo);
 	char	   *actor = actor_arg(fcinfo, 1);
-	char	   *note = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *note = PG_ARGISNULL(2) ? NULL :
+		bounded_text_arg(fcinfo, 2, "note", GB_NOTE_MAX_BYTES);
 
 	move(id, true, actor, note);
 	PG_RETURN_VOID();

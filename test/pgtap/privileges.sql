@@ -104,7 +104,7 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('suggest_playbooks',	  ARRAY['text', 'text']),
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
-	('eval_results_gate',	  ARRAY[]::name[]),
+	('gate_bridge_on_violation',	  ARRAY[]::name[]),
 	('budgets_changed',		  ARRAY[]::name[]),
 	('playbook_rules_guard',  ARRAY[]::name[])
   ) AS f(name, args)

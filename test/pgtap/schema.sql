@@ -23,7 +23,7 @@ SELECT columns_are('gate_bridge', 'incidents', ARRAY[
 	'id', 'kind', 'key', 'agent', 'violation_type', 'severity', 'status',
 	'summary', 'details', 'playbooks', 'occurrences', 'first_seen_at',
 	'last_seen_at', 'acked_at', 'acked_by', 'resolved_at', 'resolved_by',
-	'resolution_note']);
+	'resolution_note', 'subject']);
 
 -- Functions, with their signatures and result types.
 SELECT has_function('gate_bridge', f.name, f.args,
@@ -39,7 +39,7 @@ SELECT has_function('gate_bridge', f.name, f.args,
 	('suggest_playbooks',	  ARRAY['text', 'text']),
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
-	('eval_results_gate',	  ARRAY[]::text[]),
+	('gate_bridge_on_violation',	  ARRAY[]::text[]),
 	('budgets_changed',		  ARRAY[]::text[]),
 	('playbook_rules_guard',  ARRAY[]::text[])
   ) AS f(name, args);
@@ -55,7 +55,7 @@ SELECT function_returns('gate_bridge', f.name, f.args, f.result)
 	('suggest_playbooks',	  ARRAY['text', 'text'], 'text[]'),
 	('incident_severity',	  ARRAY['text'], 'text'),
 	('pattern_rank',		  ARRAY['text', 'text'], 'integer'),
-	('eval_results_gate',	  ARRAY[]::text[], 'trigger'),
+	('gate_bridge_on_violation',	  ARRAY[]::text[], 'trigger'),
 	('budgets_changed',		  ARRAY[]::text[], 'trigger'),
 	('playbook_rules_guard',  ARRAY[]::text[], 'trigger')
   ) AS f(name, args, result);
@@ -69,26 +69,26 @@ SELECT is((SELECT pg_get_function_arguments('gate_bridge.resolve(bigint,text,tex
 		  'resolve() defaults actor to the calling role and note to NULL');
 
 -- Indexes on incidents: the primary key, the unique partial index that
--- allows one unresolved incident per (kind, key) and serves deduplication,
--- and the rate-limit window index.
+-- allows one unresolved incident per key (kind, agent, subject) and serves
+-- deduplication, and the rate-limit window index.
 SELECT indexes_are('gate_bridge', 'incidents', ARRAY[
-	'incidents_pkey', 'incidents_unresolved_key_idx', 'incidents_kind_key_first_seen_idx']);
-SELECT has_index('gate_bridge', 'incidents', 'incidents_unresolved_key_idx',
-				 ARRAY['kind', 'key']);
-SELECT index_is_unique('gate_bridge', 'incidents', 'incidents_unresolved_key_idx');
+	'incidents_pkey', 'incidents_unresolved_idx', 'incidents_kind_agent_subject_first_seen_idx']);
+SELECT has_index('gate_bridge', 'incidents', 'incidents_unresolved_idx',
+				 ARRAY['kind', 'agent', 'subject']);
+SELECT index_is_unique('gate_bridge', 'incidents', 'incidents_unresolved_idx');
 SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid)
 			 FROM pg_index i
-			WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_key_idx'::regclass),
+			WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_idx'::regclass),
 		  $$(status <> 'resolved'::text)$$,
-		  'incidents_unresolved_key_idx covers exactly the unresolved incidents');
-SELECT has_index('gate_bridge', 'incidents', 'incidents_kind_key_first_seen_idx',
-				 ARRAY['kind', 'key', 'first_seen_at']);
+		  'incidents_unresolved_idx covers exactly the unresolved incidents');
+SELECT has_index('gate_bridge', 'incidents', 'incidents_kind_agent_subject_first_seen_idx',
+				 ARRAY['kind', 'agent', 'subject', 'first_seen_at']);
 SELECT has_index('gate_bridge', 'eval_results', 'eval_results_agent_created_at_idx',
 				 ARRAY['agent', 'created_at']);
 
 -- Triggers.
 SELECT trigger_is('gate_bridge', 'eval_results', 'gate_bridge_gate',
-				  'gate_bridge', 'eval_results_gate');
+				  'gate_bridge', 'gate_bridge_on_violation');
 SELECT trigger_is('gate_bridge', 'budgets', 'gate_bridge_budgets_changed',
 				  'gate_bridge', 'budgets_changed');
 SELECT trigger_is('gate_bridge', 'playbook_rules', 'playbook_rules_guard',

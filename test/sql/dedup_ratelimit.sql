@@ -178,14 +178,45 @@ SELECT * FROM pg_temp.incidents('BUDGET_dedup.rollback_%');
 SELECT created, rate_limited FROM gate_bridge.incident_keys
  WHERE key = 'BUDGET_dedup.rollback_latency';
 
+-------------------------------------------------------------------------------
+-- A key is (kind, agent, subject), not its text.  These three agents and
+-- invariants all spell INVARIANT_billing_bot_no_pii, yet they are three keys:
+-- three incidents, each folding its own repeats and rate-limited on its own.
+-------------------------------------------------------------------------------
+INSERT INTO gate_bridge.eval_results (agent, invariants_failed) VALUES
+	('billing', '{bot_no_pii}'), ('billing_bot', '{no_pii}'), ('billing_bot_no', '{pii}'),
+	('billing', '{bot_no_pii}'), ('billing', '{bot_no_pii}');
+SELECT id, key, agent, subject, summary, occurrences FROM gate_bridge.incidents
+ WHERE key = 'INVARIANT_billing_bot_no_pii' ORDER BY id;
+-- Resolving one of them leaves the others alone, and the rate limit of one
+-- does not count the others' incidents.
+DO $$
+BEGIN
+	FOR i IN 1..4 LOOP
+		PERFORM gate_bridge.resolve(id, 'regress_operator') FROM gate_bridge.incidents
+		  WHERE agent = 'billing' AND status <> 'resolved';
+		INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
+		VALUES ('billing', '{bot_no_pii}');
+	END LOOP;
+END
+$$;
+SELECT agent, subject, status, count(*) FROM gate_bridge.incidents
+ WHERE key = 'INVARIANT_billing_bot_no_pii' GROUP BY agent, subject, status ORDER BY 1, 2, 3;
+SELECT kind, key, agent, subject, created, rate_limited FROM gate_bridge.incident_keys
+ WHERE key = 'INVARIANT_billing_bot_no_pii' ORDER BY agent;
+INSERT INTO gate_bridge.eval_results (agent, invariants_failed) VALUES ('billing_bot', '{no_pii}');
+SELECT agent, occurrences FROM gate_bridge.incidents
+ WHERE key = 'INVARIANT_billing_bot_no_pii' AND status <> 'resolved' ORDER BY agent;
+
 -- Nothing ever had two unresolved incidents for one key.
-SELECT kind, key, count(*) FROM gate_bridge.incidents
- WHERE status <> 'resolved' GROUP BY kind, key HAVING count(*) > 1;
+SELECT kind, agent, subject, count(*) FROM gate_bridge.incidents
+ WHERE status <> 'resolved' GROUP BY kind, agent, subject HAVING count(*) > 1;
 -- The counters agree with the incidents table.
 SELECT k.kind, k.key, k.created, count(i.id) AS incidents
   FROM gate_bridge.incident_keys k
-  LEFT JOIN gate_bridge.incidents i ON i.kind = k.kind AND i.key = k.key
- GROUP BY k.kind, k.key, k.created
+  LEFT JOIN gate_bridge.incidents i
+	ON i.kind = k.kind AND i.agent = k.agent AND i.subject = k.subject
+ GROUP BY k.kind, k.key, k.agent, k.subject, k.created
 HAVING k.created <> count(i.id);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,

@@ -233,28 +233,28 @@ SELECT (SELECT count(*) FROM gate_bridge.eval_results) AS eval_rows,
 -------------------------------------------------------------------------------
 -- The trigger function refuses to run where it does not belong.
 -------------------------------------------------------------------------------
-SELECT gate_bridge.eval_results_gate();
+SELECT gate_bridge.gate_bridge_on_violation();
 \echo :LAST_ERROR_SQLSTATE
 CREATE TABLE gate_misuse (LIKE gate_bridge.eval_results INCLUDING DEFAULTS INCLUDING IDENTITY);
 CREATE TRIGGER misuse_before BEFORE INSERT ON gate_misuse
-	FOR EACH ROW EXECUTE FUNCTION gate_bridge.eval_results_gate();
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.gate_bridge_on_violation();
 INSERT INTO gate_misuse (agent, quality) VALUES ('m.agent', 0.1);
 \echo :LAST_ERROR_SQLSTATE
 DROP TRIGGER misuse_before ON gate_misuse;
 CREATE TRIGGER misuse_statement AFTER INSERT ON gate_misuse
-	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.eval_results_gate();
+	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.gate_bridge_on_violation();
 INSERT INTO gate_misuse (agent, quality) VALUES ('m.agent', 0.1);
 \echo :LAST_ERROR_SQLSTATE
 DROP TRIGGER misuse_statement ON gate_misuse;
 CREATE TRIGGER misuse_update AFTER UPDATE ON gate_misuse
-	FOR EACH ROW EXECUTE FUNCTION gate_bridge.eval_results_gate();
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.gate_bridge_on_violation();
 INSERT INTO gate_misuse (agent, quality) VALUES ('m.agent', 0.1);
 UPDATE gate_misuse SET quality = 0.2;
 \echo :LAST_ERROR_SQLSTATE
 DROP TABLE gate_misuse;
 CREATE TABLE gate_misuse (id bigint, agent text, quality numeric);
 CREATE TRIGGER misuse_columns AFTER INSERT ON gate_misuse
-	FOR EACH ROW EXECUTE FUNCTION gate_bridge.eval_results_gate();
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.gate_bridge_on_violation();
 INSERT INTO gate_misuse (id, agent, quality) VALUES (1, 'm.agent', 0.1);
 \echo :LAST_ERROR_SQLSTATE
 DROP TABLE gate_misuse;

@@ -88,6 +88,24 @@ SELECT gate_bridge.ack(3, '');
 \echo :LAST_ERROR_SQLSTATE
 SELECT gate_bridge.resolve(3, '', 'note');
 \echo :LAST_ERROR_SQLSTATE
+-- an actor of at most 128 bytes and a note of at most 8 kB reach the timeline
+SELECT gate_bridge.ack(3, repeat('a', 129));
+\echo :LAST_ERROR_SQLSTATE
+SELECT gate_bridge.resolve(3, repeat('é', 65));
+\echo :LAST_ERROR_SQLSTATE
+SELECT gate_bridge.resolve(3, 'regress_bob', repeat('n', 8193));
+\echo :LAST_ERROR_SQLSTATE
+SELECT gate_bridge.ack(3, repeat('x', 100 * 1024 * 1024));
+\echo :LAST_ERROR_SQLSTATE
+-- a read-only transaction says so before it touches anything
+BEGIN READ ONLY;
+SELECT gate_bridge.ack(3, 'regress_bob');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT gate_bridge.resolve(3, 'regress_bob');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 -- one bad move in a statement undoes the good ones before it
 SELECT gate_bridge.resolve(v.id, 'regress_bob') FROM (VALUES (3), (1)) AS v(id);
 \echo :LAST_ERROR_SQLSTATE
@@ -109,8 +127,8 @@ UPDATE gate_bridge.incidents SET status = 'open' WHERE id = 3;
 UPDATE gate_bridge.incidents SET status = 'closed' WHERE id = 3;
 \echo :LAST_ERROR_SQLSTATE
 -- and at most one unresolved incident per key, whatever writes it
-INSERT INTO gate_bridge.incidents (kind, key, violation_type, severity, summary)
-VALUES ('budget', 'BUDGET_life.3_quality', 'quality', 'sev3', 'duplicate');
+INSERT INTO gate_bridge.incidents (kind, key, agent, subject, violation_type, severity, summary)
+VALUES ('budget', 'BUDGET_life.3_quality', 'life.3', 'quality', 'quality', 'sev3', 'duplicate');
 \echo :LAST_ERROR_SQLSTATE
 
 -------------------------------------------------------------------------------

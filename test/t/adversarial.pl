@@ -112,6 +112,8 @@ my $NASTY = qq{q"u'o\\te\\\\d \t\n\r\x01\x1b\x1f\x7f \x{e9}\x{2713}\x{1F6A8} </s
 # A name that closes the payload's strings and objects if it is not escaped.
 my $BREAKER = q("},{"event":"forged","data":{"id":0,"x":"\\);
 my $BIG = 'x' x $MB;
+# the longest actor ack and resolve take: 128 bytes, control characters too
+my $ASCII_ACTOR = substr(qq{q"u'o\\te\\\\d \t\x01\x1b\x1f\x7f } x 20, 0, 128);
 my $BIG_NASTY = ("\x01\"\\\t" x ($MB / 4));
 
 sub deep_array { my ($d) = @_; return ('[' x $d) . (']' x $d) }
@@ -551,19 +553,25 @@ my @cases = (
 	 error => '22023'},
 	{name => 'ack: actor of 1 MB with control characters',
 	 sql => 'SELECT gate_bridge.ack($1, $2)', bind => sub { [$fx{actors}, $BIG_NASTY] },
+	 error => '22001'},
+	{name => 'ack: actor of 128 bytes with control characters',
+	 sql => 'SELECT gate_bridge.ack($1, $2)', bind => sub { [$fx{actors}, $ASCII_ACTOR] },
 	 result => 'void',
 	 check => sub {
 		 my $i = incident($fx{actors});
-		 return $i->{status} eq 'ack' && $i->{acked_by} eq $BIG_NASTY ? undef
+		 return $i->{status} eq 'ack' && $i->{acked_by} eq $ASCII_ACTOR ? undef
 			 : "status $i->{status}, acked_by of " . length($i->{acked_by} // '') . ' characters';
 	 }},
 	{name => 'resolve: actor with quotes and backslashes, note of 1 MB',
 	 sql => 'SELECT gate_bridge.resolve($1, $2, $3)', bind => sub { [$fx{actors}, $NASTY, $BIG_NASTY] },
+	 error => '22001'},
+	{name => 'resolve: actor with quotes and backslashes, note of 8 kB',
+	 sql => 'SELECT gate_bridge.resolve($1, $2, $3)', bind => sub { [$fx{actors}, $NASTY, substr($BIG_NASTY, 0, 8192)] },
 	 result => 'void',
 	 check => sub {
 		 my $i = incident($fx{actors});
 		 return $i->{status} eq 'resolved' && $i->{resolved_by} eq $NASTY
-			 && $i->{resolution_note} eq $BIG_NASTY ? undef : "status $i->{status}";
+			 && $i->{resolution_note} eq substr($BIG_NASTY, 0, 8192) ? undef : "status $i->{status}";
 	 }},
 
 	################################################################ helpers

@@ -59,7 +59,7 @@ my %ORDER = (
 	budgets => 'agent_pattern COLLATE "C", budget_type COLLATE "C"',
 	incidents => 'id',
 	incident_events => 'id',
-	incident_keys => 'kind COLLATE "C", key COLLATE "C"',
+	incident_keys => 'kind COLLATE "C", agent COLLATE "C", subject COLLATE "C"',
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
 );
 my @TABLES = sort keys %ORDER;
@@ -450,7 +450,7 @@ for my $format (qw(plain custom))
 		budgets => q{UPDATE gate_bridge.budgets SET lookback = '7 days 00:00:01' WHERE agent_pattern = '*'},
 		incidents => q{UPDATE gate_bridge.incidents SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incidents)},
 		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
-		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key) VALUES ('budget', 'BUDGET_zz_cost')},
+		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
 	);
 	my @noticed;

@@ -85,6 +85,11 @@ my $CONFIG = q{
 
 ################################################################ install 1.0 and fill it
 
+# The library is the newest release's: it decides only for the objects of
+# its own version.  So the 1.0 database is filled as 1.0 left it, by hand:
+# eval rows (stored without a decision), and the incidents, timeline and
+# key rows that 1.0 would have written -- including the ambiguous key texts
+# that 1.0 folded together.
 my $old = connect_db($OLD);
 $old->do(q{SET client_min_messages = warning});
 $old->do(q{CREATE EXTENSION gate_bridge VERSION '1.0'});
@@ -93,17 +98,64 @@ $old->do(q{
 		('up.a', 'quality', 0.9, 0.8, 0.5), ('up.*', 'latency', 100, 200, 300), ('*', 'cost', 1, 2, 3)});
 $old->do(q{UPDATE gate_bridge.playbook_rules SET playbooks = '{rerun_eval,page_owner}'
 			WHERE violation_type = 'cost' AND agent_pattern = '*'});
+
+# a violating row on 1.0's objects is stored, with a warning, and decides nothing
+{
+	my @warnings;
+	local $old->{PrintWarn} = 1;
+	local $SIG{__WARN__} = sub { push @warnings, @_ };
+	$old->do(q{SET client_min_messages = warning});
+	$old->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('up.a', 0.1)});
+	my ($n) = $old->selectrow_array(q{SELECT count(*) FROM gate_bridge.incidents});
+	is($n, 0, 'before the update, a violating row opens nothing');
+	like(join('', @warnings), qr/gate_bridge 1\.0 is installed in this database, but its library is version \Q$default\E/,
+		 'and the writer is warned that the extension needs ALTER EXTENSION UPDATE');
+}
 $old->do(q{INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, cost_usd, invariants_failed)
 		   SELECT 'up.' || chr(97 + g % 3), 0.1 * (g % 10), 50 * (g % 8), g % 4, CASE WHEN g % 7 = 0 THEN '{no_pii}'::text[] END
 			 FROM generate_series(1, 300) g});
-$old->do(q{SELECT gate_bridge.ack(1, 'alice')});
-$old->do(q{SELECT gate_bridge.resolve(2, 'bob', 'fixed')});
-$old->do(q{SELECT gate_bridge.on_planner_regression('v9', '{}', '{}', '{"severity": "critical"}')});
+$old->do(q{
+	INSERT INTO gate_bridge.incidents (id, kind, key, agent, violation_type, severity, status, summary,
+									   details, playbooks, occurrences, first_seen_at, last_seen_at,
+									   acked_at, acked_by, resolved_at, resolved_by, resolution_note)
+	OVERRIDING SYSTEM VALUE VALUES
+	(1, 'budget', 'BUDGET_up.a_quality', 'up.a', 'quality', 'sev1', 'ack', 'Budget violation: up.a quality',
+	 '{"violation": {"agent": "up.a"}}', '{rerun_eval}', 40, now() - interval '2 h', now() - interval '1 h',
+	 now() - interval '90 min', 'alice', NULL, NULL, NULL),
+	(2, 'budget', 'BUDGET_up.b_latency', 'up.b', 'latency', 'sev2', 'resolved', 'Budget violation: up.b latency',
+	 '{}', '{rerun_eval}', 3, now() - interval '3 h', now() - interval '2 h',
+	 NULL, NULL, now() - interval '1 h', 'bob', 'fixed'),
+	(3, 'invariant', 'INVARIANT_billing_bot_no_pii', 'billing_bot', 'invariants', 'sev2', 'resolved',
+	 'Invariant failed: billing_bot no_pii', '{}', '{rerun_eval,rerun_dbt}', 2, now() - interval '5 h',
+	 now() - interval '4 h', NULL, NULL, now() - interval '4 h', 'carol', NULL),
+	(4, 'invariant', 'INVARIANT_billing_bot_no_pii', 'billing', 'invariants', 'sev2', 'open',
+	 'Invariant failed: billing bot_no_pii', '{}', '{rerun_eval,rerun_dbt}', 7, now() - interval '3 h',
+	 now() - interval '1 min', NULL, NULL, NULL, NULL, NULL),
+	(5, 'planner', 'PLANNER_v9', 'planner.v9', 'planner_regression', 'sev1', 'open',
+	 'Planner regression: v9', '{}', '{rerun_eval,rollback_planner}', 1, now() - interval '10 min',
+	 now() - interval '10 min', NULL, NULL, NULL, NULL, NULL)});
+$old->do(q{SELECT setval('gate_bridge.incidents_id_seq', 5)});
+$old->do(q{
+	INSERT INTO gate_bridge.incident_events (incident_id, event, actor, detail)
+	SELECT id, 'created', 'writer', jsonb_build_object('id', id, 'key', key) FROM gate_bridge.incidents ORDER BY id});
+$old->do(q{INSERT INTO gate_bridge.incident_events (incident_id, event, actor) VALUES (1, 'acked', 'alice'), (2, 'resolved', 'bob'), (3, 'resolved', 'carol')});
+$old->do(q{
+	INSERT INTO gate_bridge.incident_keys (kind, key, created, rate_limited, last_created_at, last_rate_limited_at) VALUES
+	('budget', 'BUDGET_up.a_quality', 1, 0, now() - interval '2 h', NULL),
+	('budget', 'BUDGET_up.b_latency', 1, 4, now() - interval '3 h', now() - interval '150 min'),
+	('invariant', 'INVARIANT_billing_bot_no_pii', 2, 0, now() - interval '3 h', NULL),
+	('planner', 'PLANNER_v9', 1, 0, now() - interval '10 min', NULL),
+	('budget', 'BUDGET_gone_cost', 1, 0, now() - interval '30 days', NULL)});
 
+# Each table's rows in the columns 1.0 has: the update may add columns, never
+# change or lose what was there.
 my %SNAP = (
-	eval_results => 'id', budgets => 'agent_pattern, budget_type', incidents => 'id',
-	incident_events => 'id', incident_keys => 'kind, key',
-	playbook_rules => 'violation_type, agent_pattern',
+	eval_results => ['id', '*'], budgets => ['agent_pattern, budget_type', '*'],
+	incidents => ['id', 'id, kind, key, agent, violation_type, severity, status, summary, details, playbooks, '
+				  . 'occurrences, first_seen_at, last_seen_at, acked_at, acked_by, resolved_at, resolved_by, resolution_note'],
+	incident_events => ['id', '*'],
+	incident_keys => ['kind, key', 'kind, key, created, rate_limited, last_created_at, last_rate_limited_at'],
+	playbook_rules => ['violation_type, agent_pattern', '*'],
 );
 sub snapshot
 {
@@ -111,22 +163,42 @@ sub snapshot
 	my %s;
 	for my $t (sort keys %SNAP)
 	{
+		my ($order, $cols) = @{$SNAP{$t}};
 		($s{$t}) = $dbh->selectrow_array(
-			"SELECT count(*) || ':' || md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY $SNAP{$t}), ''))"
-			. " FROM gate_bridge.$t t");
+			"SELECT count(*) || ':' || md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY $order), ''))"
+			. " FROM (SELECT $cols FROM gate_bridge.$t) t");
 	}
 	return \%s;
 }
 my $before = snapshot($old);
-my ($incidents_before) = $old->selectrow_array('SELECT count(*) FROM gate_bridge.incidents');
-cmp_ok($incidents_before, '>', 3, "1.0 opened incidents ($incidents_before)");
+my ($rows_before) = $old->selectrow_array('SELECT count(*) FROM gate_bridge.eval_results');
+is($rows_before, 301, 'the 1.0 database holds its eval rows');
 
-################################################################ update
+################################################################ update, one release at a time
 
-$old->do('ALTER EXTENSION gate_bridge UPDATE');
-my ($ver) = $old->selectrow_array(q{SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'});
-is($ver, $default, "ALTER EXTENSION gate_bridge UPDATE reaches $default");
-is_deeply(snapshot($old), $before, 'every row of every table survives the update');
+my @chain = grep { $_ ne '1.0' } @versions;
+for my $v (@chain)
+{
+	$old->do("ALTER EXTENSION gate_bridge UPDATE TO '$v'");
+	my ($ver) = $old->selectrow_array(q{SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'});
+	is($ver, $v, "ALTER EXTENSION gate_bridge UPDATE TO '$v'");
+	is_deeply(snapshot($old), $before, "every row of every table survives the update to $v");
+}
+is((@chain ? $chain[-1] : ''), $default, "the chain 1.0 -> @chain ends at the default version $default");
+
+# 1.2: what identifies a key is filled in from the key text and the agent
+is_deeply($old->selectall_arrayref(q{SELECT id, agent, subject FROM gate_bridge.incidents ORDER BY id}),
+		  [[1, 'up.a', 'quality'], [2, 'up.b', 'latency'], [3, 'billing_bot', 'no_pii'],
+		   [4, 'billing', 'bot_no_pii'], [5, 'planner.v9', 'v9']],
+		  'each incident gets its (agent, subject), also where two agents spelled one key text');
+is_deeply($old->selectall_arrayref(q{SELECT kind, key, agent, subject, created, rate_limited
+									   FROM gate_bridge.incident_keys ORDER BY kind, key}),
+		  [['budget', 'BUDGET_gone_cost', '', 'BUDGET_gone_cost', 1, 0],
+		   ['budget', 'BUDGET_up.a_quality', 'up.a', 'quality', 1, 0],
+		   ['budget', 'BUDGET_up.b_latency', 'up.b', 'latency', 1, 4],
+		   ['invariant', 'INVARIANT_billing_bot_no_pii', 'billing', 'bot_no_pii', 2, 0],
+		   ['planner', 'PLANNER_v9', 'planner.v9', 'v9', 1, 0]],
+		  'each key row goes to the identity of its newest incident, counters kept');
 
 ################################################################ compare with a fresh install
 
@@ -149,15 +221,22 @@ is($old->selectrow_array($CONFIG), $new->selectrow_array($CONFIG),
 
 ################################################################ it goes on deciding
 
-my ($occ) = $old->selectrow_array(q{SELECT occurrences FROM gate_bridge.incidents
-									  WHERE key = 'BUDGET_up.a_quality' AND status <> 'resolved'});
+my ($occ) = $old->selectrow_array(q{SELECT occurrences FROM gate_bridge.incidents WHERE id = 1});
 $old->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('up.a', 0.1)});
-my ($occ2) = $old->selectrow_array(q{SELECT occurrences FROM gate_bridge.incidents
-									   WHERE key = 'BUDGET_up.a_quality' AND status <> 'resolved'});
-is($occ2, $occ + 1, 'a violation after the update folds into the open incident');
+my ($occ2) = $old->selectrow_array(q{SELECT occurrences FROM gate_bridge.incidents WHERE id = 1});
+is($occ2, $occ + 1, 'a violation after the update folds into the open incident of its key');
 $old->do(q{INSERT INTO gate_bridge.eval_results (agent, cost_usd) VALUES ('up.z', 9)});
 my ($pb) = $old->selectrow_array(q{SELECT playbooks::text FROM gate_bridge.incidents WHERE key = 'BUDGET_up.z_cost'});
 is($pb, '{rerun_eval,page_owner}', 'a new incident after the update uses the edited playbook rule');
+$old->do(q{INSERT INTO gate_bridge.eval_results (agent, invariants_failed) VALUES ('billing', '{bot_no_pii}'), ('billing_bot', '{no_pii}')});
+is_deeply($old->selectall_arrayref(q{SELECT agent, subject, occurrences, status FROM gate_bridge.incidents
+									  WHERE key = 'INVARIANT_billing_bot_no_pii' ORDER BY id}),
+		  [['billing_bot', 'no_pii', 2, 'resolved'], ['billing', 'bot_no_pii', 8, 'open'],
+		   ['billing_bot', 'no_pii', 1, 'open']],
+		  'two agents that spell one key text get incidents of their own after the update');
+$old->do(q{SELECT gate_bridge.ack(4, 'dave')});
+is($old->selectrow_array(q{SELECT status FROM gate_bridge.incidents WHERE id = 4}), 'ack',
+   'an incident from 1.0 can be acknowledged after the update');
 
 $old->disconnect;
 $new->disconnect;
