@@ -33,6 +33,7 @@ use Time::HiRes qw(sleep time);
 
 use lib $FindBin::Bin;
 use GBScratch qw(connect_db create_scratch_database drop_scratch_database);
+use GBUtil qw(slurp wait_until);
 
 my $root = abs_path(dirname(__FILE__) . '/../..');
 my $tmp = tempdir('gb_cli_XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -51,16 +52,6 @@ delete $ENV{INTERVENTIONS_ENABLED};
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-sub slurp
-{
-	my ($path) = @_;
-	open my $fh, '<', $path or return '';
-	local $/;
-	my $text = <$fh>;
-	close $fh;
-	return $text;
-}
 
 my $bin = "$root/gate-bridge";
 my $runs = 0;
@@ -123,19 +114,6 @@ sub db
 {
 	my ($name) = @_;
 	return connect_db($name, PrintWarn => 0);
-}
-
-sub wait_until
-{
-	my ($what, $timeout, $cond) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		return 1 if $cond->();
-		sleep 0.05;
-	}
-	diag("timed out waiting for $what");
-	return 0;
 }
 
 sub json_lines

@@ -35,7 +35,7 @@
 # Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGVERSION
 # set, as a superuser); creates and drops its own database and roles.
 # Needs python3-psycopg, python3-psycopg2, python3-sqlalchemy and pgbouncer
-# (tools/common.sh installs them).  Takes about 30 s.
+# (tools/common.sh installs them).  Takes about 20 s.
 #
 # test/t/clients.pl
 
@@ -55,6 +55,7 @@ use Time::HiRes qw(sleep time);
 
 use lib $FindBin::Bin;
 use GBScratch qw(connect_db create_scratch_database drop_scratch_database);
+use GBUtil qw(slurp wait_until);
 
 die "run this test inside pg_virtualenv (PGPORT/PGVERSION are not set)\n"
   unless defined $ENV{PGPORT} && defined $ENV{PGVERSION};
@@ -80,16 +81,6 @@ my $restore_prepared_xacts;		# max_prepared_transactions was 0
 
 ################################################################ helpers
 
-sub slurp
-{
-	my ($path) = @_;
-	open my $fh, '<', $path or return '';
-	local $/;
-	my $text = <$fh>;
-	close $fh;
-	return $text;
-}
-
 sub write_file
 {
 	my ($path, $text) = @_;
@@ -98,22 +89,22 @@ sub write_file
 	close $fh or die "$path: $!";
 }
 
-sub wait_until
-{
-	my ($what, $timeout, $cond) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		return 1 if $cond->();
-		sleep 0.05;
-	}
-	diag("timed out waiting for $what");
-	return 0;
-}
-
 sub jsonl
 {
 	return join('', map { $json->encode($_) . "\n" } @_);
+}
+
+# latency_batch EVAL_RUN_ID, AGENT => LATENCY, ...: JSON lines, one row each
+sub latency_batch
+{
+	my ($eval_run_id, @rows) = @_;
+	my @records;
+	while (my ($agent, $latency) = splice(@rows, 0, 2))
+	{
+		push @records, {agent => $agent, eval_run_id => $eval_run_id,
+						latency_p95_ms => $latency};
+	}
+	return jsonl(@records);
 }
 
 my $dbh;						# superuser, the scratch database
@@ -217,6 +208,29 @@ sub stored
 	my ($eval_run_id) = @_;
 	return q1('SELECT count(*) FROM gate_bridge.eval_results WHERE eval_run_id = ?',
 			  $eval_run_id);
+}
+
+# A two-row batch (eval_run_id = the run's name) that failed once with
+# SQLSTATE and went through on its second attempt.
+sub retried_once
+{
+	my ($run, $runner, $sqlstate, $message) = @_;
+	is($run->{status}, 0, "$runner: the batch loads after SQLSTATE $sqlstate");
+	is_deeply($run->{result}, {rows => 2, attempts => 2}, "$runner: on the second attempt");
+	like($run->{stderr},
+		 qr/attempt 1 of 5 failed with SQLSTATE $sqlstate \(\Q$message\E\); retrying in \d/,
+		 "$runner: it reports the $sqlstate ($message) and the retry");
+	is(stored($run->{name}), 2, "$runner: each row is stored once");
+}
+
+# [key, severity, actor of the created event] of the agents' incidents
+sub created_incidents
+{
+	my (@agents) = @_;
+	return $dbh->selectall_arrayref(
+		"SELECT i.key, i.severity, e.actor FROM gate_bridge.incidents i"
+		. " JOIN gate_bridge.incident_events e ON e.incident_id = i.id AND e.event = 'created'"
+		. " WHERE i.agent = ANY (?) ORDER BY i.key", undef, \@agents);
 }
 
 # An open incident for the agent's latency key, opened by the superuser.
@@ -331,10 +345,7 @@ $dbh->do("ALTER ROLE eval_writer IN DATABASE $DBNAME SET deadlock_timeout = '3s'
 	is(q1("SELECT count(*) FROM gate_bridge.eval_results WHERE eval_run_id = 'nightly-0412'"
 		  . " AND jsonb_typeof(context) = 'object' AND context->>'commit' = '3f2a1c9'"), 3,
 	   'psycopg_runner: each context is stored as a jsonb object');
-	is_deeply($dbh->selectall_arrayref(
-		"SELECT i.key, i.severity, e.actor FROM gate_bridge.incidents i"
-		. " JOIN gate_bridge.incident_events e ON e.incident_id = i.id AND e.event = 'created'"
-		. " WHERE i.agent IN ('inbox.triage', 'support.reply') ORDER BY i.key"),
+	is_deeply(created_incidents('inbox.triage', 'support.reply'),
 		[['BUDGET_inbox.triage_latency', 'sev2', 'eval_writer'],
 		 ['BUDGET_inbox.triage_quality', 'sev1', 'eval_writer'],
 		 ['INVARIANT_support.reply_cites_source', 'sev2', 'eval_writer']],
@@ -393,21 +404,14 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 	$locker->do($lock_row, undef, $key_b);
 	$run = start_example("$short-40P01", [example("$runner.py")],
 		env => client_env(PGAPPNAME => "clients_${short}_40P01"),
-		input => jsonl({agent => "$agent.deadlock.a", eval_run_id => "$short-40P01",
-						latency_p95_ms => 9000},
-					   {agent => "$agent.deadlock.b", eval_run_id => "$short-40P01",
-						latency_p95_ms => 9000}));
+		input => latency_batch("$short-40P01", "$agent.deadlock.a" => 9000,
+							   "$agent.deadlock.b" => 9000));
 	ok(wait_until("the runner to wait for B", 20, sub { waits_for_lock("clients_${short}_40P01") }),
 	   "$runner: the batch waits for the incident row this test holds");
 	$locker->do($lock_row, undef, $key_a);	# closes the cycle; returns once the runner gave way
 	$locker->commit;
 	$locker->disconnect;
-	finish_example($run);
-	is($run->{status}, 0, "$runner: the batch loads after a deadlock");
-	is_deeply($run->{result}, {rows => 2, attempts => 2}, "$runner: on the second attempt");
-	like($run->{stderr}, qr/attempt 1 of 5 failed with SQLSTATE 40P01 \(deadlock detected\); retrying in \d/,
-		 "$runner: it reports the deadlock and the retry");
-	is(stored("$short-40P01"), 2, "$runner: each row is stored once");
+	retried_once(finish_example($run), $runner, '40P01', 'deadlock detected');
 	is_deeply([occurrences($key_a), occurrences($key_b)], [2, 2],
 			  "$runner: each incident counts the batch's violation once");
 	ok(wait_until('the deadlock in pg_stat_database', 10, sub { deadlocks() > $deadlocks_before }),
@@ -426,20 +430,14 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 	$run = start_example("$short-40001", [example("$runner.py")],
 		env => client_env(PGAPPNAME => "clients_${short}_40001",
 						  PGOPTIONS => '-c default_transaction_isolation=repeatable\ read'),
-		input => jsonl({agent => "$agent.serial.clean", eval_run_id => "$short-40001",
-						latency_p95_ms => 100},
-					   {agent => "$agent.serial", eval_run_id => "$short-40001",
-						latency_p95_ms => 9000}));
+		input => latency_batch("$short-40001", "$agent.serial.clean" => 100,
+							   "$agent.serial" => 9000));
 	ok(wait_until("the runner to wait for C", 20, sub { waits_for_lock("clients_${short}_40001") }),
 	   "$runner: the REPEATABLE READ batch waits for the incident row this test changed");
 	$locker->commit;
 	$locker->disconnect;
-	finish_example($run);
-	is($run->{status}, 0, "$runner: the batch loads after a serialization failure");
-	is_deeply($run->{result}, {rows => 2, attempts => 2}, "$runner: on the second attempt");
-	like($run->{stderr}, qr/attempt 1 of 5 failed with SQLSTATE 40001 \(could not serialize access due to concurrent update\); retrying in \d/,
-		 "$runner: it reports the serialization failure and the retry");
-	is(stored("$short-40001"), 2, "$runner: each row is stored once");
+	retried_once(finish_example($run), $runner, '40001',
+				 'could not serialize access due to concurrent update');
 	is(occurrences($key_c), 3, "$runner: the incident counts the setup, this test's row and the batch's, once each");
 }
 
@@ -471,10 +469,7 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 		 [$ids->[1], 'clients.orm', undef, 9000, ['no_pii'], undef, 1],
 		 [$ids->[2], 'clients.orm', undef, undef, undef, undef, 1]],
 		'sqlalchemy_orm: the ids are those of the rows stored, each with the server\'s created_at');
-	is_deeply($dbh->selectall_arrayref(
-		"SELECT i.key, i.severity, e.actor FROM gate_bridge.incidents i"
-		. " JOIN gate_bridge.incident_events e ON e.incident_id = i.id AND e.event = 'created'"
-		. " WHERE i.agent = 'clients.orm' ORDER BY i.key"),
+	is_deeply(created_incidents('clients.orm'),
 		[['BUDGET_clients.orm_latency', 'sev1', 'eval_writer'],
 		 ['INVARIANT_clients.orm_no_pii', 'sev2', 'eval_writer']],
 		'sqlalchemy_orm: the violating row opened its incidents, in the writer\'s name');
