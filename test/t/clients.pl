@@ -27,13 +27,11 @@
 #   notification.
 # - Two-phase commit: an eval row that creates an incident makes PREPARE
 #   TRANSACTION fail (it sent NOTIFY) and nothing is stored; a clean row, or
-#   a violation folded into an open incident, prepares and commits.  Needs
-#   max_prepared_transactions > 0: when the cluster has 0, this test sets it
-#   with ALTER SYSTEM, restarts the cluster (pg_ctlcluster), and puts it back
-#   at the end.
+#   a violation folded into an open incident, prepares and commits.  On a
+#   cluster of its own (GBCluster) with max_prepared_transactions = 5.
 #
-# Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGVERSION
-# set, as a superuser); creates and drops its own database and roles.
+# Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD set, as a
+# superuser); creates and drops its own database and roles.
 # Needs python3-psycopg, python3-psycopg2, python3-sqlalchemy and pgbouncer
 # (tools/common.sh installs them).  Takes about 20 s.
 #
@@ -54,11 +52,12 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 use lib $FindBin::Bin;
+use GBCluster;
 use GBScratch qw(connect_db create_scratch_database drop_scratch_database);
 use GBUtil qw(slurp wait_until);
 
-die "run this test inside pg_virtualenv (PGPORT/PGVERSION are not set)\n"
-  unless defined $ENV{PGPORT} && defined $ENV{PGVERSION};
+die "run this test inside pg_virtualenv (PGPORT is not set)\n"
+  unless defined $ENV{PGPORT};
 
 my $root = abs_path(dirname(__FILE__) . '/../..');
 my $tmp = tempdir('gb_clients_XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -77,7 +76,6 @@ my %password = map { $_ => "pw_${_}_$$" } @ROLES;
 
 my @children;					# pids to stop whatever happens
 my $pgbouncer_pid;
-my $restore_prepared_xacts;		# max_prepared_transactions was 0
 
 ################################################################ helpers
 
@@ -256,13 +254,6 @@ sub stop_pid
 	return $gone;
 }
 
-sub restart_cluster
-{
-	system('pg_ctlcluster', $ENV{PGVERSION}, 'regress', 'restart', '-m', 'fast') == 0
-	  or die "pg_ctlcluster restart failed\n";
-	$dbh = connect_db($DBNAME) if defined $dbh;
-}
-
 END
 {
 	if ($$ == $test_pid)
@@ -270,30 +261,10 @@ END
 		local $?;
 		stop_pid($_, "child $_") for @children;
 		stop_pid($pgbouncer_pid, 'pgbouncer');
-		my $admin = eval { connect_db($DBNAME) };
-		if ($admin)
-		{
-			# prepared transactions would keep the database from being dropped
-			for my $gid (@{$admin->selectcol_arrayref(
-				"SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'gb_clients_%'")})
-			{
-				$admin->do("ROLLBACK PREPARED '$gid'");
-			}
-			$admin->disconnect;
-		}
 		undef $dbh;
 		drop_scratch_database();
 		my $pg = eval { connect_db('postgres') };
-		if ($pg)
-		{
-			$pg->do("DROP ROLE IF EXISTS $_") for @ROLES;
-			if ($restore_prepared_xacts)
-			{
-				$pg->do('ALTER SYSTEM RESET max_prepared_transactions');
-				$pg->disconnect;
-				eval { restart_cluster() };
-			}
-		}
+		$pg->do("DROP ROLE IF EXISTS $_") for $pg ? @ROLES : ();
 	}
 }
 
@@ -618,17 +589,24 @@ undef $pgbouncer_pid;
 
 ################################################################ two-phase commit
 
-if (q1('SHOW max_prepared_transactions') == 0)
-{
-	$dbh->do('ALTER SYSTEM SET max_prepared_transactions = 5');
-	$restore_prepared_xacts = 1;
-	restart_cluster();
-}
-cmp_ok(q1('SHOW max_prepared_transactions'), '>', 0, '2PC: max_prepared_transactions > 0');
+# The shared test cluster has max_prepared_transactions = 0: this part runs
+# on a cluster of its own, set up as above (roles, README grants, budgets).
+# From here on the helpers (q1, stored, occurrences) read that cluster.
+my $twophase = GBCluster->new('clients_2pc', settings => {max_prepared_transactions => 5});
+$twophase->start;
+$twophase->create_database($DBNAME, extension => 'gate_bridge');
+$dbh->disconnect;
+$dbh = $twophase->connect($DBNAME);
+$dbh->do("CREATE ROLE $_ LOGIN") for qw(eval_writer oncall dashboard);
+$dbh->do($privileges);
+$dbh->do("INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)"
+		 . " VALUES ('*', 'latency', 1500, 3000, 8000)");
+is(q1('SHOW max_prepared_transactions'), 5, '2PC: a cluster with max_prepared_transactions = 5');
 
 {
-	my $writer = DBI->connect("dbi:Pg:host=127.0.0.1;port=$ENV{PGPORT};dbname=$DBNAME",
-		'eval_writer', $password{eval_writer}, {RaiseError => 0, PrintError => 0, AutoCommit => 1});
+	my $writer = DBI->connect("dbi:Pg:host=" . $twophase->host . ";port=" . $twophase->port
+							  . ";dbname=$DBNAME", 'eval_writer', undef,
+							  {RaiseError => 0, PrintError => 0, AutoCommit => 1});
 	my $insert = "INSERT INTO gate_bridge.eval_results (agent, eval_run_id, latency_p95_ms)"
 	  . " VALUES (?, ?, ?)";
 	my $prepared = sub {
@@ -678,5 +656,7 @@ cmp_ok(q1('SHOW max_prepared_transactions'), '>', 0, '2PC: max_prepared_transact
 			  '2PC: only the committed eval row is stored');
 	$writer->disconnect;
 }
+$dbh->disconnect;
+$twophase->stop;
 
 done_testing();
