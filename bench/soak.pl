@@ -1133,7 +1133,7 @@ my $n_notified = 0;
 			  unless defined $d->{$k} && $d->{$k} eq $v;
 		}
 		push @diffs, 'data has other keys or keys out of order: ' . join(',', @keys_in_order)
-		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at'
+		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at,agent,event_id,position'
 		  && keys %$d == 7;
 		push @diffs, 'data differs from the "created" row\'s detail'
 		  unless $json->encode($d) eq $json->encode($json->decode($i->[6]));
