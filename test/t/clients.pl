@@ -618,8 +618,8 @@ is(q1('SHOW max_prepared_transactions'), 5, '2PC: a cluster with max_prepared_tr
 	   '2PC: a violating row is accepted inside the transaction');
 	ok(!$writer->do("PREPARE TRANSACTION 'gb_clients_incident'"), '2PC: PREPARE TRANSACTION fails');
 	is($writer->state, '0A000', '2PC: with SQLSTATE 0A000');
-	like($writer->errstr, qr/cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY/,
-		 '2PC: because the new incident\'s NOTIFY is part of the transaction');
+	like($writer->errstr, qr/cannot PREPARE a transaction that recorded incident events/,
+		 '2PC: because the new incident\'s event gets its position at commit');
 	is($prepared->('gb_clients_incident'), 0, '2PC: no prepared transaction is left');
 	is(stored('2pc-incident'), 0, '2PC: the eval row is not stored');
 	is(q1("SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'clients.2pc'"), 0,
