@@ -14,7 +14,8 @@
  *	   are written) a transaction that inserted events takes ExclusiveLock
  *	   on the position sequence.  Only this step takes positions, so the
  *	   lock orders every transaction that records events.
- *	2. It numbers its events, in id order, from the sequence.
+ *	2. It numbers its events, in the order they were recorded, from the
+ *	   sequence's own state (never a backend's cache of it).
  *	3. It commits.  PostgreSQL ends the transaction in the proc array
  *	   (making it visible) before it releases its locks, so the next
  *	   transaction can take a position only after this one is visible.
@@ -105,7 +106,7 @@ static List *pending = NIL;		/* of PendingEvent *, in TopTransactionContext */
 /* the server start this backend has recorded the history for */
 static TimestampTz history_checked_for = 0;
 
-static SPIPlanPtr nextval_plan = NULL;
+static SPIPlanPtr next_plan = NULL;
 static SPIPlanPtr setval_plan = NULL;
 static SPIPlanPtr number_plan = NULL;
 static SPIPlanPtr number_by_id_plan = NULL;
@@ -124,9 +125,15 @@ prepare_plans(void)
 
 	if (skipped_plan != NULL)
 		return;
-	nextval_plan = gb_keep_plan(
-		"SELECT pg_catalog.nextval('gate_bridge.incident_events_position_seq')",
-		0, NULL);
+	/*
+	 * The next position, read from the sequence itself rather than with
+	 * nextval(): a backend's cached values (ALTER SEQUENCE ... CACHE) would
+	 * be handed out out of order.  Under the position lock nobody else
+	 * moves the sequence.
+	 */
+	next_plan = gb_keep_plan(
+		"SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END"
+		"  FROM gate_bridge.incident_events_position_seq", 0, NULL);
 	setval_plan = gb_keep_plan(
 		"SELECT pg_catalog.setval('gate_bridge.incident_events_position_seq', $1)",
 		1, t_int8);
@@ -351,13 +358,10 @@ stream_precommit(void)
 	}
 
 	/* step 2: n positions in a row, in the order the events were recorded */
-	gb_spi_run(nextval_plan, NULL, NULL, SPI_OK_SELECT);
+	gb_spi_run(next_plan, NULL, NULL, SPI_OK_SELECT);
 	first = int8_col(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (n > 1)
-	{
-		values[0] = Int64GetDatum(first + (int64) n - 1);
-		gb_spi_run(setval_plan, values, NULL, SPI_OK_SELECT);
-	}
+	values[0] = Int64GetDatum(first + (int64) n - 1);
+	gb_spi_run(setval_plan, values, NULL, SPI_OK_SELECT);
 	keys = palloc(sizeof(Datum) * n);
 	positions = palloc(sizeof(Datum) * n);
 	numbered = palloc0(sizeof(bool) * n);
