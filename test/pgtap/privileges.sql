@@ -2,7 +2,7 @@
 -- README documents, can do what they are for and nothing else; PUBLIC gets
 -- nothing but the pure helpers.
 BEGIN;
-SELECT plan(255);
+SELECT plan(287);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -20,14 +20,22 @@ GRANT SELECT (id) ON gate_bridge.eval_results TO regress_priv_writer;
 -- operator:
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_operator;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
-	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats
+	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats,
+	gate_bridge.stream_status
+	TO regress_priv_operator;
+GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
+	gate_bridge.events_head(), gate_bridge.events_resume_point(bigint)
 	TO regress_priv_operator;
 GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
 	gate_bridge.resolve(bigint, text, text) TO regress_priv_operator;
 -- reader:
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_reader;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
-	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats
+	gate_bridge.open_incidents, gate_bridge.incident_counts, gate_bridge.stats,
+	gate_bridge.stream_status
+	TO regress_priv_reader;
+GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
+	gate_bridge.events_head(), gate_bridge.events_resume_point(bigint)
 	TO regress_priv_reader;
 
 -------------------------------------------------------------------------------
@@ -43,24 +51,26 @@ SELECT schema_privs_are('gate_bridge', r.role,
 							 THEN ARRAY[]::name[] ELSE ARRAY['USAGE']::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 9 relations x 5 roles: no table-level privilege for the writer either,
+-- 10 relations x 5 roles: no table-level privilege for the writer either,
 -- its INSERT is granted column by column (below).
 SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_events',
 						 'incident_keys', 'playbook_rules', 'open_incidents',
-						 'incident_counts', 'stats']::name[]) AS t(rel)
+						 'incident_counts', 'stats', 'stream_status']::name[]) AS t(rel)
   LEFT JOIN (VALUES
 	('regress_priv_operator'::name, 'incidents'::name, ARRAY['SELECT']::name[]),
 	('regress_priv_operator', 'incident_events', ARRAY['SELECT']),
 	('regress_priv_operator', 'open_incidents', ARRAY['SELECT']),
 	('regress_priv_operator', 'incident_counts', ARRAY['SELECT']),
 	('regress_priv_operator', 'stats', ARRAY['SELECT']),
+	('regress_priv_operator', 'stream_status', ARRAY['SELECT']),
 	('regress_priv_reader', 'incidents', ARRAY['SELECT']),
 	('regress_priv_reader', 'incident_events', ARRAY['SELECT']),
 	('regress_priv_reader', 'open_incidents', ARRAY['SELECT']),
 	('regress_priv_reader', 'incident_counts', ARRAY['SELECT']),
-	('regress_priv_reader', 'stats', ARRAY['SELECT'])
+	('regress_priv_reader', 'stats', ARRAY['SELECT']),
+	('regress_priv_reader', 'stream_status', ARRAY['SELECT'])
   ) AS e(role, rel, privs) ON e.role = r.role AND e.rel = t.rel
  ORDER BY r.role, t.rel;
 
@@ -80,21 +90,24 @@ SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
 			 THEN ARRAY['INSERT', 'SELECT']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 3 sequences x 5 roles: nobody needs one (the writer's inserts below draw
+-- 4 sequences x 5 roles: nobody needs one (the writer's inserts below draw
 -- the identity without any sequence privilege).
 SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incidents_id_seq',
-						 'incident_events_id_seq']::name[]) AS s(seq)
+						 'incident_events_id_seq', 'incident_events_position_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 12 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
--- the operator adds ack and resolve; nothing else for anyone.  The trigger
+-- 16 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
+-- the operator adds ack and resolve, operator and reader the event stream's
+-- functions; nothing else for anyone.  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
 -- fire it all the same.
 SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 		CASE WHEN f.name IN ('pattern_rank', 'incident_severity')
 				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
+				  OR (r.role IN ('regress_priv_operator', 'regress_priv_reader')
+					  AND f.name IN ('events_after', 'events_head', 'events_resume_point'))
 			 THEN ARRAY['EXECUTE']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r
  CROSS JOIN (VALUES
@@ -109,7 +122,11 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('pattern_rank',		  ARRAY['text', 'text']),
 	('gate_bridge_on_violation',	  ARRAY[]::name[]),
 	('budgets_changed',		  ARRAY[]::name[]),
-	('playbook_rules_guard',  ARRAY[]::name[])
+	('playbook_rules_guard',  ARRAY[]::name[]),
+	('events_recorded',		  ARRAY[]::name[]),
+	('events_after',		  ARRAY['bigint', 'integer']),
+	('events_head',			  ARRAY[]::name[]),
+	('events_resume_point',	  ARRAY['bigint'])
   ) AS f(name, args)
  ORDER BY r.role, f.name;
 
@@ -221,7 +238,8 @@ SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
 	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
 	$$SELECT gate_bridge.ack(1)$$,
 	$$SELECT gate_bridge.resolve(1)$$,
-	$$SELECT gate_bridge.suggest_playbooks('quality', 'regress.priv')$$
+	$$SELECT gate_bridge.suggest_playbooks('quality', 'regress.priv')$$,
+	$$SELECT * FROM gate_bridge.events_after(0)$$
   ]) AS q;
 
 -- Ways around the trigger.
@@ -371,6 +389,8 @@ SELECT is((SELECT count(*) FROM gate_bridge.open_incidents WHERE agent = 'regres
 SELECT lives_ok('SELECT * FROM gate_bridge.incident_counts', 'reader: reads incident_counts');
 SELECT is((SELECT created FROM gate_bridge.stats WHERE kind = 'budget'),
 		  :stats_created::bigint, 'reader: reads stats');
+SELECT lives_ok('SELECT * FROM gate_bridge.events_after(gate_bridge.events_resume_point(gate_bridge.events_head()))',
+				'reader: reads the event stream');
 
 SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
   FROM unnest(ARRAY[
