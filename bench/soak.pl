@@ -29,7 +29,8 @@
 #	  itself: the same incident acked or resolved from both connections at
 #	  once.  Every move that succeeds is recorded.
 #	- one listener LISTENs on incident_created and records every
-#	  notification in the order received.
+#	  notification in the order received; between wake-ups it also reads
+#	  the event stream with gate_bridge.events_after(), as a consumer would.
 # gate_bridge.rate_limit is 3 and gate_bridge.rate_window GB_SOAK_WINDOW
 # seconds (10, or a quarter of the run for runs under 40 s, at least 2), set
 # with ALTER DATABASE, so that the limit bites many times.
@@ -48,7 +49,8 @@
 #	  exactly the winners the lifecycle allows;
 #	4 every incident was notified exactly once and nothing else was: each
 #	  payload parses as JSON, is under 8000 bytes, and matches its incident;
-#	  per key, notifications arrive in creation order;
+#	  per key, notifications arrive in creation order; the stream consumer
+#	  read every event exactly once, in increasing position order;
 #	5 the eval rows in the table are exactly the rows the writers
 #	  committed (by count and by eval_run_id: none lost, none from a rolled
 #	  back transaction, savepoint or failed statement);
@@ -651,6 +653,26 @@ sub listener
 	$dbh->do("LISTEN $CHANNEL");
 	open my $out, '>', "$dir/notifications" or die $!;
 	$out->autoflush(1);
+	# and a consumer of the event stream, as any client would write one
+	open my $stream, '>', "$dir/stream" or die $!;
+	$stream->autoflush(1);
+	my $position = 0;
+	my $n_stream = 0;
+	my $consume = sub {
+		for (;;)
+		{
+			my $rows = $dbh->selectall_arrayref(
+				'SELECT position, id, incident_id, event FROM gate_bridge.events_after(?, 1000)',
+				undef, $position);
+			for my $r (@$rows)
+			{
+				print $stream join("\t", @$r), "\n";
+				$position = $r->[0];
+				$n_stream++;
+			}
+			last if @$rows < 1000;
+		}
+	};
 	syswrite $ready_w, 'r';
 	close $ready_w;
 
@@ -669,6 +691,7 @@ sub listener
 	{
 		$sel->can_read(0.2);
 		$read->();
+		$consume->();
 	}
 
 	# Everyone else has finished: wait until there are as many notifications
@@ -680,9 +703,12 @@ sub listener
 		$read->();
 		my ($incidents) = $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incidents');
 		$read->();
-		last if $n >= $incidents && time - $last > 1.5;
+		$consume->();
+		my ($events) = $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incident_events');
+		last if $n >= $incidents && $n_stream >= $events && time - $last > 1.5;
 	}
 	close $out or die $!;
+	close $stream or die $!;
 	$dbh->disconnect;
 }
 
@@ -1089,7 +1115,7 @@ my $n_notified = 0;
 		SELECT i.id, i.kind, i.key, i.severity, i.summary,
 			   to_char(date_trunc('second', i.first_seen_at) AT TIME ZONE 'UTC',
 					   'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-			   e.detail::text
+			   e.detail::text, e.id, e.position
 		  FROM gate_bridge.incidents i
 		  JOIN gate_bridge.incident_events e
 			ON e.incident_id = i.id AND e.event = 'created'})};
@@ -1125,18 +1151,25 @@ my $n_notified = 0;
 		}
 		my @want = (kind => $i->[1], key => $i->[2], severity => $i->[3],
 					summary => $i->[4], status => 'open', created_at => $i->[5]);
-		my @keys_in_order = $note->{payload} =~ /"(id|kind|key|severity|summary|status|created_at)":/g;
 		my @diffs;
 		while (my ($k, $v) = splice(@want, 0, 2))
 		{
 			push @diffs, "$k is " . ($d->{$k} // 'missing') . ", not $v"
 			  unless defined $d->{$k} && $d->{$k} eq $v;
 		}
+		my @keys_in_order = $note->{payload} =~ /"(id|kind|key|severity|summary|status|created_at|agent|event_id|position)":/g;
 		push @diffs, 'data has other keys or keys out of order: ' . join(',', @keys_in_order)
 		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at,agent,event_id,position'
-		  && keys %$d == 7;
+		  && keys %$d == 10;
+		# the detail is the data without the event's id and position
+		my %detail = %$d;
+		my ($event_id, $position) = delete @detail{qw(event_id position)};
 		push @diffs, 'data differs from the "created" row\'s detail'
-		  unless $json->encode($d) eq $json->encode($json->decode($i->[6]));
+		  unless $json->encode(\%detail) eq $json->encode($json->decode($i->[6]));
+		push @diffs, "event_id/position are " . ($event_id // 'missing') . '/' . ($position // 'missing')
+		  . ", not $i->[7]/" . ($i->[8] // 'NULL')
+		  unless defined $event_id && defined $position && defined $i->[8]
+		  && $event_id == $i->[7] && $position == $i->[8];
 		push @mismatch, "incident $id: " . join('; ', @diffs) if @diffs;
 		push @{$order{$i->[2]}}, [$id, $note->{n}];
 	}
@@ -1152,7 +1185,7 @@ my $n_notified = 0;
 		. join(', ', @missing[0 .. min(9, $#missing)]) : undef),
 	   @dup[0 .. min(4, $#dup)], @unknown[0 .. min(4, $#unknown)]);
 	ok(!@mismatch, '4c. every payload matches its incident (kind, key, severity, summary,'
-	   . ' status, created_at) and its "created" row',
+	   . ' status, created_at, agent) and its "created" row (detail, event id, position)',
 	   @mismatch[0 .. min(4, $#mismatch)]);
 
 	# Per key, creations are serialised by the key's lock held to commit,
@@ -1170,6 +1203,39 @@ my $n_notified = 0;
 	}
 	ok(!@out_of_order, '4d. per key, notifications arrived in creation order',
 	   @out_of_order[0 .. min(4, $#out_of_order)]);
+
+	# The stream consumer read events_after() all through the storm: it saw
+	# every committed event exactly once, in increasing position order, and
+	# nothing that was rolled back.
+	my (@seen_stream, %stream_seen, @stream_bad);
+	if (open my $fh, '<', "$dir/stream")
+	{
+		while (<$fh>)
+		{
+			chomp;
+			push @seen_stream, [split /\t/];
+		}
+	}
+	my %event = map { $_->[1] => $_ }
+		@{$dbh->selectall_arrayref('SELECT position, id, incident_id, event FROM gate_bridge.incident_events')};
+	my $prev = 0;
+	for my $r (@seen_stream)
+	{
+		my ($pos, $id) = @$r;
+		push @stream_bad, "position $pos after $prev" unless $pos > $prev;
+		$prev = $pos;
+		push @stream_bad, "event $id read twice" if $stream_seen{$id}++;
+		my $e = $event{$id};
+		push @stream_bad, "event $id read, but it does not exist" unless $e;
+		push @stream_bad, "event $id read at position $pos, but it has " . ($e->[0] // 'NULL')
+		  if $e && (($e->[0] // -1) != $pos || $e->[2] != $r->[2] || $e->[3] ne $r->[3]);
+	}
+	my @stream_missed = grep { !$stream_seen{$_} } sort { $a <=> $b } keys %event;
+	push @stream_bad, scalar(@stream_missed) . ' events never read, first: '
+	  . join(', ', @stream_missed[0 .. min(9, $#stream_missed)]) if @stream_missed;
+	ok(!@stream_bad, '4e. a consumer of events_after() read every event ('
+	   . scalar(keys %event) . ') exactly once, in increasing position order, and nothing else',
+	   @stream_bad[0 .. min(4, $#stream_bad)]);
 }
 
 # --- 5. no eval row lost, none invented -----------------------------------------
