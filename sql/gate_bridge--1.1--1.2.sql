@@ -224,3 +224,14 @@ SELECT pg_catalog.pg_postmaster_start_time()
 REVOKE ALL ON gate_bridge.incident_events_position_seq, gate_bridge.stream_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION gate_bridge.events_recorded(), gate_bridge.events_resume_point(bigint),
 	gate_bridge.events_head(), gate_bridge.events_after(bigint, integer) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Budgets changed by logical replication reach a subscriber's caches.
+-------------------------------------------------------------------------------
+-- Logical replication applies rows with row triggers only: this one tells
+-- the caches of a subscriber's sessions about replicated budget changes.
+-- It fires only in replica mode, so ordinary sessions pay nothing.
+CREATE TRIGGER gate_bridge_budgets_replicated
+	AFTER INSERT OR UPDATE OR DELETE ON gate_bridge.budgets
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.budgets_changed();
+ALTER TABLE gate_bridge.budgets ENABLE REPLICA TRIGGER gate_bridge_budgets_replicated;

@@ -464,8 +464,16 @@ LANGUAGE C;
 CREATE TRIGGER gate_bridge_budgets_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gate_bridge.budgets
 	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.budgets_changed();
--- budgets changed by logical replication must reach the caches too
+-- budgets changed in replica mode (a restore, a tool) must reach the caches too
 ALTER TABLE gate_bridge.budgets ENABLE ALWAYS TRIGGER gate_bridge_budgets_changed;
+
+-- Logical replication applies rows with row triggers only: this one tells
+-- the caches of a subscriber's sessions about replicated budget changes.
+-- It fires only in replica mode, so ordinary sessions pay nothing.
+CREATE TRIGGER gate_bridge_budgets_replicated
+	AFTER INSERT OR UPDATE OR DELETE ON gate_bridge.budgets
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.budgets_changed();
+ALTER TABLE gate_bridge.budgets ENABLE REPLICA TRIGGER gate_bridge_budgets_replicated;
 
 -------------------------------------------------------------------------------
 -- One event stream.  Every event gets a stream position when its

@@ -294,6 +294,36 @@ $listener->disconnect;
 is_deeply($sub->rows($db, 'SELECT agent_pattern FROM gate_bridge.budgets'), [['lr2.*']],
 		  'subscriber: its budgets are its own (not published)');
 
+# ---------------------------------------------------------------------------
+# 3. budgets are published: a subscriber session that already has the
+#    budgets cached sees the replicated change (the apply worker fires row
+#    triggers only, so the cache is told by a row trigger enabled for
+#    replica mode).
+# ---------------------------------------------------------------------------
+$db = 'gb_lr_budgets';
+$pub->create_database($db, extension => 'gate_bridge');
+$sub->create_database($db, extension => 'gate_bridge');
+$pub->sql($db, q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning)
+			   VALUES ('lr3.*', 'quality', 0.50)});
+$pub->sql($db, 'CREATE PUBLICATION gb_budgets FOR TABLE gate_bridge.budgets');
+$sub->sql($db, 'CREATE SUBSCRIPTION gb_budgets_sub CONNECTION ' . $sub->dbh($db)->quote($pub->connstr($db))
+		  . ' PUBLICATION gb_budgets');
+ok($sub->wait_for_subscription_sync($db), 'initial copy of budgets finished')
+  or BAIL_OUT('the initial table synchronisation did not finish');
+caught_up('gb_budgets_sub', 'initial copy of budgets');
+my $session = $sub->connect($db);
+$session->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('lr3.a', 0.60)});
+is($sub->query($db, q{SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'lr3.a'}), 0,
+   'subscriber session: 0.60 passes the replicated warning floor of 0.50 (its cache holds the budget)');
+$pub->sql($db, q{UPDATE gate_bridge.budgets SET warning = 0.90 WHERE agent_pattern = 'lr3.*'});
+caught_up('gb_budgets_sub', 'budget change');
+is($sub->query($db, q{SELECT warning FROM gate_bridge.budgets WHERE agent_pattern = 'lr3.*'}), 0.9,
+   'subscriber: the budget change arrived');
+$session->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('lr3.a', 0.60)});
+is($sub->query($db, q{SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'lr3.a'}), 1,
+   'the same session now decides with the replicated budget: 0.60 is below 0.90');
+$session->disconnect;
+
 my $elapsed = time - $started;
 cmp_ok($elapsed, '<', 60, "finished in ${elapsed}s");
 
