@@ -2,7 +2,7 @@
 -- README documents, can do what they are for and nothing else; PUBLIC gets
 -- nothing but the pure helpers.
 BEGIN;
-SELECT plan(248);
+SELECT plan(268);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -85,12 +85,13 @@ SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
 						 'incident_events_id_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 12 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
+-- 16 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
 -- the operator adds ack and resolve; nothing else for anyone.  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
 -- fire it all the same.
 SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
-		CASE WHEN f.name IN ('pattern_rank', 'incident_severity')
+		CASE WHEN f.name IN ('pattern_rank', 'incident_severity', 'valid_agent_name',
+							 'valid_agent_pattern')
 				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
 			 THEN ARRAY['EXECUTE']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r
@@ -104,6 +105,10 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('suggest_playbooks',	  ARRAY['text', 'text']),
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
+	('valid_agent_name',	  ARRAY['text']),
+	('valid_agent_pattern',	  ARRAY['text']),
+	('budget_problem',		  ARRAY['text', 'double precision', 'double precision', 'double precision']),
+	('budgets_guard',		  ARRAY[]::name[]),
 	('gate_bridge_on_violation',	  ARRAY[]::name[]),
 	('budgets_changed',		  ARRAY[]::name[]),
 	('playbook_rules_guard',  ARRAY[]::name[])
@@ -140,8 +145,10 @@ SELECT set_eq($$
 		   aclexplode(o.acl) a
 	 WHERE a.grantee = 0
 $$, $$ VALUES ('gate_bridge.incident_severity(text) EXECUTE'),
-			  ('gate_bridge.pattern_rank(text,text) EXECUTE') $$,
-'PUBLIC holds EXECUTE on pattern_rank and incident_severity and nothing else');
+			  ('gate_bridge.pattern_rank(text,text) EXECUTE'),
+			  ('gate_bridge.valid_agent_name(text) EXECUTE'),
+			  ('gate_bridge.valid_agent_pattern(text) EXECUTE') $$,
+'PUBLIC holds EXECUTE on pattern_rank, incident_severity and the name rules of the CHECK constraints, and nothing else');
 
 -------------------------------------------------------------------------------
 -- The writer: its inserts create incidents, and it can do nothing else.
