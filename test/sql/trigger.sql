@@ -328,8 +328,6 @@ SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
 	   (details #>> '{budget,error}')::float8 AS error,
 	   (details #>> '{budget,lookback}')::interval AS lookback
   FROM gate_bridge.incidents WHERE agent LIKE 'reent.%' ORDER BY id;
-DROP TRIGGER reent ON gate_bridge.incidents;
-DROP FUNCTION public.reent_trigger();
 
 -- The same, where the nested row fails while it holds the budgets it was
 -- checked against (its incident is refused), inside a savepoint that the
@@ -339,7 +337,7 @@ DROP FUNCTION public.reent_trigger();
 INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error, lookback)
 VALUES ('reent.c', 'quality', 0.8, '4 days'), ('reent.d', 'quality', 0.8, '5 days'),
 	   ('reent.d', 'cost', 1, '6 days');
-CREATE FUNCTION public.reent_trigger() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION public.reent_trigger() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
 	IF NEW.agent = 'reent.e' THEN
 		RAISE EXCEPTION 'refused';
@@ -358,8 +356,6 @@ BEGIN
 	RETURN NULL;
 END
 $fn$;
-CREATE TRIGGER reent AFTER INSERT ON gate_bridge.incidents
-	FOR EACH ROW EXECUTE FUNCTION public.reent_trigger();
 INSERT INTO gate_bridge.eval_results (agent, quality, cost_usd)
 VALUES ('reent.d', 0.5, 5);
 SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
