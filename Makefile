@@ -35,9 +35,14 @@ EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolat
               gate-bridge
 
 # The command line, a libpq client.  PGXS's PROGRAM cannot be used beside
-# MODULE_big, so it has rules of its own below.
+# MODULE_big, so it has rules of its own below.  Its version is the control
+# file's default_version.  "make install" also links it into CLI_LINK_DIR,
+# which is on PATH (pg_config --bindir is not, on Debian); CLI_LINK_DIR=
+# installs no link.
 CLI_SRCS    = $(wildcard cli/*.c)
 CLI_HEADERS = $(wildcard cli/*.h)
+CLI_LINK_DIR ?= /usr/local/bin
+CLI_LINK     = $(DESTDIR)$(CLI_LINK_DIR)/gate-bridge
 
 PGXS       := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -51,17 +56,36 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 
 all: gate-bridge
 
-gate-bridge: $(CLI_SRCS) $(CLI_HEADERS)
-	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -I$(includedir) $(CLI_SRCS) \
-		$(LDFLAGS) $(LDFLAGS_EX) -L$(libdir) -lpq -o $@
+# Built the way PostgreSQL's client programs are: libpq-fe.h from
+# $(libpq_srcdir), pqexpbuffer.h from the internal headers (in PGXS's
+# CPPFLAGS), linked with $(libpq_pgport).  $(LIBS) is left out: it names
+# the libraries the server links with (libselinux, libpam, ...), whose
+# development files Debian does not install with postgresql-server-dev,
+# and a program that uses only libpq needs none of them.
+gate-bridge: $(CLI_SRCS) $(CLI_HEADERS) $(EXTENSION).control
+	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -I$(libpq_srcdir) $(CPPFLAGS) \
+		-DGB_CLI_VERSION='"$(EXTVERSION)"' $(CLI_SRCS) \
+		$(LDFLAGS) $(LDFLAGS_EX) $(libpq_pgport) -o $@
 
 install: install-cli
 install-cli: gate-bridge
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) gate-bridge '$(DESTDIR)$(bindir)/gate-bridge'
+ifneq ($(CLI_LINK_DIR),)
+	$(MKDIR_P) '$(DESTDIR)$(CLI_LINK_DIR)'
+	@if [ -e '$(CLI_LINK)' ] && [ ! -L '$(CLI_LINK)' ]; then \
+		echo "$(CLI_LINK) is a file, not a link: not replacing it (remove it, or install with CLI_LINK_DIR= for no link)" >&2; \
+		exit 1; \
+	fi
+	ln -sfn '$(bindir)/gate-bridge' '$(CLI_LINK)'
+endif
 
+# The link goes only if it is ours: another installation's binary may own it.
 uninstall: uninstall-cli
 uninstall-cli:
 	rm -f '$(DESTDIR)$(bindir)/gate-bridge'
+ifneq ($(CLI_LINK_DIR),)
+	if [ -L '$(CLI_LINK)' ] && [ "$$(readlink '$(CLI_LINK)')" = '$(bindir)/gate-bridge' ]; then rm -f '$(CLI_LINK)'; fi
+endif
 
 .PHONY: install-cli uninstall-cli

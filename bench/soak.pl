@@ -703,7 +703,7 @@ my %SABOTAGE = (
 					VALUES ('soak.a01', 'ghost', 0.1);
 					RESET gate_bridge.enabled}],
 	overlap => ['an incident is resolved after its successor was opened (1a)',
-				q{WITH n AS (SELECT id, lead(first_seen_at) OVER (PARTITION BY kind, key
+				q{WITH n AS (SELECT id, lead(first_seen_at) OVER (PARTITION BY kind, agent, subject
 																 ORDER BY first_seen_at) AS next_seen
 							   FROM gate_bridge.incidents),
 					   one AS (SELECT id, next_seen FROM n WHERE next_seen IS NOT NULL
@@ -711,12 +711,12 @@ my %SABOTAGE = (
 				  UPDATE gate_bridge.incidents i SET resolved_at = one.next_seen + interval '1 ms'
 					FROM one WHERE one.id = i.id}],
 	rate => ['a key gets one incident more in a window (2)',
-			 q{WITH k AS (SELECT kind, key FROM gate_bridge.incidents
-						   GROUP BY kind, key ORDER BY count(*) DESC LIMIT 1),
+			 q{WITH k AS (SELECT kind, agent, subject FROM gate_bridge.incidents
+						   GROUP BY kind, agent, subject ORDER BY count(*) DESC LIMIT 1),
 					four AS (SELECT i.id, i.first_seen_at,
 									first_value(i.first_seen_at) OVER w AS t0,
 									row_number() OVER w AS n
-							   FROM gate_bridge.incidents i JOIN k USING (kind, key)
+							   FROM gate_bridge.incidents i JOIN k USING (kind, agent, subject)
 							 WINDOW w AS (ORDER BY i.first_seen_at))
 			   UPDATE gate_bridge.incidents i
 				  SET first_seen_at = f.t0 + (f.n - 1) * interval '1 ms'
@@ -916,7 +916,7 @@ ok(!%{$op->{errors}}, 'operator: every move succeeded but the losers of races (S
 					   lag(id) OVER w AS prev_id,
 					   lag(resolved_at) OVER w AS prev_resolved
 				  FROM gate_bridge.incidents
-				WINDOW w AS (PARTITION BY kind, key ORDER BY first_seen_at, id)) s
+				WINDOW w AS (PARTITION BY kind, agent, subject ORDER BY first_seen_at, id)) s
 		 WHERE prev_id IS NOT NULL
 		   AND (prev_resolved IS NULL OR prev_resolved > first_seen_at)
 		 ORDER BY key, id});
@@ -930,19 +930,19 @@ ok(!%{$op->{errors}}, 'operator: every move succeeded but the losers of races (S
 		SELECT key, id, first_seen_at
 		  FROM (SELECT key, id, first_seen_at, lag(id) OVER w AS prev_id
 				  FROM gate_bridge.incidents
-				WINDOW w AS (PARTITION BY kind, key ORDER BY first_seen_at, id)) s
+				WINDOW w AS (PARTITION BY kind, agent, subject ORDER BY first_seen_at, id)) s
 		 WHERE prev_id > id});
 	ok(!@$order, '1b. per key, incident ids follow first_seen_at (creation is serialised)',
 	   map { "$_->[0]: incident $_->[1] at $_->[2]" } @$order[0 .. min(4, $#$order)]);
 
 	my $dups = $dbh->selectall_arrayref(q{
 		SELECT kind, key, count(*) FROM gate_bridge.incidents
-		 WHERE status <> 'resolved' GROUP BY kind, key HAVING count(*) > 1});
+		 WHERE status <> 'resolved' GROUP BY kind, key, agent, subject HAVING count(*) > 1});
 	my ($index_ok) = $dbh->selectrow_array(q{
 		SELECT i.indisunique AND i.indisvalid AND i.indisready AND i.indislive
 			   AND pg_get_expr(i.indpred, i.indrelid) = '(status <> ''resolved''::text)'
 		  FROM pg_index i
-		 WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_key_idx'::regclass});
+		 WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_idx'::regclass});
 	ok(!@$dups && $index_ok,
 	   '1c. at most one unresolved incident per key now; the unique partial index is valid',
 	   map { "$_->[0] $_->[1]: $_->[2] unresolved" } @$dups);
@@ -972,7 +972,7 @@ my ($max_in_window, $saturated_windows, $limited_keys);
 		  FROM (SELECT key, first_seen_at,
 					   lead(first_seen_at, $1::int) OVER w AS later
 				  FROM gate_bridge.incidents
-				WINDOW w AS (PARTITION BY kind, key ORDER BY first_seen_at, id)) s
+				WINDOW w AS (PARTITION BY kind, agent, subject ORDER BY first_seen_at, id)) s
 		 WHERE later - first_seen_at < make_interval(secs => $2::int)
 		 ORDER BY key, first_seen_at}, undef, $RATE_LIMIT, $WINDOW);
 	# the most incidents of one key in any window [t, t + rate_window)
@@ -1133,7 +1133,7 @@ my $n_notified = 0;
 			  unless defined $d->{$k} && $d->{$k} eq $v;
 		}
 		push @diffs, 'data has other keys or keys out of order: ' . join(',', @keys_in_order)
-		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at'
+		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at,agent,event_id,position'
 		  && keys %$d == 7;
 		push @diffs, 'data differs from the "created" row\'s detail'
 		  unless $json->encode($d) eq $json->encode($json->decode($i->[6]));

@@ -11,134 +11,106 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <string.h>
 
-static void
-help_ack(FILE *out)
-{
-	fprintf(out,
-			"Acknowledge an open incident.\n"
-			"\n"
-			"Usage:\n"
-			"  %s ack [OPTIONS] ID\n"
-			"\n"
-			"Options:\n"
-			"      --actor=NAME       who acknowledges (default: the database user)\n"
-			"  -d, --dbname=CONNINFO  connection string or URI\n"
-			"  -h, --help             show this help, then exit\n"
-			"\n"
-			"Exit status: 0 acknowledged; 1 the server refused (unknown id, not open);\n"
-			"3 connection failure; 64 bad command line.\n", GB_PROGNAME);
-}
+#include "gate_bridge_cli.h"
 
-static void
-help_resolve(FILE *out)
+enum
 {
-	fprintf(out,
-			"Resolve an open or acknowledged incident.  A resolved incident is final;\n"
-			"the next violation for its key opens a new one.\n"
-			"\n"
-			"Usage:\n"
-			"  %s resolve [OPTIONS] ID\n"
-			"\n"
-			"Options:\n"
-			"  -n, --note=TEXT        resolution note\n"
-			"      --actor=NAME       who resolves (default: the database user)\n"
-			"  -d, --dbname=CONNINFO  connection string or URI\n"
-			"  -h, --help             show this help, then exit\n"
-			"\n"
-			"Exit status: 0 resolved; 1 the server refused (unknown id, already\n"
-			"resolved); 3 connection failure; 64 bad command line.\n", GB_PROGNAME);
+	OPT_ACTOR = GB_LONG_ONLY
+};
+
+/* the command line of this run */
+static const char *note = NULL;
+static const char *actor = NULL;
+static const char *id_text = NULL;
+static int64_t id;
+
+static const GBOption ack_options[] = {
+	{"actor", OPT_ACTOR, "NAME", "who acknowledges (default: the database user)"},
+	/* not listed: only there to say that it belongs to resolve */
+	{"note", 'n', "TEXT", NULL},
+	{NULL, 0, NULL, NULL}
+};
+
+static const GBOption resolve_options[] = {
+	{"note", 'n', "TEXT", "resolution note"},
+	{"actor", OPT_ACTOR, "NAME", "who resolves (default: the database user)"},
+	{NULL, 0, NULL, NULL}
+};
+
+static int
+ack_option(int key, const char *arg)
+{
+	if (key == 'n')
+		return gb_usage_error("ack", "--note is only for resolve");
+	if (arg[0] == '\0')
+		return gb_usage_error("ack", "--actor must not be empty");
+	actor = arg;
+	return GB_EXIT_OK;
 }
 
 static int
-lifecycle(int argc, char **argv, const GBGlobal *g, bool resolve)
+resolve_option(int key, const char *arg)
 {
-	static const struct option longopts[] = {
-		{"note", required_argument, NULL, 'n'},
-		{"actor", required_argument, NULL, 'a'},
-		{"dbname", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}
-	};
-	const char *cmd = resolve ? "resolve" : "ack";
-	const char *conninfo = NULL;
-	const char *note = NULL;
-	const char *actor = NULL;
-	const char *params[3];
-	char	  **av = gb_subcommand_argv(argc, argv);
-	int64_t		id;
-	PGconn	   *conn;
+	if (key == 'n')
+		note = arg;
+	else if (arg[0] == '\0')
+		return gb_usage_error("resolve", "--actor must not be empty");
+	else
+		actor = arg;
+	return GB_EXIT_OK;
+}
+
+static int
+check_id(const char *cmd, const char *operand)
+{
+	if (!gb_parse_id(operand, &id) || id == 0)
+		return gb_usage_error(cmd, "invalid incident ID \"%s\": expected a positive integer",
+							  operand);
+	id_text = operand;
+	return GB_EXIT_OK;
+}
+
+static int
+ack_prepare(const char *operand)
+{
+	return check_id("ack", operand);
+}
+
+static int
+resolve_prepare(const char *operand)
+{
+	return check_id("resolve", operand);
+}
+
+static int
+lifecycle(GBSession *s, bool resolve)
+{
+	const char *params[3] = {id_text, actor, note};
 	PGresult   *res;
 	int			rc = GB_EXIT_OK;
-	int			c;
 
-	while ((c = getopt_long(argc, av, resolve ? "n:d:h" : "d:h", longopts, NULL)) != -1)
-	{
-		switch (c)
-		{
-			case 'n':
-				if (!resolve)
-					return gb_usage_error(cmd, "--note is only for resolve");
-				note = optarg;
-				break;
-			case 'a':
-				if (optarg[0] == '\0')
-					return gb_usage_error(cmd, "--actor must not be empty");
-				actor = optarg;
-				break;
-			case 'd':
-				conninfo = optarg;
-				break;
-			case 'h':
-				(resolve ? help_resolve : help_ack) (stdout);
-				return GB_EXIT_OK;
-			default:
-				return gb_bad_option(cmd);
-		}
-	}
-	if (optind >= argc)
-		return gb_usage_error(cmd, "missing incident ID");
-	if (optind + 1 < argc)
-		return gb_usage_error(cmd, "unexpected argument \"%s\"", av[optind + 1]);
-	if (!gb_parse_id(av[optind], &id) || id == 0)
-		return gb_usage_error(cmd, "invalid incident ID \"%s\": expected a positive integer",
-							  av[optind]);
-
-	conn = gb_connect(gb_conninfo(g, conninfo), NULL, true);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		PQfinish(conn);
-		return GB_EXIT_CONNECT;
-	}
-
-	params[0] = av[optind];
-	params[1] = actor;
-	params[2] = note;
 	if (resolve)
-		res = gb_exec(conn,
+		res = gb_exec(s->conn,
 					  "SELECT gate_bridge.resolve($1::pg_catalog.int8,"
 					  " COALESCE($2::pg_catalog.text, CURRENT_USER::pg_catalog.text),"
 					  " $3::pg_catalog.text)",
 					  3, params, &rc);
 	else
-		res = gb_exec(conn,
+		res = gb_exec(s->conn,
 					  "SELECT gate_bridge.ack($1::pg_catalog.int8,"
 					  " COALESCE($2::pg_catalog.text, CURRENT_USER::pg_catalog.text))",
 					  2, params, &rc);
 	if (res == NULL)
-	{
-		PQfinish(conn);
 		return rc;
-	}
 	PQclear(res);
 
 	/* Name the incident in the confirmation when we may read it. */
-	res = PQexecParams(conn,
+	res = PQexecParams(s->conn,
 					   "SELECT i.key FROM gate_bridge.incidents i"
 					   " WHERE i.id = $1::pg_catalog.int8",
 					   1, NULL, params, NULL, NULL, 0);
@@ -151,18 +123,49 @@ lifecycle(int argc, char **argv, const GBGlobal *g, bool resolve)
 	}
 	printf(".\n");
 	PQclear(res);
-	PQfinish(conn);
-	return GB_EXIT_OK;
+	return fflush(stdout) == EOF ? GB_EXIT_FAIL : GB_EXIT_OK;
 }
 
-int
-gb_cmd_ack(int argc, char **argv, const GBGlobal *g)
+static int
+ack_run(GBSession *s)
 {
-	return lifecycle(argc, argv, g, false);
+	return lifecycle(s, false);
 }
 
-int
-gb_cmd_resolve(int argc, char **argv, const GBGlobal *g)
+static int
+resolve_run(GBSession *s)
 {
-	return lifecycle(argc, argv, g, true);
+	return lifecycle(s, true);
 }
+
+const GBCommand gb_command_ack = {
+	.name = "ack",
+	.summary = "acknowledge an open incident",
+	.description = "Acknowledge an open incident.",
+	.synopsis = "[OPTIONS] ID",
+	.options = ack_options,
+	.operand = "incident ID",
+	.help_tail =
+	"Exit status: 0 acknowledged; 1 the server refused (unknown id, not open);\n"
+	"3 connection failure; 64 bad command line.\n",
+	.option = ack_option,
+	.prepare = ack_prepare,
+	.run = ack_run,
+};
+
+const GBCommand gb_command_resolve = {
+	.name = "resolve",
+	.summary = "resolve an open or acknowledged incident",
+	.description =
+	"Resolve an open or acknowledged incident.  A resolved incident is final;\n"
+	"the next violation for its key opens a new one.",
+	.synopsis = "[OPTIONS] ID",
+	.options = resolve_options,
+	.operand = "incident ID",
+	.help_tail =
+	"Exit status: 0 resolved; 1 the server refused (unknown id, already\n"
+	"resolved); 3 connection failure; 64 bad command line.\n",
+	.option = resolve_option,
+	.prepare = resolve_prepare,
+	.run = resolve_run,
+};

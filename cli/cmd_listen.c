@@ -8,7 +8,8 @@
  * printed and read "id > last ORDER BY id" after every wake-up, every
  * --interval seconds (acked and resolved events are not notified), and
  * after every reconnect, so an event is printed once, in id order, and
- * none is lost while the connection is down.
+ * none is lost while the connection is down.  Each line is rendered by the
+ * server (row_to_json) and printed as it arrives.
  *
  * Ids are handed out when a row is inserted, not when it commits, so a
  * committed id may be visible while a smaller one is still in flight; that
@@ -29,16 +30,17 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/time.h>
+
+#include "gate_bridge_cli.h"
 
 #define BATCH			500
 #define BATCH_TEXT		"500"	/* the same, for the query */
@@ -60,8 +62,8 @@ typedef struct ListenState
 	GapState	gap;			/* about the gaps below gap_upper */
 	int64_t		gap_upper;		/* the highest id the snapshot that showed
 								 * a gap showed */
-	GBBuf		gap_writers;	/* GAP_WAITING: the writers' transactions,
-								 * "vxid,vxid,..." */
+	PQExpBufferData gap_writers;	/* GAP_WAITING: the writers'
+									 * transactions, "vxid,vxid,..." */
 	bool		once;
 	char		channel[64];
 } ListenState;
@@ -75,19 +77,22 @@ typedef enum
 	POLL_ERROR					/* the server refused, or stdout failed */
 } PollResult;
 
-enum
-{
-	COL_ID, COL_EVENT, COL_INCIDENT_ID, COL_AT, COL_ACTOR, COL_KIND, COL_KEY,
-	COL_AGENT, COL_SEVERITY, COL_SUMMARY, COL_STATUS, COL_NOTE
-};
+/* an event's fields in its JSON line; e is the event, i its incident */
+#define EVENT_FIELDS \
+"e.id, e.event, e.incident_id," \
+" pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at," \
+" e.actor, i.kind, i.key, i.agent, i.severity, i.summary," \
+" CASE e.event WHEN 'created' THEN 'open' WHEN 'acked' THEN 'ack'" \
+"              WHEN 'resolved' THEN 'resolved' ELSE i.status END AS status"
 
+/* "note" is there only when the event has one */
 static const char *const events_query =
-"SELECT e.id, e.event, e.incident_id,"
-"       pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-"       e.actor, i.kind, i.key, i.agent, i.severity, i.summary,"
-"       CASE e.event WHEN 'created' THEN 'open' WHEN 'acked' THEN 'ack'"
-"                    WHEN 'resolved' THEN 'resolved' ELSE i.status END,"
-"       e.detail->>'note'"
+"SELECT e.id,"
+"       CASE WHEN e.detail->>'note' IS NULL"
+"            THEN (SELECT pg_catalog.row_to_json(l) FROM (SELECT " EVENT_FIELDS ") AS l)"
+"            ELSE (SELECT pg_catalog.row_to_json(l)"
+"                    FROM (SELECT " EVENT_FIELDS ", e.detail->>'note' AS note) AS l)"
+"       END::pg_catalog.text AS line"
 "  FROM gate_bridge.incident_events e"
 "  JOIN gate_bridge.incidents i ON i.id = e.incident_id"
 " WHERE e.id > $1::pg_catalog.int8"
@@ -123,36 +128,6 @@ on_signal(int signo)
 	stop_requested = 1;
 }
 
-static void
-help(FILE *out)
-{
-	fprintf(out,
-			"Print every incident event (created, acked, resolved, ...) as one JSON line,\n"
-			"in event id order, as it happens.  NOTIFY only wakes the listener up: events\n"
-			"are read from gate_bridge.incident_events, so after a lost connection (a\n"
-			"server restart, say) it reconnects with backoff and first prints what it\n"
-			"missed, without repeats.\n"
-			"\n"
-			"Usage:\n"
-			"  %s listen [OPTIONS]\n"
-			"\n"
-			"Options:\n"
-			"      --since=ID          start after event ID (default: after the newest event)\n"
-			"      --once              print the events there are, then exit\n"
-			"      --interval=SECONDS  poll at least this often (default 1); acked and\n"
-			"                          resolved events are not notified, polling finds them\n"
-			"  -d, --dbname=CONNINFO   connection string or URI\n"
-			"  -h, --help              show this help, then exit\n"
-			"\n"
-			"Each line: {\"id\",\"event\",\"incident_id\",\"at\",\"actor\",\"kind\",\"key\",\"agent\",\n"
-			"\"severity\",\"summary\",\"status\"} and \"note\" when the event has one; \"status\" is\n"
-			"the incident's status after the event, \"at\" is UTC.\n"
-			"\n"
-			"SIGINT or SIGTERM end it with exit status 0.  Exit status 1: the server\n"
-			"refused a query; 3: the first connection failed (later ones are retried).\n",
-			GB_PROGNAME);
-}
-
 /* The first line of a libpq message, for one-line progress reports. */
 static void
 print_first_line(FILE *out, const char *msg)
@@ -182,7 +157,7 @@ setup_connection(PGconn *conn, ListenState *st)
 {
 	PGresult   *res;
 	char	   *ident;
-	GBBuf		sql;
+	PQExpBufferData sql;
 	int			rc = GB_EXIT_OK;
 	const char *channel;
 
@@ -204,62 +179,16 @@ setup_connection(PGconn *conn, ListenState *st)
 		gb_report_result_error(conn, NULL);
 		return gb_connection_lost(conn) ? GB_EXIT_CONNECT : GB_EXIT_FAIL;
 	}
-	gb_buf_init(&sql);
-	gb_buf_puts(&sql, "LISTEN ");
-	gb_buf_puts(&sql, ident);
+	initPQExpBuffer(&sql);
+	appendPQExpBuffer(&sql, "LISTEN %s", ident);
 	PQfreemem(ident);
+	gb_check_buffer(&sql);
 	res = gb_exec(conn, sql.data, 0, NULL, &rc);
-	gb_buf_free(&sql);
+	termPQExpBuffer(&sql);
 	if (res == NULL)
 		return rc;
 	PQclear(res);
 	return GB_EXIT_OK;
-}
-
-static bool
-print_event(const PGresult *res, int row, int64_t id)
-{
-	GBBuf		buf;
-	GBJson		j;
-	int64_t		incident_id;
-	bool		ok;
-	int			k;
-	static const struct
-	{
-		const char *name;
-		int			col;
-	}			texts[] = {
-		{"at", COL_AT}, {"actor", COL_ACTOR}, {"kind", COL_KIND},
-		{"key", COL_KEY}, {"agent", COL_AGENT}, {"severity", COL_SEVERITY},
-		{"summary", COL_SUMMARY}, {"status", COL_STATUS}
-	};
-
-	gb_buf_init(&buf);
-	gb_json_init(&j, &buf);
-	gb_json_object_begin(&j);
-	gb_json_key(&j, "id");
-	gb_json_int(&j, id);
-	gb_json_key(&j, "event");
-	gb_json_string(&j, gb_value(res, row, COL_EVENT));
-	gb_json_key(&j, "incident_id");
-	if (gb_parse_id(gb_value(res, row, COL_INCIDENT_ID), &incident_id))
-		gb_json_int(&j, incident_id);
-	else
-		gb_json_null(&j);
-	for (k = 0; k < (int) (sizeof(texts) / sizeof(texts[0])); k++)
-	{
-		gb_json_key(&j, texts[k].name);
-		gb_json_string(&j, gb_value(res, row, texts[k].col));
-	}
-	if (!PQgetisnull(res, row, COL_NOTE))
-	{
-		gb_json_key(&j, "note");
-		gb_json_string(&j, gb_value(res, row, COL_NOTE));
-	}
-	gb_json_object_end(&j);
-	ok = gb_write_line(&buf);
-	gb_buf_free(&buf);
-	return ok;
 }
 
 /* After a failed statement: the connection broke, or the server refused. */
@@ -292,12 +221,13 @@ note_gap_writers(PGconn *conn, ListenState *st)
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		return poll_failed(conn, res);
 	writers = gb_value(res, 0, 0);
-	gb_buf_reset(&st->gap_writers);
+	resetPQExpBuffer(&st->gap_writers);
 	if (writers == NULL)
 		st->gap = GAP_SETTLED;	/* none: the next snapshot decides */
 	else
 	{
-		gb_buf_puts(&st->gap_writers, writers);
+		appendPQExpBufferStr(&st->gap_writers, writers);
+		gb_check_buffer(&st->gap_writers);
 		st->gap = GAP_WAITING;
 	}
 	PQclear(res);
@@ -331,6 +261,11 @@ poll_events(PGconn *conn, ListenState *st)
 	char		last[32];
 	const char *params[1] = {last};
 	PollResult	result = POLL_DONE;
+	int			col_id;
+	int			col_line;
+	const GBColumn columns[] = {
+		{"id", &col_id}, {"line", &col_line}, {NULL, NULL}
+	};
 	int			n;
 	int			r;
 
@@ -346,13 +281,18 @@ poll_events(PGconn *conn, ListenState *st)
 	res = PQexecParams(conn, events_query, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		return poll_failed(conn, res);
+	if (!gb_find_columns(res, columns))
+	{
+		PQclear(res);
+		return POLL_ERROR;
+	}
 
 	n = PQntuples(res);
 	for (r = 0; r < n; r++)
 	{
 		int64_t		id;
 
-		if (!gb_parse_id(gb_value(res, r, COL_ID), &id))
+		if (!gb_parse_id(gb_value(res, r, col_id), &id))
 			continue;
 		if (id != st->last + 1 &&
 			!(st->gap == GAP_SETTLED && id <= st->gap_upper))
@@ -363,14 +303,14 @@ poll_events(PGconn *conn, ListenState *st)
 				break;
 			}
 			/* a new gap: every gap below the highest id shown settles together */
-			if (!gb_parse_id(gb_value(res, n - 1, COL_ID), &st->gap_upper))
+			if (!gb_parse_id(gb_value(res, n - 1, col_id), &st->gap_upper))
 				st->gap_upper = id;
 			result = note_gap_writers(conn, st);
 			if (result == POLL_DONE)
 				result = st->gap == GAP_SETTLED ? POLL_MORE : POLL_GAP;
 			break;
 		}
-		if (!print_event(res, r, id))
+		if (!gb_print_line(PQgetvalue(res, r, col_line)))
 		{
 			result = POLL_ERROR;
 			break;
@@ -489,79 +429,71 @@ report_lost(PGconn *conn)
 	fputc('\n', stderr);
 }
 
-int
-gb_cmd_listen(int argc, char **argv, const GBGlobal *g)
+enum
 {
-	static const struct option longopts[] = {
-		{"since", required_argument, NULL, 's'},
-		{"once", no_argument, NULL, 'o'},
-		{"interval", required_argument, NULL, 'i'},
-		{"dbname", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}
-	};
-	const char *cmd = "listen";
-	const char *conninfo_opt = NULL;
-	const char *conninfo;
-	char	  **av = gb_subcommand_argv(argc, argv);
+	OPT_SINCE = GB_LONG_ONLY,
+	OPT_ONCE,
+	OPT_INTERVAL
+};
+
+/* the command line of this run */
+static int64_t since = 0;
+static bool have_since = false;
+static bool once = false;
+static double interval = 1.0;
+
+static const GBOption options[] = {
+	{"since", OPT_SINCE, "ID", "start after event ID (default: after the newest event)"},
+	{"once", OPT_ONCE, NULL, "print the events there are, then exit"},
+	{"interval", OPT_INTERVAL, "SECONDS", "poll at least this often (default 1); acked and\n"
+	"resolved events are not notified, polling finds them"},
+	{NULL, 0, NULL, NULL}
+};
+
+static int
+listen_option(int key, const char *arg)
+{
+	switch (key)
+	{
+		case OPT_SINCE:
+			if (!gb_parse_id(arg, &since))
+				return gb_usage_error("listen", "invalid --since \"%s\": expected an event id (0 or more)",
+									  arg);
+			have_since = true;
+			break;
+		case OPT_ONCE:
+			once = true;
+			break;
+		case OPT_INTERVAL:
+			if (!gb_parse_seconds(arg, &interval))
+				return gb_usage_error("listen", "invalid --interval \"%s\": expected seconds, more than 0",
+									  arg);
+			break;
+	}
+	return GB_EXIT_OK;
+}
+
+static int
+listen_run(GBSession *s)
+{
 	ListenState st;
-	bool		have_since = false;
-	double		interval = 1.0;
 	struct sigaction sa;
-	PGconn	   *conn;
-	int			rc = GB_EXIT_OK;
-	int			c;
+	int			rc;
 
 	memset(&st, 0, sizeof(st));
 	st.gap = GAP_NONE;
-	gb_buf_init(&st.gap_writers);
-	while ((c = getopt_long(argc, av, "d:h", longopts, NULL)) != -1)
-	{
-		switch (c)
-		{
-			case 's':
-				if (!gb_parse_id(optarg, &st.last))
-					return gb_usage_error(cmd, "invalid --since \"%s\": expected an event id (0 or more)",
-										  optarg);
-				have_since = true;
-				break;
-			case 'o':
-				st.once = true;
-				break;
-			case 'i':
-				if (!gb_parse_seconds(optarg, &interval))
-					return gb_usage_error(cmd, "invalid --interval \"%s\": expected seconds, more than 0",
-										  optarg);
-				break;
-			case 'd':
-				conninfo_opt = optarg;
-				break;
-			case 'h':
-				help(stdout);
-				return GB_EXIT_OK;
-			default:
-				return gb_bad_option(cmd);
-		}
-	}
-	if (optind < argc)
-		return gb_usage_error(cmd, "unexpected argument \"%s\"", av[optind]);
-
-	conninfo = gb_conninfo(g, conninfo_opt);
-	conn = gb_connect(conninfo, listen_extra, true);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		PQfinish(conn);
-		return GB_EXIT_CONNECT;
-	}
-	rc = setup_connection(conn, &st);
+	st.last = since;
+	st.once = once;
+	initPQExpBuffer(&st.gap_writers);
+	rc = setup_connection(s->conn, &st);
 	if (rc != GB_EXIT_OK)
 	{
-		PQfinish(conn);
+		termPQExpBuffer(&st.gap_writers);
 		return rc;
 	}
 	if (!have_since)
 	{
-		PGresult   *res = gb_exec(conn,
+		PGresult   *res = gb_exec(s->conn,
 								  "SELECT COALESCE(pg_catalog.max(e.id), 0)"
 								  "  FROM gate_bridge.incident_events e",
 								  0, NULL, &rc);
@@ -569,7 +501,7 @@ gb_cmd_listen(int argc, char **argv, const GBGlobal *g)
 		if (res == NULL || !gb_parse_id(PQgetvalue(res, 0, 0), &st.last))
 		{
 			PQclear(res);
-			PQfinish(conn);
+			termPQExpBuffer(&st.gap_writers);
 			return rc == GB_EXIT_OK ? GB_EXIT_FAIL : rc;
 		}
 		PQclear(res);
@@ -587,14 +519,14 @@ gb_cmd_listen(int argc, char **argv, const GBGlobal *g)
 		PollResult	pr;
 		double		timeout = interval;
 
-		if (conn == NULL)
+		if (s->conn == NULL)
 		{
-			conn = reconnect(conninfo, &st, &rc);
-			if (conn == NULL)
+			s->conn = reconnect(s->conninfo, &st, &rc);
+			if (s->conn == NULL)
 				break;
 		}
 
-		pr = poll_events(conn, &st);
+		pr = poll_events(s->conn, &st);
 		if (pr == POLL_ERROR)
 		{
 			rc = GB_EXIT_FAIL;
@@ -602,9 +534,9 @@ gb_cmd_listen(int argc, char **argv, const GBGlobal *g)
 		}
 		if (pr == POLL_LOST)
 		{
-			report_lost(conn);
-			PQfinish(conn);
-			conn = NULL;
+			report_lost(s->conn);
+			PQfinish(s->conn);
+			s->conn = NULL;
 			continue;
 		}
 		if (pr == POLL_MORE)
@@ -615,15 +547,36 @@ gb_cmd_listen(int argc, char **argv, const GBGlobal *g)
 			timeout = GAP_RECHECK;
 		if (stop_requested)
 			break;
-		if (!wait_for_wakeup(conn, timeout))
+		if (!wait_for_wakeup(s->conn, timeout))
 		{
-			report_lost(conn);
-			PQfinish(conn);
-			conn = NULL;
+			report_lost(s->conn);
+			PQfinish(s->conn);
+			s->conn = NULL;
 		}
 	}
-	if (conn != NULL)
-		PQfinish(conn);
-	gb_buf_free(&st.gap_writers);
+	termPQExpBuffer(&st.gap_writers);
 	return rc;
 }
+
+const GBCommand gb_command_listen = {
+	.name = "listen",
+	.summary = "print incident events as JSON lines as they happen",
+	.description =
+	"Print every incident event (created, acked, resolved, ...) as one JSON line,\n"
+	"in event id order, as it happens.  NOTIFY only wakes the listener up: events\n"
+	"are read from gate_bridge.incident_events, so after a lost connection (a\n"
+	"server restart, say) it reconnects with backoff and first prints what it\n"
+	"missed, without repeats.",
+	.synopsis = "[OPTIONS]",
+	.options = options,
+	.help_tail =
+	"Each line: {\"id\",\"event\",\"incident_id\",\"at\",\"actor\",\"kind\",\"key\",\"agent\",\n"
+	"\"severity\",\"summary\",\"status\"} and \"note\" when the event has one; \"status\" is\n"
+	"the incident's status after the event, \"at\" is UTC.\n"
+	"\n"
+	"SIGINT or SIGTERM end it with exit status 0.  Exit status 1: the server\n"
+	"refused a query; 3: the first connection failed (later ones are retried).\n",
+	.conn_extra = listen_extra,
+	.option = listen_option,
+	.run = listen_run,
+};

@@ -4,11 +4,17 @@
  *		gate-bridge run-gates: evaluate the gates, report, exit with a code a
  *		build can act on.
  *
- * One call of gate_bridge.run_gates(agent, lookback, create_incidents); the
- * server unpacks each agent's violations array into rows so that nothing
- * here parses JSON.  The exit status comes from the violations' severities:
- * critical or error (or anything unknown, to be safe) fails the run, a
- * warning only fails it with --fail-on-warning.
+ * One call of gate_bridge.run_gates(agent, lookback, create_incidents),
+ * which returns per agent: passed, samples, violations (a JSON array) and
+ * incident_ids, one element per violation: the incident it created, or
+ * NULL where it created none (folded into an open incident, or rate
+ * limited); empty without create_incidents.
+ *
+ * The server does the rest: it judges each gate (critical or error, or
+ * anything unknown, to be safe, fails it; a warning only warns, and fails
+ * the run only with --fail-on-warning; a gate the server failed without a
+ * violation fails), renders each agent's JSON line, and unpacks the
+ * violations into rows for the text report, so nothing here parses JSON.
  *
  * INTERVENTIONS_ENABLED=false (0, no, off) in the environment turns
  * --create-incidents off, and the report says so.
@@ -17,33 +23,39 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
-#include <getopt.h>
-#include <inttypes.h>
-#include <stdlib.h>
 #include <string.h>
 
-enum
-{
-	COL_AGENT, COL_PASSED, COL_INCIDENT_IDS, COL_N, COL_BUDGET_TYPE,
-	COL_SEVERITY, COL_ACTUAL, COL_ACTUAL_TYPE, COL_THRESHOLD,
-	COL_THRESHOLD_TYPE, COL_V_AGENT
-};
+#include "gate_bridge_cli.h"
 
+/*
+ * One row per violation, or one for an agent without any (violation
+ * NULL); the agent's columns repeat on each of its rows.
+ */
 static const char *const query =
-"SELECT g.agent, g.passed, pg_catalog.array_to_string(g.incident_ids, ','),"
-"       v.n, v.x->>'budget_type', v.x->>'severity',"
-"       v.x->>'actual', pg_catalog.jsonb_typeof(v.x->'actual'),"
-"       v.x->>'threshold', pg_catalog.jsonb_typeof(v.x->'threshold'),"
-"       v.x->>'agent'"
-"  FROM gate_bridge.run_gates($1::pg_catalog.text, $2::pg_catalog.interval,"
-"                             $3::pg_catalog.bool) AS g"
-"  LEFT JOIN LATERAL pg_catalog.jsonb_array_elements("
-"         CASE pg_catalog.jsonb_typeof(g.violations)"
-"              WHEN 'array' THEN g.violations ELSE '[]'::pg_catalog.jsonb END)"
-"       WITH ORDINALITY AS v(x, n) ON true"
-" ORDER BY g.agent COLLATE \"C\", v.n";
+"SELECT a.agent, a.status, a.samples, a.line, v.n AS violation,"
+"       v.x->>'budget_type' AS budget_type, v.x->>'severity' AS severity,"
+"       v.x->>'actual' AS actual, v.x->>'threshold' AS threshold,"
+"       a.incident_ids[v.n::pg_catalog.int4] AS incident_id"
+"  FROM (SELECT j.agent, j.status, j.samples, j.violations, j.incident_ids,"
+"               pg_catalog.row_to_json(j)::pg_catalog.text AS line"
+"          FROM gate_bridge.run_gates($1::pg_catalog.text, $2::pg_catalog.interval,"
+"                                     $3::pg_catalog.bool) AS g"
+"         CROSS JOIN LATERAL ("
+"               SELECT CASE WHEN pg_catalog.bool_or(x.v->>'severity' IS DISTINCT FROM 'warning')"
+"                           THEN 'fail'"
+"                           WHEN pg_catalog.count(*) > 0 THEN 'warn'"
+"                           WHEN g.passed THEN 'pass'"
+"                           ELSE 'fail' END"
+"                 FROM pg_catalog.jsonb_array_elements(g.violations) AS x (v)) AS s (status)"
+"         CROSS JOIN LATERAL ("
+"               SELECT g.agent, s.status, g.passed, g.samples,"
+"                      COALESCE(g.violations, '[]') AS violations,"
+"                      COALESCE(g.incident_ids, '{}') AS incident_ids) AS j) AS a"
+"  LEFT JOIN LATERAL pg_catalog.jsonb_array_elements(a.violations)"
+"       WITH ORDINALITY AS v (x, n) ON true"
+" ORDER BY a.agent COLLATE \"C\", v.n";
 
 typedef enum
 {
@@ -51,261 +63,76 @@ typedef enum
 } GateStatus;
 
 static const char *const status_word[] = {"PASS", "WARN", "FAIL"};
-static const char *const status_json[] = {"pass", "warn", "fail"};
 
-static void
-help(FILE *out)
+/* the result's columns */
+typedef struct GateColumns
 {
-	fprintf(out,
-			"Evaluate the gates: each agent's eval results over the lookback window\n"
-			"against its budgets (gate_bridge.run_gates).\n"
-			"\n"
-			"Usage:\n"
-			"  %s run-gates [OPTIONS]\n"
-			"\n"
-			"Options:\n"
-			"  -a, --agent=AGENT       only this agent (default: every agent with a budget)\n"
-			"  -l, --lookback=WINDOW   7d, 12h, 30m, 45s, 2w, or a PostgreSQL interval\n"
-			"                          such as '1 day 6 hours' (default: 7d)\n"
-			"  -c, --create-incidents  open incidents for the violations (deduplicated and\n"
-			"                          rate limited like the trigger's)\n"
-			"  -w, --fail-on-warning   exit 2 when the worst violation is a warning\n"
-			"  -j, --json              one JSON object per agent and line\n"
-			"  -d, --dbname=CONNINFO   connection string or URI\n"
-			"  -h, --help              show this help, then exit\n"
-			"\n"
-			"Environment:\n"
-			"  INTERVENTIONS_ENABLED   false, 0, no or off: never create incidents, even\n"
-			"                          with --create-incidents (true, 1, yes, on: allowed)\n"
-			"\n"
-			"Exit status:\n"
-			"  0   every gate passed, or warnings only without --fail-on-warning\n"
-			"  1   a critical or error violation, or the server refused the evaluation\n"
-			"  2   warnings only, with --fail-on-warning\n"
-			"  3   connection failure\n"
-			"  64  bad command line or environment\n", GB_PROGNAME);
+	int			agent;
+	int			status;
+	int			samples;
+	int			line;
+	int			violation;
+	int			budget_type;
+	int			severity;
+	int			actual;
+	int			threshold;
+	int			incident_id;
+} GateColumns;
+
+/* the command line of this run */
+static const char *agent = NULL;
+static const char *lookback_arg = "7d";
+static char lookback[256];
+static bool create = false;
+static bool fail_on_warning = false;
+static bool json = false;
+static bool interventions = true;
+static const char *env_value = NULL;
+
+static const GBOption options[] = {
+	{"agent", 'a', "AGENT", "only this agent (default: every agent with a budget)"},
+	{"lookback", 'l', "WINDOW", "7d, 12h, 30m, 45s, 2w, or a PostgreSQL interval\n"
+	"such as '1 day 6 hours' (default: 7d)"},
+	{"create-incidents", 'c', NULL, "open incidents for the violations (deduplicated and\n"
+	"rate limited like the trigger's)"},
+	{"fail-on-warning", 'w', NULL, "exit 2 when the worst violation is a warning"},
+	{"json", 'j', NULL, "one JSON object per agent and line"},
+	{NULL, 0, NULL, NULL}
+};
+
+static int
+run_gates_option(int key, const char *arg)
+{
+	switch (key)
+	{
+		case 'a':
+			if (arg[0] == '\0')
+				return gb_usage_error("run-gates", "--agent must not be empty");
+			agent = arg;
+			break;
+		case 'l':
+			lookback_arg = arg;
+			break;
+		case 'c':
+			create = true;
+			break;
+		case 'w':
+			fail_on_warning = true;
+			break;
+		case 'j':
+			json = true;
+			break;
+	}
+	return GB_EXIT_OK;
 }
 
-/* Severity of one violation, as the gate sees it. */
-static GateStatus
-violation_status(const char *severity)
+static int
+run_gates_prepare(const char *operand)
 {
-	if (severity != NULL && strcmp(severity, "warning") == 0)
-		return GATE_WARN;
-	return GATE_FAIL;			/* critical, error, or unknown */
-}
-
-/* The rows of one agent: [first, end). */
-static GateStatus
-agent_status(const PGresult *res, int first, int end)
-{
-	GateStatus	st = GATE_PASS;
-	int			r;
-
-	for (r = first; r < end; r++)
-	{
-		GateStatus	v;
-
-		if (PQgetisnull(res, r, COL_N))
-			continue;
-		v = violation_status(gb_value(res, r, COL_SEVERITY));
-		if (v > st)
-			st = v;
-	}
-	/* the server said it failed but gave no reason: trust it */
-	if (st == GATE_PASS && strcmp(PQgetvalue(res, first, COL_PASSED), "f") == 0)
-		st = GATE_FAIL;
-	return st;
-}
-
-static void
-json_metric(GBJson *j, const char *name, const char *text, const char *type)
-{
-	gb_json_key(j, name);
-	if (text == NULL)
-		gb_json_null(j);
-	else if (type != NULL && strcmp(type, "number") == 0)
-		gb_json_number_text(j, text);
-	else
-		gb_json_string(j, text);
-}
-
-static bool
-print_agent_json(const PGresult *res, int first, int end, GateStatus st)
-{
-	GBBuf		buf;
-	GBJson		j;
-	const char *ids = gb_value(res, first, COL_INCIDENT_IDS);
-	int			r;
-	bool		ok;
-
-	gb_buf_init(&buf);
-	gb_json_init(&j, &buf);
-	gb_json_object_begin(&j);
-	gb_json_key(&j, "agent");
-	gb_json_string(&j, gb_value(res, first, COL_AGENT));
-	gb_json_key(&j, "status");
-	gb_json_string(&j, status_json[st]);
-	gb_json_key(&j, "passed");
-	gb_json_bool(&j, strcmp(PQgetvalue(res, first, COL_PASSED), "t") == 0);
-
-	gb_json_key(&j, "violations");
-	gb_json_array_begin(&j);
-	for (r = first; r < end; r++)
-	{
-		if (PQgetisnull(res, r, COL_N))
-			continue;
-		gb_json_object_begin(&j);
-		gb_json_key(&j, "agent");
-		gb_json_string(&j, gb_value(res, r, COL_V_AGENT));
-		gb_json_key(&j, "budget_type");
-		gb_json_string(&j, gb_value(res, r, COL_BUDGET_TYPE));
-		gb_json_key(&j, "severity");
-		gb_json_string(&j, gb_value(res, r, COL_SEVERITY));
-		json_metric(&j, "actual", gb_value(res, r, COL_ACTUAL),
-					gb_value(res, r, COL_ACTUAL_TYPE));
-		json_metric(&j, "threshold", gb_value(res, r, COL_THRESHOLD),
-					gb_value(res, r, COL_THRESHOLD_TYPE));
-		gb_json_object_end(&j);
-	}
-	gb_json_array_end(&j);
-
-	gb_json_key(&j, "incident_ids");
-	gb_json_array_begin(&j);
-	if (ids != NULL && ids[0] != '\0')
-	{
-		const char *p = ids;
-
-		while (*p)
-		{
-			char	   *end_num;
-			long long	v = strtoll(p, &end_num, 10);
-
-			if (end_num == p)
-				break;
-			gb_json_int(&j, (int64_t) v);
-			p = (*end_num == ',') ? end_num + 1 : end_num;
-		}
-	}
-	gb_json_array_end(&j);
-	gb_json_object_end(&j);
-
-	ok = gb_write_line(&buf);
-	gb_buf_free(&buf);
-	return ok;
-}
-
-static void
-print_agent_text(const PGresult *res, int first, int end, GateStatus st,
-				 bool incidents_requested)
-{
-	const char *ids = gb_value(res, first, COL_INCIDENT_IDS);
-	bool		any_violation = false;
-	int			r;
-
-	printf("%s  ", status_word[st]);
-	gb_print_sanitized(stdout, gb_value(res, first, COL_AGENT));
-	fputc('\n', stdout);
-	for (r = first; r < end; r++)
-	{
-		char		actual[64];
-		char		threshold[64];
-
-		if (PQgetisnull(res, r, COL_N))
-			continue;
-		any_violation = true;
-		gb_format_number(gb_value(res, r, COL_ACTUAL), actual, sizeof(actual));
-		gb_format_number(gb_value(res, r, COL_THRESHOLD), threshold, sizeof(threshold));
-		fputs("      ", stdout);
-		gb_print_padded(stdout, gb_value(res, r, COL_SEVERITY), 9);
-		fputc(' ', stdout);
-		gb_print_padded(stdout, gb_value(res, r, COL_BUDGET_TYPE), 13);
-		printf(" actual %s vs threshold %s\n", actual, threshold);
-	}
-	if (st == GATE_FAIL && !any_violation)
-		printf("      the server reports this gate as failed\n");
-	if (ids != NULL && ids[0] != '\0')
-	{
-		fputs("      incidents created: ", stdout);
-		gb_print_sanitized(stdout, ids);
-		fputc('\n', stdout);
-	}
-	else if (incidents_requested && any_violation)
-		printf("      no new incident (one is open for each key, or the rate limit held)\n");
-}
-
-int
-gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g)
-{
-	static const struct option longopts[] = {
-		{"agent", required_argument, NULL, 'a'},
-		{"lookback", required_argument, NULL, 'l'},
-		{"create-incidents", no_argument, NULL, 'c'},
-		{"fail-on-warning", no_argument, NULL, 'w'},
-		{"json", no_argument, NULL, 'j'},
-		{"dbname", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0}
-	};
-	const char *cmd = "run-gates";
-	const char *conninfo = NULL;
-	const char *agent = NULL;
-	const char *lookback_arg = "7d";
-	char		lookback[256];
-	bool		create = false;
-	bool		fail_on_warning = false;
-	bool		json = false;
-	bool		interventions;
-	const char *env_value;
-	const char *msg;
-	const char *params[3];
-	char	  **av = gb_subcommand_argv(argc, argv);
-	PGconn	   *conn;
-	PGresult   *res;
-	int			counts[3] = {0, 0, 0};
-	int			worst = GATE_PASS;
-	int			nagents = 0;
-	int			rc = GB_EXIT_OK;
-	int			c;
-	int			r;
-
-	while ((c = getopt_long(argc, av, "a:l:cwjd:h", longopts, NULL)) != -1)
-	{
-		switch (c)
-		{
-			case 'a':
-				if (optarg[0] == '\0')
-					return gb_usage_error(cmd, "--agent must not be empty");
-				agent = optarg;
-				break;
-			case 'l':
-				lookback_arg = optarg;
-				break;
-			case 'c':
-				create = true;
-				break;
-			case 'w':
-				fail_on_warning = true;
-				break;
-			case 'j':
-				json = true;
-				break;
-			case 'd':
-				conninfo = optarg;
-				break;
-			case 'h':
-				help(stdout);
-				return GB_EXIT_OK;
-			default:
-				return gb_bad_option(cmd);
-		}
-	}
-	if (optind < argc)
-		return gb_usage_error(cmd, "unexpected argument \"%s\"", av[optind]);
+	(void) operand;
 	if (!gb_lookback_to_interval(lookback_arg, lookback, sizeof(lookback)))
-		return gb_usage_error(cmd, "invalid --lookback \"%s\": expected 7d, 12h, 30m, 45s or an interval",
+		return gb_usage_error("run-gates", "invalid --lookback \"%s\": expected 7d, 12h, 30m, 45s or an interval",
 							  lookback_arg);
-
 	switch (gb_env_interventions_enabled(&env_value))
 	{
 		case 0:
@@ -315,19 +142,21 @@ gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g)
 			interventions = true;
 			break;
 		default:
-			return gb_usage_error(cmd, "INTERVENTIONS_ENABLED must be true or false (or 1/0, yes/no, on/off), not \"%s\"",
+			return gb_usage_error("run-gates", "INTERVENTIONS_ENABLED must be true or false (or 1/0, yes/no, on/off), not \"%s\"",
 								  env_value);
 	}
+	return GB_EXIT_OK;
+}
 
-	conn = gb_connect(gb_conninfo(g, conninfo), NULL, true);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		PQfinish(conn);
-		return GB_EXIT_CONNECT;
-	}
+/* The window: the server parses it, and it must be positive. */
+static int
+check_lookback(PGconn *conn)
+{
+	const char *params[1] = {lookback};
+	PGresult   *res;
+	const char *msg;
+	int			rc = GB_EXIT_OK;
 
-	/* The window: the server parses it, and it must be positive. */
-	params[0] = lookback;
 	res = PQexecParams(conn,
 					   "SELECT $1::pg_catalog.interval > '0'::pg_catalog.interval",
 					   1, NULL, params, NULL, NULL, 0);
@@ -336,35 +165,108 @@ gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g)
 		if (gb_connection_lost(conn))
 		{
 			gb_report_result_error(conn, res);
-			PQclear(res);
-			PQfinish(conn);
-			return GB_EXIT_CONNECT;
+			rc = GB_EXIT_CONNECT;
 		}
-		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-		rc = gb_usage_error(cmd, "invalid --lookback \"%s\": %s", lookback_arg,
-							msg ? msg : PQerrorMessage(conn));
-		PQclear(res);
-		PQfinish(conn);
-		return rc;
+		else
+		{
+			msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			rc = gb_usage_error("run-gates", "invalid --lookback \"%s\": %s", lookback_arg,
+								msg ? msg : PQerrorMessage(conn));
+		}
 	}
-	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-	{
-		rc = gb_usage_error(cmd, "invalid --lookback \"%s\": the window must be longer than zero",
+	else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		rc = gb_usage_error("run-gates", "invalid --lookback \"%s\": the window must be longer than zero",
 							lookback_arg);
-		PQclear(res);
-		PQfinish(conn);
-		return rc;
-	}
 	PQclear(res);
+	return rc;
+}
+
+static GateStatus
+gate_status(const char *status)
+{
+	if (strcmp(status, "pass") == 0)
+		return GATE_PASS;
+	if (strcmp(status, "warn") == 0)
+		return GATE_WARN;
+	return GATE_FAIL;
+}
+
+/* The rows of one agent: [first, end). */
+static void
+print_agent_text(const PGresult *res, const GateColumns *c, int first, int end,
+				 GateStatus st, bool incidents_requested)
+{
+	const char *samples = PQgetvalue(res, first, c->samples);
+	bool		any_violation = false;
+	int			r;
+
+	printf("%s  ", status_word[st]);
+	gb_print_sanitized(stdout, gb_value(res, first, c->agent));
+	printf(" (%s sample%s)\n", samples, strcmp(samples, "1") == 0 ? "" : "s");
+	for (r = first; r < end; r++)
+	{
+		char		actual[64];
+		char		threshold[64];
+		const char *incident;
+
+		if (PQgetisnull(res, r, c->violation))
+			continue;
+		any_violation = true;
+		gb_format_number(gb_value(res, r, c->actual), actual, sizeof(actual));
+		gb_format_number(gb_value(res, r, c->threshold), threshold, sizeof(threshold));
+		fputs("      ", stdout);
+		gb_print_padded(stdout, gb_value(res, r, c->severity), 9);
+		fputc(' ', stdout);
+		gb_print_padded(stdout, gb_value(res, r, c->budget_type), 13);
+		printf(" actual %s vs threshold %s", actual, threshold);
+		if (incidents_requested)
+		{
+			incident = gb_value(res, r, c->incident_id);
+			if (incident != NULL)
+				printf(" -> incident %s", incident);
+			else
+				printf(" -> folded/rate limited");
+		}
+		fputc('\n', stdout);
+	}
+	if (st == GATE_FAIL && !any_violation)
+		printf("      the server reports this gate as failed\n");
+}
+
+static int
+run_gates_run(GBSession *s)
+{
+	const char *params[3];
+	bool		incidents_requested = create && interventions;
+	GateColumns c;
+	const GBColumn columns[] = {
+		{"agent", &c.agent}, {"status", &c.status}, {"samples", &c.samples},
+		{"line", &c.line}, {"violation", &c.violation},
+		{"budget_type", &c.budget_type}, {"severity", &c.severity},
+		{"actual", &c.actual}, {"threshold", &c.threshold},
+		{"incident_id", &c.incident_id}, {NULL, NULL}
+	};
+	PGresult   *res;
+	int			counts[3] = {0, 0, 0};
+	int			worst = GATE_PASS;
+	int			nagents = 0;
+	int			rc;
+	int			r;
+
+	rc = check_lookback(s->conn);
+	if (rc != GB_EXIT_OK)
+		return rc;
 
 	params[0] = agent;
 	params[1] = lookback;
-	params[2] = (create && interventions) ? "true" : "false";
-	res = gb_exec(conn, query, 3, params, &rc);
+	params[2] = incidents_requested ? "true" : "false";
+	res = gb_exec(s->conn, query, 3, params, &rc);
 	if (res == NULL)
-	{
-		PQfinish(conn);
 		return rc;
+	if (!gb_find_columns(res, columns))
+	{
+		PQclear(res);
+		return GB_EXIT_FAIL;
 	}
 
 	if (create && !interventions)
@@ -392,28 +294,26 @@ gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g)
 		GateStatus	st;
 
 		while (end < PQntuples(res) &&
-			   strcmp(PQgetvalue(res, end, COL_AGENT), PQgetvalue(res, r, COL_AGENT)) == 0)
+			   strcmp(PQgetvalue(res, end, c.agent), PQgetvalue(res, r, c.agent)) == 0)
 			end++;
-		st = agent_status(res, r, end);
+		st = gate_status(PQgetvalue(res, r, c.status));
 		counts[st]++;
 		nagents++;
 		if ((int) st > worst)
 			worst = st;
 		if (json)
 		{
-			if (!print_agent_json(res, r, end, st))
+			if (!gb_print_line(PQgetvalue(res, r, c.line)))
 			{
 				PQclear(res);
-				PQfinish(conn);
 				return GB_EXIT_FAIL;
 			}
 		}
 		else
-			print_agent_text(res, r, end, st, create && interventions);
+			print_agent_text(res, &c, r, end, st, incidents_requested);
 		r = end;
 	}
 	PQclear(res);
-	PQfinish(conn);
 
 	if (worst == GATE_FAIL)
 		rc = GB_EXIT_FAIL;
@@ -438,3 +338,34 @@ gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g)
 		return GB_EXIT_FAIL;
 	return rc;
 }
+
+const GBCommand gb_command_run_gates = {
+	.name = "run-gates",
+	.summary = "evaluate every agent's budgets over a lookback window",
+	.description =
+	"Evaluate the gates: each agent's eval results over the lookback window\n"
+	"against its budgets (gate_bridge.run_gates).",
+	.synopsis = "[OPTIONS]",
+	.options = options,
+	.help_tail =
+	"Environment:\n"
+	"  INTERVENTIONS_ENABLED   false, 0, no or off: never create incidents, even\n"
+	"                          with --create-incidents (true, 1, yes, on: allowed)\n"
+	"\n"
+	"Output: per agent its gate and number of samples, each violation with actual\n"
+	"and threshold, and with --create-incidents the incident each violation opened\n"
+	"or \"folded/rate limited\" where it opened none.  --json: one line per agent,\n"
+	"{\"agent\",\"status\",\"passed\",\"samples\",\"violations\",\"incident_ids\"}, status\n"
+	"pass, warn or fail, incident_ids one element per violation (null where none\n"
+	"was created; empty without --create-incidents).\n"
+	"\n"
+	"Exit status:\n"
+	"  0   every gate passed, or warnings only without --fail-on-warning\n"
+	"  1   a critical or error violation, or the server refused the evaluation\n"
+	"  2   warnings only, with --fail-on-warning\n"
+	"  3   connection failure\n"
+	"  64  bad command line or environment\n",
+	.option = run_gates_option,
+	.prepare = run_gates_prepare,
+	.run = run_gates_run,
+};

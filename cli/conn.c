@@ -5,31 +5,104 @@
  *
  * The connection string is -d CONNINFO, else DATABASE_URL, else nothing
  * (libpq's PG* variables and defaults).  The client encoding is always
- * UTF8: the JSON lines are UTF-8 whatever the server's encoding.
+ * UTF8: the JSON lines are UTF-8 whatever the server's encoding.  After
+ * connecting, the installed extension's version is compared with the
+ * client's.
  *
  * cli/conn.c
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-/* -d given to the subcommand, else -d given before it, else DATABASE_URL. */
+#include "gate_bridge_cli.h"
+
+/*
+ * The connection string: -d (before or after the command), else
+ * DATABASE_URL, else NULL (libpq's PG* variables and defaults).  *source
+ * names where it came from, for messages.
+ */
 const char *
-gb_conninfo(const GBGlobal *g, const char *local)
+gb_conninfo(const char *given, const char **source)
 {
 	const char *url;
 
-	if (local != NULL)
-		return local;
-	if (g->conninfo != NULL)
-		return g->conninfo;
+	*source = "-d";
+	if (given != NULL)
+		return given;
+	*source = "DATABASE_URL";
 	url = getenv("DATABASE_URL");
 	if (url != NULL && *url != '\0')
 		return url;
+	*source = NULL;
 	return NULL;
+}
+
+/*
+ * Is this a connection string libpq would misread?  libpq takes a
+ * postgresql:// or postgres:// URI, or key=value settings, and anything
+ * else as a database name: a DATABASE_URL meant for another program
+ * ("mysql://u@h/db") would be tried as a database of that name, and
+ * "http://x?a=b" would fail as bad key=value syntax.  Any other scheme is
+ * therefore refused before connecting.  Only the scheme goes into the
+ * message: the rest may hold a password.
+ */
+bool
+gb_conninfo_problem(const char *conninfo, const char *source, char *msg,
+					size_t len)
+{
+	size_t		n;
+
+	if (conninfo == NULL)
+		return false;
+	/* RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+	n = strspn(conninfo, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+	if (n == 0 || !isalpha((unsigned char) conninfo[0]) ||
+		strncmp(conninfo + n, "://", 3) != 0)
+		return false;
+	if ((n == 10 && strncmp(conninfo, "postgresql", n) == 0) ||
+		(n == 8 && strncmp(conninfo, "postgres", n) == 0))
+		return false;
+	if ((n == 10 && strncasecmp(conninfo, "postgresql", n) == 0) ||
+		(n == 8 && strncasecmp(conninfo, "postgres", n) == 0))
+		snprintf(msg, len,
+				 "%s starts with \"%.*s://\": write the scheme in lower case, postgresql:// or postgres://",
+				 source, (int) n, conninfo);
+	else
+		snprintf(msg, len,
+				 "%s is a \"%.*s://\" URL, not a PostgreSQL one: expected a postgresql:// or postgres:// URL, or key=value settings such as \"host=db1 dbname=app\"",
+				 source, (int) n, conninfo);
+	return true;
+}
+
+/*
+ * Was a connection asked for, rather than left to libpq's defaults?  (For
+ * --version, which asks the server only then.)
+ */
+bool
+gb_connection_configured(const char *given)
+{
+	static const char *const vars[] = {
+		"DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE",
+		"PGUSER", "PGSERVICE"
+	};
+	size_t		i;
+
+	if (given != NULL)
+		return true;
+	for (i = 0; i < lengthof(vars); i++)
+	{
+		const char *v = getenv(vars[i]);
+
+		if (v != NULL && *v != '\0')
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -206,6 +279,73 @@ gb_exec(PGconn *conn, const char *sql, int nparams,
 		*exit_code = gb_connection_lost(conn) ? GB_EXIT_CONNECT : GB_EXIT_FAIL;
 	PQclear(res);
 	return NULL;
+}
+
+/*
+ * The version of the extension installed in the connected database
+ * (*installed false when there is none).  Returns GB_EXIT_OK, or the exit
+ * status of a failure, already reported.
+ */
+int
+gb_extension_version(PGconn *conn, char *version, size_t len, bool *installed)
+{
+	const char *params[1] = {GB_EXTENSION};
+	int			rc = GB_EXIT_OK;
+	PGresult   *res;
+
+	res = gb_exec(conn,
+				  "SELECT e.extversion FROM pg_catalog.pg_extension e"
+				  " WHERE e.extname = $1::pg_catalog.name",
+				  1, params, &rc);
+	if (res == NULL)
+		return rc;
+	*installed = PQntuples(res) == 1;
+	snprintf(version, len, "%s", *installed ? PQgetvalue(res, 0, 0) : "");
+	PQclear(res);
+	return GB_EXIT_OK;
+}
+
+/*
+ * A client and an extension of different versions mostly work together,
+ * but not always (a function that changed its result columns): say so,
+ * once per run, whatever the command does after it.
+ */
+void
+gb_warn_version_mismatch(PGconn *conn, const char *version)
+{
+	static bool warned = false;
+	char		where[512];
+
+	if (warned || strcmp(version, GB_CLI_VERSION) == 0)
+		return;
+	warned = true;
+	gb_describe_server(conn, where, sizeof(where));
+	fprintf(stderr,
+			"%s: warning: this %s is version %s, but the %s extension in %s is version %s\n"
+			"HINT:  Some commands may fail.  Update the extension (ALTER EXTENSION %s UPDATE) or use the %s built with version %s.\n",
+			GB_PROGNAME, GB_PROGNAME, GB_CLI_VERSION, GB_EXTENSION, where, version,
+			GB_EXTENSION, GB_PROGNAME, version);
+}
+
+/*
+ * Find the columns a command reads by their names.  The queries name every
+ * column, so a missing one means this client and the server's objects do
+ * not fit together; say which.
+ */
+bool
+gb_find_columns(const PGresult *res, const GBColumn *columns)
+{
+	for (; columns->name != NULL; columns++)
+	{
+		*columns->col = PQfnumber(res, columns->name);
+		if (*columns->col < 0)
+		{
+			fprintf(stderr, "%s: the server's result has no column \"%s\"\n",
+					GB_PROGNAME, columns->name);
+			return false;
+		}
+	}
+	return true;
 }
 
 /* A column's text, or NULL for SQL NULL. */

@@ -5,7 +5,12 @@
  *
  * The command line talks to the extension through libpq only: every value
  * goes to the server as a query parameter, and every JSON line it prints is
- * built with the small encoder in json.c.
+ * rendered by the server (row_to_json) and printed as received.
+ *
+ * Each command is a GBCommand: its options, its checks before connecting,
+ * and what it does once connected.  command.c parses the command line,
+ * prints --help, connects and reports failures the same way for all of
+ * them.
  *
  * cli/gate_bridge_cli.h
  *
@@ -14,18 +19,21 @@
 #ifndef GATE_BRIDGE_CLI_H
 #define GATE_BRIDGE_CLI_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-
+/* postgres_fe.h comes first, in each file, as in PostgreSQL's own programs */
 #include "libpq-fe.h"
+#include "pqexpbuffer.h"
 
+/*
+ * One version number: the Makefile passes the control file's
+ * default_version, so the client is always the version of the extension it
+ * was built with.
+ */
 #ifndef GB_CLI_VERSION
-#define GB_CLI_VERSION "1.0"
+#error "GB_CLI_VERSION is not defined: build gate-bridge with make, which takes it from gate_bridge.control"
 #endif
 
 #define GB_PROGNAME "gate-bridge"
+#define GB_EXTENSION "gate_bridge"
 
 /*
  * Exit statuses.  They are listed in "gate-bridge --help"; keep the two in
@@ -38,96 +46,117 @@
 #define GB_EXIT_CONNECT		3	/* could not connect, or the connection broke */
 #define GB_EXIT_USAGE		64	/* bad command line or environment */
 
-/* Options that come before the subcommand. */
-typedef struct GBGlobal
-{
-	const char *conninfo;		/* -d, or NULL */
-} GBGlobal;
-
-/* Subcommands: argv[0] is the subcommand's name. */
-extern int	gb_cmd_run_gates(int argc, char **argv, const GBGlobal *g);
-extern int	gb_cmd_listen(int argc, char **argv, const GBGlobal *g);
-extern int	gb_cmd_incidents(int argc, char **argv, const GBGlobal *g);
-extern int	gb_cmd_ack(int argc, char **argv, const GBGlobal *g);
-extern int	gb_cmd_resolve(int argc, char **argv, const GBGlobal *g);
-
-/* options.c: argument parsing shared by the subcommands */
-extern char **gb_subcommand_argv(int argc, char **argv);
-extern void gb_getopt_reset(void);
-extern int	gb_usage_error(const char *cmd, const char *fmt,...)
-			__attribute__((format(printf, 2, 3)));
-extern int	gb_bad_option(const char *cmd);
-extern bool gb_parse_id(const char *s, int64_t *out);
-extern bool gb_parse_seconds(const char *s, double *out);
-extern bool gb_lookback_to_interval(const char *s, char *out, size_t outlen);
-extern int	gb_env_interventions_enabled(const char **value);
-
-/* conn.c: connecting, running queries, reporting errors */
+/* A connection setting a command wants unless the connection string says otherwise. */
 typedef struct GBConnExtra
 {
 	const char *keyword;
 	const char *value;
 } GBConnExtra;
 
-extern const char *gb_conninfo(const GBGlobal *g, const char *local);
+/*
+ * One option of a command, for getopt_long and for --help.  key is the
+ * short option's letter, or GB_LONG_ONLY + n for an option that has only a
+ * long name.  Every command also takes -d/--dbname and -h/--help, which the
+ * skeleton adds; their letters are taken.
+ */
+typedef struct GBOption
+{
+	const char *name;			/* long name, without "--" */
+	int			key;
+	const char *arg;			/* the argument's name in --help, or NULL
+								 * for an option without an argument */
+	const char *help;			/* --help text ("\n" continues it on the
+								 * next line), or NULL: not listed */
+} GBOption;
+
+#define GB_LONG_ONLY 256
+
+typedef struct GBCommand GBCommand;
+
+/* What a command works with once it is connected. */
+typedef struct GBSession
+{
+	const GBCommand *cmd;
+	const char *conninfo;		/* what was connected to; NULL for libpq's
+								 * defaults */
+	PGconn	   *conn;			/* the command may replace it (listen
+								 * reconnects) or set it to NULL */
+} GBSession;
+
+struct GBCommand
+{
+	const char *name;
+	const char *summary;		/* one line in "gate-bridge --help" */
+	const char *description;	/* the first paragraph of its --help */
+	const char *synopsis;		/* after "gate-bridge NAME " in --help */
+	const GBOption *options;	/* ends with an entry whose name is NULL */
+	const char *operand;		/* the one argument it takes after its
+								 * options ("incident ID"), or NULL */
+	const char *help_tail;		/* --help after the options: environment,
+								 * output, exit status */
+	const GBConnExtra *conn_extra;	/* or NULL */
+
+	/* one option from the command line: GB_EXIT_OK or a usage error */
+	int			(*option) (int key, const char *arg);
+	/* after the options, before connecting (or NULL): the operand, the environment */
+	int			(*prepare) (const char *operand);
+	/* connected: returns the exit status */
+	int			(*run) (GBSession *s);
+};
+
+extern const GBCommand gb_command_run_gates;
+extern const GBCommand gb_command_listen;
+extern const GBCommand gb_command_incidents;
+extern const GBCommand gb_command_ack;
+extern const GBCommand gb_command_resolve;
+
+/* command.c: the skeleton every command runs in */
+extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,
+						   const char *global_conninfo);
+extern void gb_command_help(const GBCommand *cmd, FILE *out);
+extern int	gb_usage_error(const char *cmd, const char *fmt,...)
+			pg_attribute_printf(2, 3);
+extern int	gb_bad_option(const char *cmd);
+
+/* options.c: parsing values of options and of the environment */
+extern bool gb_parse_id(const char *s, int64_t *out);
+extern bool gb_parse_seconds(const char *s, double *out);
+extern bool gb_lookback_to_interval(const char *s, char *out, size_t outlen);
+extern int	gb_env_interventions_enabled(const char **value);
+
+/* conn.c: connecting, running queries, reporting errors */
+extern const char *gb_conninfo(const char *given, const char **source);
+extern bool gb_conninfo_problem(const char *conninfo, const char *source,
+								char *msg, size_t len);
+extern bool gb_connection_configured(const char *given);
 extern PGconn *gb_connect(const char *conninfo, const GBConnExtra *extra,
 						  bool report);
 extern void gb_report_connect_failure(PGconn *conn);
 extern void gb_describe_server(PGconn *conn, char *buf, size_t len);
+extern int	gb_extension_version(PGconn *conn, char *version, size_t len,
+								 bool *installed);
+extern void gb_warn_version_mismatch(PGconn *conn, const char *version);
 extern PGresult *gb_exec(PGconn *conn, const char *sql, int nparams,
 						 const char *const *params, int *exit_code);
 extern void gb_report_result_error(PGconn *conn, const PGresult *res);
 extern bool gb_connection_lost(PGconn *conn);
 extern const char *gb_value(const PGresult *res, int row, int col);
 
-/* json.c: a growable buffer and a JSON encoder writing into it */
-typedef struct GBBuf
+/* A result column a command reads, found by its name. */
+typedef struct GBColumn
 {
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} GBBuf;
+	const char *name;
+	int		   *col;
+} GBColumn;
 
-extern void gb_buf_init(GBBuf *b);
-extern void gb_buf_free(GBBuf *b);
-extern void gb_buf_reset(GBBuf *b);
-extern void gb_buf_putc(GBBuf *b, char c);
-extern void gb_buf_append(GBBuf *b, const char *s, size_t n);
-extern void gb_buf_puts(GBBuf *b, const char *s);
-extern void gb_buf_printf(GBBuf *b, const char *fmt,...)
-			__attribute__((format(printf, 2, 3)));
+extern bool gb_find_columns(const PGresult *res, const GBColumn *columns);
 
-#define GB_JSON_MAX_DEPTH 32
-
-typedef struct GBJson
-{
-	GBBuf	   *buf;
-	int			depth;
-	bool		after_key;
-	bool		first[GB_JSON_MAX_DEPTH];
-} GBJson;
-
-extern void gb_json_init(GBJson *j, GBBuf *buf);
-extern void gb_json_object_begin(GBJson *j);
-extern void gb_json_object_end(GBJson *j);
-extern void gb_json_array_begin(GBJson *j);
-extern void gb_json_array_end(GBJson *j);
-extern void gb_json_key(GBJson *j, const char *key);
-extern void gb_json_string(GBJson *j, const char *s);
-extern void gb_json_int(GBJson *j, int64_t v);
-extern void gb_json_bool(GBJson *j, bool v);
-extern void gb_json_null(GBJson *j);
-extern bool gb_json_number_text(GBJson *j, const char *text);
-extern bool gb_json_is_number(const char *text);
-extern void gb_json_escape(GBBuf *b, const char *s);
-extern bool gb_write_line(GBBuf *b);
-
-/* text.c: plain-text output helpers */
-extern bool gb_parse_text_array(const char *lit, char ***elems, int *nelems);
-extern void gb_free_text_array(char **elems, int nelems);
+/* text.c: output */
 extern void gb_print_sanitized(FILE *out, const char *s);
 extern int	gb_display_width(const char *s);
 extern void gb_print_padded(FILE *out, const char *s, int width);
 extern void gb_format_number(const char *text, char *out, size_t outlen);
+extern bool gb_print_line(const char *line);
+extern void gb_check_buffer(PQExpBuffer buf);
 
 #endif							/* GATE_BRIDGE_CLI_H */

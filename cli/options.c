@@ -1,97 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * options.c
- *		Command-line and environment parsing shared by the subcommands.
+ *		Values of options and of the environment, shared by the commands.
  *
  * cli/options.c
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-static char **saved_argv = NULL;
-
-static void
-free_saved_argv(void)
-{
-	if (saved_argv != NULL)
-	{
-		free(saved_argv[0]);
-		free(saved_argv);
-		saved_argv = NULL;
-	}
-}
-
-/*
- * A copy of a subcommand's argv whose argv[0] is "gate-bridge CMD", so that
- * getopt's own messages name the subcommand.  Lives until exit.
- */
-char	  **
-gb_subcommand_argv(int argc, char **argv)
-{
-	char	  **copy = calloc((size_t) argc + 1, sizeof(char *));
-	size_t		len = strlen(GB_PROGNAME) + strlen(argv[0]) + 2;
-	char	   *name = malloc(len);
-	int			i;
-
-	if (copy == NULL || name == NULL)
-	{
-		fprintf(stderr, "%s: out of memory\n", GB_PROGNAME);
-		exit(GB_EXIT_FAIL);
-	}
-	snprintf(name, len, "%s %s", GB_PROGNAME, argv[0]);
-	copy[0] = name;
-	for (i = 1; i < argc; i++)
-		copy[i] = argv[i];
-	copy[argc] = NULL;
-	if (saved_argv == NULL)
-		atexit(free_saved_argv);
-	else
-		free_saved_argv();
-	saved_argv = copy;
-	return copy;
-}
-
-/* Make getopt_long start over on a new argument vector. */
-void
-gb_getopt_reset(void)
-{
-#ifdef __GLIBC__
-	optind = 0;					/* glibc: also re-reads the "+" mode */
-#else
-	optind = 1;
-#endif
-}
-
-int
-gb_usage_error(const char *cmd, const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s%s%s: ", GB_PROGNAME, cmd ? " " : "", cmd ? cmd : "");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return gb_bad_option(cmd);
-}
-
-/* After getopt has complained: point at --help. */
-int
-gb_bad_option(const char *cmd)
-{
-	fprintf(stderr, "Try \"%s%s%s --help\" for more information.\n",
-			GB_PROGNAME, cmd ? " " : "", cmd ? cmd : "");
-	return GB_EXIT_USAGE;
-}
+#include "gate_bridge_cli.h"
 
 /* An incident or event id: a decimal integer, 0 .. 2^63-1. */
 bool
@@ -158,7 +82,7 @@ gb_lookback_to_interval(const char *s, char *out, size_t outlen)
 		;
 	if (i > 0 && i == len - 1 && i <= 9)
 	{
-		for (k = 0; k < sizeof(units) / sizeof(units[0]); k++)
+		for (k = 0; k < lengthof(units); k++)
 			if (s[i] == units[k].suffix)
 			{
 				snprintf(out, outlen, "%.*s %s", (int) i, s, units[k].unit);
@@ -185,10 +109,10 @@ gb_env_interventions_enabled(const char **value)
 	*value = v;
 	if (v == NULL || *v == '\0')
 		return 1;
-	for (i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+	for (i = 0; i < lengthof(off); i++)
 		if (strcasecmp(v, off[i]) == 0)
 			return 0;
-	for (i = 0; i < sizeof(on) / sizeof(on[0]); i++)
+	for (i = 0; i < lengthof(on); i++)
 		if (strcasecmp(v, on[i]) == 0)
 			return 1;
 	return -1;

@@ -1,136 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * text.c
- *		Plain-text helpers: reading a text[] value, printing table cells.
+ *		Output: table cells and reports for people, JSON lines for programs.
+ *
+ * JSON lines are rendered by the server; they are printed here as they
+ * arrived, one a line, each flushed at once.
  *
  * cli/text.c
  *
  *-------------------------------------------------------------------------
  */
-#include "gate_bridge_cli.h"
+#include "postgres_fe.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-/*
- * Split a one-dimensional array literal as the server prints it in text
- * format ({a,"b c","d\"e",NULL}) into its elements; a NULL element becomes
- * a NULL pointer.  Returns false for text that is not such a literal.
- */
-bool
-gb_parse_text_array(const char *lit, char ***elems, int *nelems)
-{
-	const char *p = lit;
-	char	  **out = NULL;
-	int			n = 0;
-	int			cap = 0;
-	GBBuf		item;
-
-	*elems = NULL;
-	*nelems = 0;
-	if (p == NULL)
-		return false;
-	/* optional dimension decoration: [1:3]={...} */
-	if (*p == '[')
-	{
-		p = strchr(p, '=');
-		if (p == NULL)
-			return false;
-		p++;
-	}
-	if (*p++ != '{')
-		return false;
-	while (isspace((unsigned char) *p))
-		p++;
-	if (*p == '}')
-		return p[1] == '\0';
-
-	gb_buf_init(&item);
-	for (;;)
-	{
-		bool		quoted = false;
-		bool		is_null;
-
-		gb_buf_reset(&item);
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p == '"')
-		{
-			quoted = true;
-			p++;
-			while (*p && *p != '"')
-			{
-				if (*p == '\\' && p[1])
-					p++;
-				gb_buf_putc(&item, *p++);
-			}
-			if (*p != '"')
-				goto fail;
-			p++;
-		}
-		else
-		{
-			while (*p && *p != ',' && *p != '}')
-			{
-				if (*p == '{' || *p == '"')
-					goto fail;	/* nested arrays are not ours */
-				if (*p == '\\' && p[1])
-					p++;
-				gb_buf_putc(&item, *p++);
-			}
-			while (item.len > 0 && isspace((unsigned char) item.data[item.len - 1]))
-				item.data[--item.len] = '\0';
-		}
-		while (isspace((unsigned char) *p))
-			p++;
-		is_null = !quoted && strcasecmp(item.data, "NULL") == 0;
-
-		if (n == cap)
-		{
-			char	  **grown;
-
-			cap = cap ? cap * 2 : 8;
-			grown = realloc(out, sizeof(char *) * (size_t) cap);
-			if (grown == NULL)
-				goto fail;
-			out = grown;
-		}
-		out[n] = is_null ? NULL : strdup(item.data);
-		if (!is_null && out[n] == NULL)
-			goto fail;
-		n++;
-
-		if (*p == ',')
-		{
-			p++;
-			continue;
-		}
-		if (*p == '}' && p[1] == '\0')
-			break;
-		goto fail;
-	}
-	gb_buf_free(&item);
-	*elems = out;
-	*nelems = n;
-	return true;
-
-fail:
-	gb_buf_free(&item);
-	gb_free_text_array(out, n);
-	return false;
-}
-
-void
-gb_free_text_array(char **elems, int nelems)
-{
-	int			i;
-
-	for (i = 0; i < nelems; i++)
-		free(elems[i]);
-	free(elems);
-}
+#include "gate_bridge_cli.h"
 
 /*
  * Print text for a human: control characters, which could break a table
@@ -192,4 +77,32 @@ gb_format_number(const char *text, char *out, size_t outlen)
 		snprintf(out, outlen, "%s", text);
 	else
 		snprintf(out, outlen, "%.6g", v);
+}
+
+/*
+ * Print a line (a JSON object as the server rendered it) and flush, so
+ * that a reader at the other end of a pipe sees each line as soon as it is
+ * complete.
+ */
+bool
+gb_print_line(const char *line)
+{
+	if (fputs(line, stdout) == EOF || putchar('\n') == EOF ||
+		fflush(stdout) == EOF)
+	{
+		fprintf(stderr, "%s: could not write to standard output\n", GB_PROGNAME);
+		return false;
+	}
+	return true;
+}
+
+/* A PQExpBuffer that could not grow has lost its text: give up. */
+void
+gb_check_buffer(PQExpBuffer buf)
+{
+	if (PQExpBufferBroken(buf))
+	{
+		fprintf(stderr, "%s: out of memory\n", GB_PROGNAME);
+		exit(GB_EXIT_FAIL);
+	}
 }

@@ -273,6 +273,7 @@ CREATE TABLE gate_bridge.incident_events (
 	at				timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	actor			text,
 	detail			jsonb NOT NULL DEFAULT '{}',
+	position		bigint,
 	CONSTRAINT incident_events_event_check
 		CHECK (event OPERATOR(pg_catalog.~) '^[a-z_]+$')
 );
@@ -281,7 +282,7 @@ CREATE INDEX incident_events_incident_id_idx
 	ON gate_bridge.incident_events (incident_id);
 
 COMMENT ON TABLE gate_bridge.incident_events IS
-	'Incident timeline, one row per lifecycle change; listeners catch up from it by id';
+	'Incident timeline, one row per lifecycle change; consumers read it in commit order with gate_bridge.events_after()';
 
 -- Per-key decision state.  Its row is the per-key lock of the creation path
 -- and holds the created and rate-limited counters.  A key is (kind, agent,
@@ -488,6 +489,125 @@ CREATE TRIGGER gate_bridge_budgets_changed
 	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.budgets_changed();
 -- budgets changed by logical replication must reach the caches too
 ALTER TABLE gate_bridge.budgets ENABLE ALWAYS TRIGGER gate_bridge_budgets_changed;
+
+-------------------------------------------------------------------------------
+-- One event stream.  Every event gets a stream position when its
+-- transaction commits (src/stream.c): a consumer that stores the last
+-- position it processed and asks for what comes after it never misses and
+-- never repeats an event, and is held back by no uncommitted transaction.
+-------------------------------------------------------------------------------
+
+-- Not owned by incident_events, so that TRUNCATE ... RESTART IDENTITY cannot
+-- hand out positions a consumer has already read.
+CREATE SEQUENCE gate_bridge.incident_events_position_seq AS bigint;
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.incident_events_position_seq', '');
+
+CREATE UNIQUE INDEX incident_events_position_idx
+	ON gate_bridge.incident_events (position);
+
+COMMENT ON COLUMN gate_bridge.incident_events.position IS
+	'Stream position, in commit order; set when the event''s transaction commits';
+
+-- At most one row, written by the first transaction that takes positions:
+-- for which server start the positions are being handed out (a restart, a
+-- failover or a restore begins a new history), and the notifications
+-- skipped because PostgreSQL's notification queue was nearly full.
+CREATE TABLE gate_bridge.stream_status (
+	singleton				boolean PRIMARY KEY DEFAULT true,
+	server_started_at		timestamptz,
+	notifications_skipped	bigint NOT NULL DEFAULT 0,
+	last_skipped_at			timestamptz,
+	last_logged_at			timestamptz,
+	CONSTRAINT stream_status_one_row CHECK (singleton)
+);
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.stream_status', '');
+
+COMMENT ON TABLE gate_bridge.stream_status IS
+	'The event stream''s state: the server start its positions belong to, and notifications skipped because the queue was nearly full';
+
+CREATE FUNCTION gate_bridge.events_recorded() RETURNS trigger
+AS 'MODULE_PATHNAME', 'gate_bridge_events_recorded'
+LANGUAGE C;
+
+-- Events inserted in a transaction are numbered when it commits (rows
+-- that bring a position, as a restore does, keep it).
+CREATE TRIGGER gate_bridge_events_recorded
+	AFTER INSERT ON gate_bridge.incident_events
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.events_recorded();
+
+-- The last position this server holds at or before "after" (0 if none):
+-- where a consumer whose position was rewound resumes.
+CREATE FUNCTION gate_bridge.events_resume_point(after bigint)
+RETURNS bigint
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT COALESCE((SELECT e.position FROM gate_bridge.incident_events e
+					  WHERE e.position <= $1
+					  ORDER BY e.position DESC LIMIT 1), 0)
+$fn$;
+
+-- The newest committed position: where a consumer starting "from now"
+-- begins.  Events still in flight get higher positions when they commit.
+CREATE FUNCTION gate_bridge.events_head()
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT COALESCE((SELECT e.position FROM gate_bridge.incident_events e
+					  WHERE e.position IS NOT NULL
+					  ORDER BY e.position DESC LIMIT 1), 0)
+$fn$;
+
+/*
+ * events_after(after, max_rows): the committed events after stream
+ * position "after", in position order, at most max_rows of them.  No event
+ * can later appear at or below the last one returned.  One snapshot (the
+ * function is STABLE) serves the check and the rows.
+ *
+ * A position the server does not hold means the history was rewound under
+ * the consumer (a failover to a standby that was behind, a crash with
+ * asynchronous commit, a restore of an older dump, a TRUNCATE): SQLSTATE
+ * SR001, with the resume point in the message's detail; the consumer
+ * resumes from events_resume_point(after) and so never skips an event the
+ * server holds.  Callers need SELECT on incident_events.
+ */
+CREATE FUNCTION gate_bridge.events_after(after bigint DEFAULT 0, max_rows integer DEFAULT 500)
+RETURNS SETOF gate_bridge.incident_events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF events_after.after IS NULL OR events_after.after < 0 THEN
+		RAISE EXCEPTION 'after must be a stream position (0 or more), not %',
+			COALESCE(events_after.after::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	IF events_after.max_rows IS NULL OR events_after.max_rows < 1
+	   OR events_after.max_rows > 10000 THEN
+		RAISE EXCEPTION 'max_rows must be between 1 and 10000, not %',
+			COALESCE(events_after.max_rows::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	IF events_after.after > 0
+	   AND NOT EXISTS (SELECT FROM gate_bridge.incident_events e
+					   WHERE e.position = events_after.after) THEN
+		RAISE EXCEPTION 'the event stream has no position %', events_after.after
+			USING ERRCODE = 'SR001',
+				  DETAIL = format('The stream was rewound (a failover, a crash with asynchronous commit, a restore or a TRUNCATE); the last position this server holds before it is %s.',
+								  gate_bridge.events_resume_point(events_after.after)),
+				  HINT = 'Resume from gate_bridge.events_resume_point(position).';
+	END IF;
+	RETURN QUERY
+		SELECT e.* FROM gate_bridge.incident_events e
+		 WHERE e.position > events_after.after
+		 ORDER BY e.position
+		 LIMIT events_after.max_rows;
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.events_after(bigint, integer) IS
+	'Committed incident events after a stream position, in commit order; SQLSTATE SR001 when the position was rewound';
 
 -------------------------------------------------------------------------------
 -- Gate evaluation over time windows.

@@ -122,10 +122,9 @@ ensure_table(void)
 #endif
 }
 
-static void
-xact_callback(XactEvent event, void *arg)
+void
+gb_coalesce_xact(XactEvent event)
 {
-	(void) arg;
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
@@ -145,16 +144,15 @@ xact_callback(XactEvent event, void *arg)
 	}
 }
 
-static void
-subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-				 SubTransactionId parentSubid, void *arg)
+void
+gb_coalesce_subxact(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid)
 {
 	HASH_SEQ_STATUS seq;
 	FoldedKey  *f;
 	List	   *moved = NIL;
 	ListCell   *lc;
 
-	(void) arg;
 	if (folded == NULL ||
 		(event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB))
 		return;
@@ -215,13 +213,6 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			f->incident_id = from->incident_id;
 	}
 	list_free_deep(moved);
-}
-
-void
-gb_coalesce_init(void)
-{
-	RegisterXactCallback(xact_callback, NULL);
-	RegisterSubXactCallback(subxact_callback, NULL);
 }
 
 /*

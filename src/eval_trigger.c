@@ -24,6 +24,8 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "replication/logicalworker.h"
+#include "replication/origin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -149,12 +151,37 @@ row_brings_own_id(EvalColumns *cols, int64 id)
 	return id > cols->id_seq_seen;
 }
 
+/*
+ * Is this row being applied by replication rather than inserted here?  The
+ * database where an eval row is first inserted decides; other databases
+ * see the decision by replicating the incident tables, and one that decided
+ * again would open a second incident for every violation (or, by
+ * row_brings_own_id(), none, depending on where its sequence stands).
+ *
+ * IsLogicalWorker() is true in every process of the built-in logical
+ * replication (apply, table synchronization, parallel apply);
+ * replorigin_session_origin is set in a session that replays changes under
+ * a replication origin, as the built-in apply and table synchronization
+ * workers do from PostgreSQL 14 on and other replication tools do too.
+ * Both are needed: the table synchronization worker of PostgreSQL 13
+ * copies and catches up without an origin.  Both exist in this form in
+ * PostgreSQL 13 to 17.  These processes run with session_replication_role
+ * = replica, so the trigger fires there only when made ENABLE ALWAYS.
+ * Asked once per row, on its first violation.
+ */
+static bool
+row_is_replicated(void)
+{
+	return IsLogicalWorker() || replorigin_session_origin != InvalidRepOriginId;
+}
+
 /* Everything needed to build one violation's incident details, lazily. */
 typedef struct RowViolation
 {
 	TupleTableSlot *slot;		/* the stored row */
 	EvalColumns *cols;
-	int			origin;			/* 0 unknown, 1 new evaluation, -1 brings its own id */
+	int			origin;			/* 0 unknown, 1 new evaluation, -1 replicated
+								 * or brings its own id */
 	const char *agent;
 	const GBBudget *budget;		/* may be NULL (invariant, no budget) */
 	GBSeverity	severity;
@@ -261,12 +288,24 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 {
 	GBViolation v;
 
-	/* the first violation of a row: is it a new evaluation, or a restored row? */
+	/*
+	 * The first violation of a row: is it a new evaluation, or a replicated
+	 * or restored row?
+	 */
 	if (rv->origin == 0)
 	{
 		bool		isnull;
 		Datum		d = slot_getattr(rv->slot, rv->cols->id, &isnull);
 
+		if (row_is_replicated())
+		{
+			rv->origin = -1;
+			ereport(DEBUG1,
+					(errmsg("gate_bridge: not checking eval row " INT64_FORMAT ", which is applied by replication",
+							isnull ? (int64) 0 : DatumGetInt64(d)),
+					 errhidestmt(true)));
+			return;
+		}
 		rv->origin = (!isnull && row_brings_own_id(rv->cols, DatumGetInt64(d))) ? -1 : 1;
 		if (rv->origin < 0)
 			ereport(DEBUG1,

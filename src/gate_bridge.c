@@ -12,7 +12,8 @@
  *	eval_trigger.c	the trigger on gate_bridge.eval_results
  *	incident.c		the decision: dedup, rate limit, record, notify
  *	coalesce.c		folding repeats of a key within one transaction
- *	payload.c		the NOTIFY payload
+ *	stream.c		stream positions in commit order, announcements
+ *	payload.c		the NOTIFY payloads
  *	api.c			SQL-callable functions
  *	lifecycle.c		ack and resolve
  *	privileged.c	running SPI work as the extension owner
@@ -32,11 +33,34 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/*
+ * At commit: first the counts folded in memory are written (that may wait
+ * for row locks), then the events are numbered and announced (that takes
+ * the lock ordering the stream, which nothing may wait behind).
+ */
+static void
+gb_xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	gb_coalesce_xact(event);
+	gb_stream_xact(event);
+}
+
+static void
+gb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	(void) arg;
+	gb_coalesce_subxact(event, mySubid, parentSubid);
+	gb_stream_subxact(event, mySubid, parentSubid);
+}
+
 void
 _PG_init(void)
 {
 	gb_define_gucs();
 	gb_budget_cache_init();
 	gb_eval_trigger_init();
-	gb_coalesce_init();
+	RegisterXactCallback(gb_xact_callback, NULL);
+	RegisterSubXactCallback(gb_subxact_callback, NULL);
 }

@@ -12,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -106,6 +107,7 @@ extern bool gb_enabled;
 extern int	gb_rate_limit;
 extern int	gb_rate_window;
 extern char *gb_notify_channel;
+extern char *gb_events_channel;
 extern void gb_define_gucs(void);
 
 /* severity.c */
@@ -143,12 +145,14 @@ extern char *gb_interval_text(const Interval *interval);
 extern void gb_eval_trigger_init(void);
 
 /* coalesce.c */
-extern void gb_coalesce_init(void);
 extern bool gb_coalesce_try(const GBKey *k);
 extern void gb_coalesce_remember_dedup(const GBKey *k, int64 incident_id);
 extern void gb_coalesce_remember_rate_limited(const GBKey *k,
 											  TimestampTz valid_until);
 extern void gb_coalesce_flush(void);
+extern void gb_coalesce_xact(XactEvent event);
+extern void gb_coalesce_subxact(SubXactEvent event, SubTransactionId mySubid,
+								SubTransactionId parentSubid);
 
 /* privileged.c */
 extern bool gb_schema_ready(bool error);
@@ -162,9 +166,17 @@ extern int64 gate_bridge_on_violation(const GBViolation *violation);
 extern Oid	gb_owner(void);
 
 /* payload.c */
-extern char *gb_created_payload(int64 id, const char *kind, const char *key,
-								const char *severity, const char *summary,
-								TimestampTz created_at, char **data_out);
+extern char *gb_created_data(int64 id, const char *kind, const char *key,
+							 const char *severity, const char *summary,
+							 TimestampTz created_at, const char *agent);
+extern char *gb_created_payload(int64 event_id, int64 position, const char *data);
+extern char *gb_event_payload(const char *event, int64 position, int64 event_id,
+							  int64 incident_id);
+
+/* stream.c */
+extern void gb_stream_xact(XactEvent event);
+extern void gb_stream_subxact(SubXactEvent event, SubTransactionId mySubid,
+							  SubTransactionId parentSubid);
 
 /* jsonutil.c */
 extern JsonbValue *gb_json_get(Jsonb *obj, const char *key, JsonbValue *result);

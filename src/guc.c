@@ -22,6 +22,7 @@ bool		gb_enabled = true;
 int			gb_rate_limit = 3;
 int			gb_rate_window = 3600;
 char	   *gb_notify_channel = NULL;
+char	   *gb_events_channel = NULL;
 
 static bool
 check_notify_channel(char **newval, void **extra, GucSource source)
@@ -30,12 +31,12 @@ check_notify_channel(char **newval, void **extra, GucSource source)
 	(void) source;
 	if (*newval == NULL || (*newval)[0] == '\0')
 	{
-		GUC_check_errmsg("gate_bridge.notify_channel must not be empty");
+		GUC_check_errmsg("a channel name must not be empty");
 		return false;
 	}
 	if (strlen(*newval) >= NAMEDATALEN)
 	{
-		GUC_check_errmsg("gate_bridge.notify_channel is too long");
+		GUC_check_errmsg("a channel name is too long");
 		GUC_check_errdetail("Channel names are at most %d bytes.",
 							NAMEDATALEN - 1);
 		return false;
@@ -80,6 +81,15 @@ gb_define_gucs(void)
 							   NULL,
 							   &gb_notify_channel,
 							   "incident_created",
+							   PGC_SUSET,
+							   0,
+							   check_notify_channel, NULL, NULL);
+
+	DefineCustomStringVariable("gate_bridge.events_channel",
+							   gettext_noop("Channel that every incident event is announced on, with its stream position."),
+							   NULL,
+							   &gb_events_channel,
+							   "incident_events",
 							   PGC_SUSET,
 							   0,
 							   check_notify_channel, NULL, NULL);

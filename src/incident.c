@@ -12,8 +12,8 @@
  *	- folds into the unresolved incident: occurrences + 1, last_seen_at;
  *	- is rate limited: gate_bridge.rate_limit incidents were already created
  *	  for the key within gate_bridge.rate_window;
- *	- or creates an incident, its "created" timeline row, and a NOTIFY that
- *	  is delivered when the transaction commits.
+ *	- or creates an incident and its "created" timeline row, which is
+ *	  numbered and announced when the transaction commits (stream.c).
  *
  * Concurrency.  The common repeat is a violation for a key that already has
  * an unresolved incident; that costs one UPDATE through the partial unique
@@ -40,7 +40,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -224,7 +223,6 @@ create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
 	Jsonb	   *details = v->build_details(v->details_arg);
 	Datum		values[9];
 	char		nulls[9];
-	char	   *payload;
 	char	   *data;
 	char	   *actor;
 	int64		id;
@@ -249,7 +247,8 @@ create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
 	values[3] = TimestampTzGetDatum(now);
 	gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
 
-	payload = gb_created_payload(id, k->kind, k->key, severity, summary, now, &data);
+	/* the notification is sent at commit, with the event's position (stream.c) */
+	data = gb_created_data(id, k->kind, k->key, severity, summary, now, k->agent);
 
 	actor = GetUserNameFromId(caller, true);
 	values[0] = Int64GetDatum(id);
@@ -261,9 +260,6 @@ create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
 	gb_spi_run(plans.insert_event, values, nulls, SPI_OK_INSERT);
 
 	gb_coalesce_remember_dedup(k, id);
-
-	/* delivered at commit, discarded on rollback */
-	Async_Notify(gb_notify_channel, payload);
 
 	ereport(LOG,
 			(errmsg("Created %s incident: " INT64_FORMAT " (%s)", k->kind, id, k->key),

@@ -1,12 +1,19 @@
 /*-------------------------------------------------------------------------
  *
  * payload.c
- *		The NOTIFY payload for a created incident.
+ *		The NOTIFY payloads.
  *
+ * A created incident, on gate_bridge.notify_channel:
  *	{"event":"incident_created","data":{"id":42,"kind":"budget",
  *	 "key":"BUDGET_inbox.triage_quality","severity":"sev1",
  *	 "summary":"Budget violation: inbox.triage quality","status":"open",
- *	 "created_at":"2024-01-15T10:30:00Z"}}
+ *	 "created_at":"2024-01-15T10:30:00Z","agent":"inbox.triage",
+ *	 "event_id":7,"position":7}}
+ * The "data" object, without event_id and position, is also the "created"
+ * event's detail.
+ *
+ * Every event, on gate_bridge.events_channel:
+ *	{"event":"acked","position":8,"id":8,"incident_id":42}
  *
  * Built as text (jsonb would reorder the keys) with the server's own
  * escape_json(), so it is valid JSON for any agent name.  NOTIFY refuses
@@ -76,7 +83,8 @@ append_clipped(StringInfo buf, const char *value, int max)
 
 static char *
 build_data(int64 id, const char *kind, const char *key, const char *severity,
-		   const char *summary, TimestampTz created_at, int field_max)
+		   const char *summary, TimestampTz created_at, const char *agent,
+		   int field_max)
 {
 	StringInfoData buf;
 
@@ -91,32 +99,68 @@ build_data(int64 id, const char *kind, const char *key, const char *severity,
 	append_clipped(&buf, summary, field_max);
 	appendStringInfoString(&buf, ",\"status\":\"open\",\"created_at\":");
 	append_utc_timestamp(&buf, created_at);
+	appendStringInfoString(&buf, ",\"agent\":");
+	if (agent)
+		append_clipped(&buf, agent, field_max);
+	else
+		appendStringInfoString(&buf, "null");
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }
 
 /*
- * The payload announcing a created incident.  *data_out receives the "data"
- * object alone, which the timeline stores as the event's detail.
+ * The "data" object of a created incident: the "created" event's detail,
+ * and the heart of its notification.  Long fields are shortened so that the
+ * notification always fits.
  */
 char *
-gb_created_payload(int64 id, const char *kind, const char *key,
-				   const char *severity, const char *summary,
-				   TimestampTz created_at, char **data_out)
+gb_created_data(int64 id, const char *kind, const char *key,
+				const char *severity, const char *summary,
+				TimestampTz created_at, const char *agent)
 {
 	int			field_max = GB_FIELD_MAX;
 	char	   *data;
 
 	for (;;)
 	{
-		data = build_data(id, kind, key, severity, summary, created_at, field_max);
-		/* 40 bytes for the envelope */
-		if (strlen(data) + 40 < GB_PAYLOAD_MAX || field_max <= 64)
+		data = build_data(id, kind, key, severity, summary, created_at, agent,
+						  field_max);
+		/* 100 bytes for the envelope */
+		if (strlen(data) + 100 < GB_PAYLOAD_MAX || field_max <= 64)
 			break;
 		pfree(data);
 		field_max /= 2;
 	}
+	return data;
+}
 
-	*data_out = data;
-	return psprintf("{\"event\":\"incident_created\",\"data\":%s}", data);
+/*
+ * The notification announcing a created incident: the "data" object with
+ * the event's id and stream position added at its end.
+ */
+char *
+gb_created_payload(int64 event_id, int64 position, const char *data)
+{
+	size_t		len = strlen(data);
+
+	Assert(len >= 2 && data[len - 1] == '}');
+	return psprintf("{\"event\":\"incident_created\",\"data\":%.*s,"
+					"\"event_id\":" INT64_FORMAT ",\"position\":" INT64_FORMAT "}}",
+					(int) len - 1, data, event_id, position);
+}
+
+/* The notification announcing any event on gate_bridge.events_channel. */
+char *
+gb_event_payload(const char *event, int64 position, int64 event_id,
+				 int64 incident_id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"event\":");
+	append_clipped(&buf, event, 64);
+	appendStringInfo(&buf, ",\"position\":" INT64_FORMAT ",\"id\":" INT64_FORMAT
+					 ",\"incident_id\":" INT64_FORMAT "}",
+					 position, event_id, incident_id);
+	return buf.data;
 }

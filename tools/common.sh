@@ -7,7 +7,8 @@ GB_PGVERSION=${GB_PGVERSION:-15}
 GB_EXTVERSION=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$GB_ROOT/gate_bridge.control")
 GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
 postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourcehandler-pgtap-perl \
-postgresql-contrib libpq-dev libdbd-pg-perl gcc make"
+postgresql-contrib libpq-dev libdbd-pg-perl gcc make \
+python3-psycopg python3-psycopg2 python3-sqlalchemy pgbouncer"
 
 gb_say() { printf '== %s\n' "$*" >&2; }
 

@@ -2,7 +2,7 @@
 -- README documents, can do what they are for and nothing else; PUBLIC gets
 -- nothing but the pure helpers.
 BEGIN;
-SELECT plan(268);
+SELECT plan(275);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -10,11 +10,13 @@ CREATE ROLE regress_priv_reader;
 CREATE ROLE regress_priv_nobody;	-- holds only what PUBLIC holds
 
 -- The documented grants.
--- writer (every column but the identity id):
+-- writer (INSERT on every column but the identity id; SELECT on id alone,
+-- for INSERT ... RETURNING id):
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_writer;
 GRANT INSERT (agent, eval_run_id, quality, latency_p95_ms, cost_usd, success_rate,
 			  invariants_failed, planner_version, triggered_by, context, created_at)
 	ON gate_bridge.eval_results TO regress_priv_writer;
+GRANT SELECT (id) ON gate_bridge.eval_results TO regress_priv_writer;
 -- operator:
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_operator;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
@@ -64,9 +66,10 @@ SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::
 
 -- 12 columns of eval_results: the writer may INSERT into every one but id
 -- (an id picked ahead of the identity sequence would make a later insert
--- fail with 23505), and may not read or update any of them.
+-- fail with 23505), may read id alone (what ORMs read back with
+-- INSERT ... RETURNING id), and may not update any of them.
 SELECT column_privs_are('gate_bridge', 'eval_results', c.col, 'regress_priv_writer',
-		CASE WHEN c.col = 'id' THEN ARRAY[]::name[] ELSE ARRAY['INSERT']::name[] END)
+		CASE WHEN c.col = 'id' THEN ARRAY['SELECT']::name[] ELSE ARRAY['INSERT']::name[] END)
   FROM unnest(ARRAY['id', 'agent', 'eval_run_id', 'quality', 'latency_p95_ms',
 					'cost_usd', 'success_rate', 'invariants_failed', 'planner_version',
 					'triggered_by', 'context', 'created_at']::name[]) AS c(col);
@@ -74,7 +77,7 @@ SELECT column_privs_are('gate_bridge', 'eval_results', c.col, 'regress_priv_writ
 -- 5 roles: no column of eval_results is granted to anyone else.
 SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
 		CASE WHEN r.role = 'regress_priv_writer'
-			 THEN ARRAY['INSERT']::name[] ELSE ARRAY[]::name[] END)
+			 THEN ARRAY['INSERT', 'SELECT']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
 -- 3 sequences x 5 roles: nobody needs one (the writer's inserts below draw
@@ -173,9 +176,15 @@ SELECT is(current_user, 'regress_priv_writer',
 SELECT is(current_setting('search_path'), :'search_path_before',
 		  'writer: the trigger''s pinned search_path does not outlive it');
 
-SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')
-				   RETURNING id$$, '42501', NULL,
-				 'writer: INSERT ... RETURNING needs SELECT, which the writer lacks');
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv.orm')
+				  RETURNING id$$,
+				'writer: INSERT ... RETURNING id works, as ORMs send it');
+SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv.orm')
+				   RETURNING id, created_at$$, '42501', NULL,
+				 'writer: RETURNING any other column needs SELECT on it, which the writer lacks');
+SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv.orm')
+				   RETURNING *$$, '42501', NULL,
+				 'writer: nor RETURNING *');
 SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (id, agent, quality)
 				   VALUES (1000000, 'regress.priv', 0.1)$$, '42501', NULL,
 				 'writer: cannot choose the id of an eval row');
@@ -184,6 +193,15 @@ SELECT throws_ok($$INSERT INTO gate_bridge.eval_results (id, agent, quality)
 				 'writer: cannot name id in an INSERT at all, not even as DEFAULT');
 SELECT throws_ok('SELECT * FROM gate_bridge.eval_results', '42501', NULL,
 				 'writer: cannot read eval_results');
+SELECT throws_ok('SELECT agent FROM gate_bridge.eval_results', '42501', NULL,
+				 'writer: cannot read any column of eval_results but id');
+SELECT throws_ok('SELECT id FROM gate_bridge.eval_results WHERE quality < 0.5', '42501', NULL,
+				 'writer: cannot filter on a column it may not read');
+SELECT throws_ok(format(c, 'gate_bridge.eval_results'), '42501', NULL,
+				 'writer: ' || format(c, 'gate_bridge.eval_results'))
+  FROM unnest(ARRAY['UPDATE %s SET quality = 1 WHERE id = 1',
+					'DELETE FROM %s WHERE id = 1',
+					'TRUNCATE %s']) AS c;
 
 -- 5 tables x 5 commands
 SELECT throws_ok(format(c.cmd, t.rel, t.col), '42501', NULL,

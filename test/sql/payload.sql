@@ -1,6 +1,8 @@
 -- The "created" event: its detail is the data object of the NOTIFY payload,
 --	 {"event":"incident_created","data":{"id":..,"kind":..,"key":..,
---	  "severity":..,"summary":..,"status":"open","created_at":"YYYY-MM-DDTHH:MM:SSZ"}}
+--	  "severity":..,"summary":..,"status":"open","created_at":"YYYY-MM-DDTHH:MM:SSZ",
+--	  "agent":..,"event_id":..,"position":..}}
+-- without the event's id and position, which the payload adds at commit.
 -- valid JSON for any agent name and always under NOTIFY's 8000 bytes.
 -- (No LISTEN here: psql would print the backend's PID.  Names that are not
 -- plain ASCII are shown by label, never printed.)
@@ -32,15 +34,18 @@ INSERT INTO agents VALUES
 	('128 bytes utf8',	 repeat('€', 42) || 'ab');
 SELECT label, octet_length(agent) AS bytes FROM agents ORDER BY label;
 
--- What the payload is, rebuilt from the incident row with the server's own
--- JSON string escaping, in the payload's key order.
+-- What the payload is, rebuilt from the incident row and its created event
+-- with the server's own JSON string escaping, in the payload's key order.
 CREATE FUNCTION pg_temp.payload(i gate_bridge.incidents) RETURNS text
 LANGUAGE sql AS $$
-	SELECT format('{"event":"incident_created","data":{"id":%s,"kind":%s,"key":%s,"severity":%s,"summary":%s,"status":"open","created_at":%s}}',
+	SELECT format('{"event":"incident_created","data":{"id":%s,"kind":%s,"key":%s,"severity":%s,"summary":%s,"status":"open","created_at":%s,"agent":%s,"event_id":%s,"position":%s}}',
 				  i.id, to_json(i.kind), to_json(i.key), to_json(i.severity),
 				  to_json(i.summary),
 				  to_json(to_char(i.first_seen_at AT TIME ZONE 'UTC',
-								  'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
+								  'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+				  to_json(i.agent), e.id, e.position)
+	  FROM gate_bridge.incident_events e
+	 WHERE e.incident_id = i.id AND e.event = 'created'
 $$;
 
 -- For each incident: its created event, checked against the incident row.
@@ -55,18 +60,19 @@ LANGUAGE sql AS $$
 		   (SELECT count(*) FROM gate_bridge.incident_events e2
 			 WHERE e2.incident_id = i.id AND e2.event = 'created') = 1,
 		   ARRAY(SELECT jsonb_object_keys(ev.detail) ORDER BY 1)
-			 = '{created_at,id,key,kind,severity,status,summary}',
+			 = '{agent,created_at,id,key,kind,severity,status,summary}',
 		   jsonb_typeof(ev.detail -> 'id') = 'number'
 		   AND (ev.detail ->> 'id')::bigint = i.id
 		   AND ev.detail ->> 'kind' = i.kind
 		   AND ev.detail ->> 'key' = i.key
 		   AND ev.detail ->> 'severity' = i.severity
 		   AND ev.detail ->> 'summary' = i.summary
-		   AND ev.detail ->> 'status' = 'open',
+		   AND ev.detail ->> 'status' = 'open'
+		   AND ev.detail ->> 'agent' = i.agent,
 		   ev.detail ->> 'created_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$'
 		   AND (ev.detail ->> 'created_at')::timestamptz
 			   = date_trunc('second', i.first_seen_at),
-		   pg_temp.payload(i)::jsonb -> 'data' = ev.detail
+		   (pg_temp.payload(i)::jsonb -> 'data') - 'event_id' - 'position' = ev.detail
 	  FROM gate_bridge.incidents i
 	  JOIN gate_bridge.incident_events ev ON ev.incident_id = i.id AND ev.event = 'created'
 	  LEFT JOIN agents a ON a.agent = i.agent
@@ -91,7 +97,7 @@ SELECT a.label,
   FROM agents a JOIN gate_bridge.incidents i ON i.agent = a.agent
  ORDER BY a.label;
 -- the plain case in full (created_at left out)
-SELECT pg_temp.payload(i) ~ ('^\{"event":"incident_created","data":\{"id":' || i.id || ',"kind":"budget","key":"BUDGET_inbox\.triage_quality","severity":"sev1","summary":"Budget violation: inbox\.triage quality","status":"open","created_at":"[0-9T:Z-]{20}"\}\}$')
+SELECT pg_temp.payload(i) ~ ('^\{"event":"incident_created","data":\{"id":' || i.id || ',"kind":"budget","key":"BUDGET_inbox\.triage_quality","severity":"sev1","summary":"Budget violation: inbox\.triage quality","status":"open","created_at":"[0-9T:Z-]{20}","agent":"inbox\.triage","event_id":[0-9]+,"position":[0-9]+\}\}$')
 		AS plain_payload_ok
   FROM gate_bridge.incidents i WHERE i.agent = 'inbox.triage';
 SELECT ev.detail - 'created_at' - 'id' AS detail

@@ -61,7 +61,7 @@ my $DBNAME = 'gb_tap_adversarial';
 my $CHANNEL = 'incident_created';
 my $BARRIER = 'gb_tap_adversarial_barrier';
 my $MB = 1024 * 1024;
-my @DATA_KEYS = qw(id kind key severity summary status created_at);
+my @DATA_KEYS = qw(id kind key severity summary status created_at agent event_id position);
 
 my $json = JSON::PP->new->utf8;
 my $canonical = JSON::PP->new->canonical;

@@ -61,9 +61,11 @@ my %ORDER = (
 	incident_events => 'id',
 	incident_keys => 'kind COLLATE "C", agent COLLATE "C", subject COLLATE "C"',
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
+	stream_status => 'singleton',
 );
 my @TABLES = sort keys %ORDER;
-my @SEQUENCES = map { "gate_bridge.${_}_id_seq" } qw(eval_results incidents incident_events);
+my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incidents incident_events)),
+					 'gate_bridge.incident_events_position_seq');
 
 # An agent whose name needs quoting in every key, summary, payload and dump.
 my $ODD = "dr.odd \"q\" \\ \t \x{e9}\x{2713}";
@@ -345,7 +347,7 @@ is_deeply($orig->selectcol_arrayref(q{
 is_deeply($orig->selectcol_arrayref(q{
 	SELECT c::regclass::text COLLATE "C" FROM pg_extension e, unnest(e.extconfig) c
 	 WHERE e.extname = 'gate_bridge' ORDER BY 1}),
-	[sort map({ "gate_bridge.$_" } @TABLES), @SEQUENCES],
+	[sort(map({ "gate_bridge.$_" } @TABLES), @SEQUENCES)],
 	'every table and identity sequence is registered with pg_extension_config_dump');
 
 # The fill is what the test promises to restore.
@@ -452,6 +454,7 @@ for my $format (qw(plain custom))
 		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
 		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
+		stream_status => q{INSERT INTO gate_bridge.stream_status (notifications_skipped) VALUES (1) ON CONFLICT (singleton) DO UPDATE SET notifications_skipped = gate_bridge.stream_status.notifications_skipped + 1},
 	);
 	my @noticed;
 

@@ -58,7 +58,7 @@ my $INVARIANT = 'drift';
 # keys to fold into or to count against the limit), and none may survive.
 my $GHOST = 'tap.ghost';
 
-my @DATA_KEYS = qw(id kind key severity summary status created_at);
+my @DATA_KEYS = qw(id kind key severity summary status created_at agent event_id position);
 
 # names and payloads are compared as Perl strings
 sub connect_db
@@ -454,7 +454,7 @@ sub storm
 		"SELECT i.id, i.kind, i.key, i.severity, i.summary,"
 		. "       to_char(i.first_seen_at AT TIME ZONE 'UTC',"
 		. "               'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at,"
-		. "       e.detail::text AS detail"
+		. "       e.detail::text AS detail, e.id AS event_id, e.position"
 		. "  FROM gate_bridge.incidents i"
 		. "  LEFT JOIN gate_bridge.incident_events e"
 		. "         ON e.incident_id = i.id AND e.event = 'created'", 'id');
@@ -479,10 +479,15 @@ sub storm
 		push @mismatch, $id
 			if grep { ($d->{$_} // '') ne ($row->{$_} // '') }
 			qw(kind key severity summary created_at);
-		# the timeline's "created" row is the listeners' catch-up copy
+		# the timeline's "created" row is the consumers' copy of the data,
+		# which the notification completes with the event's id and position
+		my %d = %$d;
+		my ($event_id, $position) = delete @d{qw(event_id position)};
 		push @mismatch, "$id (timeline)"
 			unless defined $row->{detail}
-			&& eq_hash(JSON::PP->new->decode($row->{detail}), $d);
+			&& eq_hash(JSON::PP->new->decode($row->{detail}), \%d)
+			&& defined $event_id && defined $position
+			&& $event_id == $row->{event_id} && $position == $row->{position};
 	}
 	is_deeply(\@mismatch, [], "$title: each payload matches its incident and its \"created\" timeline row");
 

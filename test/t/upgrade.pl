@@ -169,7 +169,7 @@ my %SNAP = (
 	eval_results => ['id', '*'], budgets => ['agent_pattern, budget_type', '*'],
 	incidents => ['id', 'id, kind, key, agent, violation_type, severity, status, summary, details, playbooks, '
 				  . 'occurrences, first_seen_at, last_seen_at, acked_at, acked_by, resolved_at, resolved_by, resolution_note'],
-	incident_events => ['id', '*'],
+	incident_events => ['id', 'id, incident_id, event, at, actor, detail'],
 	incident_keys => ['kind, key', 'kind, key, created, rate_limited, last_created_at, last_rate_limited_at'],
 	playbook_rules => ['violation_type, agent_pattern', '*'],
 );
