@@ -138,7 +138,7 @@ parse_budget_violation(Jsonb *violation, const char *argname,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid budget type in %s: \"%s\"", argname, gb_quote_clip(type)),
-				 errhint("Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\".")));
+				 errhint(GB_BUDGET_TYPES_HINT)));
 
 	memset(v, 0, sizeof(*v));
 	v->kind = GB_KIND_BUDGET;

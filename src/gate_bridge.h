@@ -23,7 +23,9 @@
 #define GB_ACTOR_MAX_BYTES	128
 #define GB_NOTE_MAX_BYTES	8192
 
-/* Budget types, in the order the trigger checks them. */
+/* Budget types, in the order the trigger checks them (names: severity.c). */
+#define GB_BUDGET_TYPES_HINT \
+	"Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\"."
 typedef enum GBBudgetType
 {
 	GB_BUDGET_QUALITY = 0,

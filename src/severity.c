@@ -224,7 +224,7 @@ gb_budget_problem(const char *type_name, const bool *has, const double *value,
 	*hint = NULL;
 	if (type_name == NULL || !gb_budget_type_parse(type_name, &type))
 	{
-		*hint = "Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\".";
+		*hint = GB_BUDGET_TYPES_HINT;
 		return "unknown budget type";
 	}
 	floor = gb_budget_is_floor(type);

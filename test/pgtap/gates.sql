@@ -2,7 +2,7 @@
 -- call them, that running the gates needs no other privilege, and errors by
 -- SQLSTATE.
 BEGIN;
-SELECT plan(63);
+SELECT plan(65);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
@@ -155,10 +155,28 @@ SELECT is((SELECT r->'budget'->'quality'->>'agent_pattern'
 RESET search_path;
 
 -------------------------------------------------------------------------------
+-- Without a lookback each metric uses its budget's: 90 minutes holds only
+-- the row of an hour ago; a lookback given overrides it.
+-------------------------------------------------------------------------------
+UPDATE gate_bridge.budgets SET lookback = '90 minutes' WHERE agent_pattern = 'regress.gates';
+SELECT results_eq(
+	$$SELECT (r->>'samples')::int, r->>'lookback', r->'windows'->'quality'->>'lookback',
+			 (r->'windows'->'quality'->>'samples')::int, (r->'metrics'->>'quality')::float8
+		FROM gate_bridge.evaluate_agent('regress.gates') r$$,
+	$$VALUES (1, '01:30:00', '01:30:00', 1, 0.25::float8)$$,
+	'evaluate_agent: the budget''s lookback is the quality window');
+SELECT results_eq(
+	$$SELECT r.samples, jsonb_array_length(r.violations) FROM gate_bridge.run_gates('regress.gates') r
+	  UNION ALL
+	  SELECT r.samples, jsonb_array_length(r.violations) FROM gate_bridge.run_gates('regress.gates', '7 days') r$$,
+	$$VALUES (1::bigint, 1), (2::bigint, 1)$$,
+	'run_gates: samples over the budget''s window, or over the lookback given');
+
+-------------------------------------------------------------------------------
 -- Errors by SQLSTATE.
 -------------------------------------------------------------------------------
 SELECT is((SELECT r->'windows'->'quality'->>'lookback' FROM gate_bridge.evaluate_agent('regress.gates', NULL) r),
-		  '7 days', 'evaluate_agent: a NULL lookback means each budget''s own');
+		  '01:30:00', 'evaluate_agent: a NULL lookback means each budget''s own');
 SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '-1 day')$$, '22023',
 				 NULL, 'evaluate_agent: negative lookback');
 SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '0')$$, '22023',
