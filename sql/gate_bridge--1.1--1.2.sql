@@ -235,3 +235,151 @@ CREATE TRIGGER gate_bridge_budgets_replicated
 	AFTER INSERT OR UPDATE OR DELETE ON gate_bridge.budgets
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.budgets_changed();
 ALTER TABLE gate_bridge.budgets ENABLE REPLICA TRIGGER gate_bridge_budgets_replicated;
+
+-------------------------------------------------------------------------------
+-- Rules defined once, in C.  Agent names and patterns: the CHECK constraints
+-- call the library's rules.  Each constraint is replaced NOT VALID and then
+-- validated against the rows already stored (which the old definition,
+-- accepting the same values, has let in).
+-------------------------------------------------------------------------------
+CREATE FUNCTION gate_bridge.valid_agent_name(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'gate_bridge_valid_agent_name'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION gate_bridge.valid_agent_pattern(pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'gate_bridge_valid_agent_pattern'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+REVOKE ALL ON FUNCTION gate_bridge.valid_agent_name(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.valid_agent_pattern(text) FROM PUBLIC;
+-- the CHECK constraints call them for whoever writes the tables
+GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_name(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_pattern(text) TO PUBLIC;
+
+ALTER TABLE gate_bridge.eval_results DROP CONSTRAINT eval_results_agent_check;
+ALTER TABLE gate_bridge.eval_results ADD CONSTRAINT eval_results_agent_check
+	CHECK (gate_bridge.valid_agent_name(agent)) NOT VALID;
+ALTER TABLE gate_bridge.eval_results VALIDATE CONSTRAINT eval_results_agent_check;
+
+ALTER TABLE gate_bridge.budgets DROP CONSTRAINT budgets_agent_pattern_check;
+ALTER TABLE gate_bridge.budgets ADD CONSTRAINT budgets_agent_pattern_check
+	CHECK (gate_bridge.valid_agent_pattern(agent_pattern)) NOT VALID;
+ALTER TABLE gate_bridge.budgets VALIDATE CONSTRAINT budgets_agent_pattern_check;
+
+ALTER TABLE gate_bridge.playbook_rules DROP CONSTRAINT playbook_rules_agent_pattern_check;
+ALTER TABLE gate_bridge.playbook_rules ADD CONSTRAINT playbook_rules_agent_pattern_check
+	CHECK (gate_bridge.valid_agent_pattern(agent_pattern)) NOT VALID;
+ALTER TABLE gate_bridge.playbook_rules VALIDATE CONSTRAINT playbook_rules_agent_pattern_check;
+
+-------------------------------------------------------------------------------
+-- Budgets: the type and the thresholds are checked by a C trigger with the
+-- rules next to the tiers, which now also refuses inverted tiers and
+-- thresholds outside the metric's domain.  The CHECK constraints of 1.0
+-- that it covers go.  Stored budgets that break the new rules are kept and
+-- keep applying; each is reported.
+-------------------------------------------------------------------------------
+ALTER TABLE gate_bridge.budgets
+	DROP CONSTRAINT budgets_budget_type_check,
+	DROP CONSTRAINT budgets_threshold_check,
+	DROP CONSTRAINT budgets_warning_check,
+	DROP CONSTRAINT budgets_error_check,
+	DROP CONSTRAINT budgets_critical_check;
+
+CREATE FUNCTION gate_bridge.budgets_guard() RETURNS trigger
+AS 'MODULE_PATHNAME', 'gate_bridge_budgets_guard'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION gate_bridge.budgets_guard() FROM PUBLIC;
+
+CREATE TRIGGER budgets_guard
+	BEFORE INSERT OR UPDATE ON gate_bridge.budgets
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.budgets_guard();
+ALTER TABLE gate_bridge.budgets ENABLE ALWAYS TRIGGER budgets_guard;
+
+CREATE FUNCTION gate_bridge.budget_problem(budget_type text, warning float8,
+										   error float8, critical float8)
+RETURNS text
+AS 'MODULE_PATHNAME', 'gate_bridge_budget_problem'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION gate_bridge.budget_problem(text, float8, float8, float8) FROM PUBLIC;
+
+DO $report$
+DECLARE
+	bad record;
+BEGIN
+	FOR bad IN
+		SELECT b.agent_pattern, b.budget_type,
+			   gate_bridge.budget_problem(b.budget_type, b.warning, b.error, b.critical) AS problem
+		  FROM gate_bridge.budgets b
+		 WHERE gate_bridge.budget_problem(b.budget_type, b.warning, b.error, b.critical) IS NOT NULL
+		 ORDER BY b.agent_pattern COLLATE "C", b.budget_type COLLATE "C"
+	LOOP
+		RAISE WARNING 'budget "%" (%) breaks a rule of gate_bridge 1.2: %',
+			bad.agent_pattern, bad.budget_type, bad.problem
+			USING HINT = 'It is kept and still applies.  Correct it with UPDATE, or delete it: '
+						 'budgets_guard refuses it on INSERT, so a dump of this database would not restore it.';
+	END LOOP;
+END
+$report$;
+
+-------------------------------------------------------------------------------
+-- Gates in C, with the trigger's budget cache and tiers; each metric over
+-- its own budget's lookback unless one is given.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION gate_bridge.window_start(lookback interval)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'gate_bridge_window_start'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE OR REPLACE FUNCTION gate_bridge.evaluate_agent(agent text, lookback interval DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'gate_bridge_evaluate_agent'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION gate_bridge.evaluate_agent(text, interval) IS
+	'Checks an agent''s averages, latency p95 and failed invariants over each budget''s lookback (or the one given) against its budgets';
+
+-- run_gates gains a column, so it is created anew.  The privileges granted
+-- on it (the README's pg_cron job) are granted again, with grant option
+-- where they had it.
+ALTER FUNCTION gate_bridge.run_gates(text, interval, boolean) RENAME TO run_gates_1_1;
+
+CREATE FUNCTION gate_bridge.run_gates(
+	agent text DEFAULT NULL, lookback interval DEFAULT NULL,
+	create_incidents boolean DEFAULT false)
+RETURNS TABLE (agent text, passed boolean, samples bigint, violations jsonb,
+			   incident_ids bigint[])
+AS 'MODULE_PATHNAME', 'gate_bridge_run_gates'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION gate_bridge.run_gates(text, interval, boolean) FROM PUBLIC;
+
+COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean) IS
+	'Evaluates every agent with a budget (or the one named) and, with create_incidents, opens incidents for the violations';
+
+DO $regrant$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN
+		SELECT a.grantee, a.is_grantable
+		  FROM pg_catalog.pg_proc p,
+			   pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner)))
+				   WITH ORDINALITY AS a (grantor, grantee, privilege_type, is_grantable, n)
+		 WHERE p.oid OPERATOR(pg_catalog.=)
+			   'gate_bridge.run_gates_1_1(text, interval, boolean)'::pg_catalog.regprocedure
+		   AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+		   AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+		 ORDER BY a.n
+	LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO %s%s',
+								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END
+$regrant$;
+
+DROP FUNCTION gate_bridge.run_gates_1_1(text, interval, boolean);
+DROP FUNCTION gate_bridge.run_gates_impl(text, interval, boolean);

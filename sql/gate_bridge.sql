@@ -60,6 +60,24 @@ END
 $guard$;
 
 -------------------------------------------------------------------------------
+-- Agent names and patterns.  The rules are the C library's (patterns.c), the
+-- same that the trigger, the budget cache and the gates apply; the CHECK
+-- constraints below call them.
+-------------------------------------------------------------------------------
+
+-- 1 to 128 bytes
+CREATE FUNCTION gate_bridge.valid_agent_name(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'gate_bridge_valid_agent_name'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- an exact agent name, a prefix glob ending in ".*", or "*"
+CREATE FUNCTION gate_bridge.valid_agent_pattern(pattern text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'gate_bridge_valid_agent_pattern'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-------------------------------------------------------------------------------
 -- Evaluation results: what applications insert.
 -------------------------------------------------------------------------------
 CREATE TABLE gate_bridge.eval_results (
@@ -78,8 +96,7 @@ CREATE TABLE gate_bridge.eval_results (
 	-- NaN sorts above every number in PostgreSQL, so "<= 1" and
 	-- "< 'Infinity'" also reject NaN.
 	CONSTRAINT eval_results_agent_check
-		CHECK (agent OPERATOR(pg_catalog.<>) ''
-			   AND pg_catalog.octet_length(agent) OPERATOR(pg_catalog.<=) 128),
+		CHECK (gate_bridge.valid_agent_name(agent)),
 	CONSTRAINT eval_results_quality_check
 		CHECK (quality OPERATOR(pg_catalog.>=) 0::float8
 			   AND quality OPERATOR(pg_catalog.<=) 1::float8),
@@ -117,32 +134,41 @@ CREATE TABLE gate_bridge.budgets (
 	lookback		interval NOT NULL DEFAULT '7 days',
 	enabled			boolean NOT NULL DEFAULT true,
 	PRIMARY KEY (agent_pattern, budget_type),
-	-- an exact agent name, a prefix glob ending in ".*", or "*"
 	CONSTRAINT budgets_agent_pattern_check
-		CHECK (pg_catalog.octet_length(agent_pattern) OPERATOR(pg_catalog.<=) 130
-			   AND (agent_pattern OPERATOR(pg_catalog.=) '*'
-					OR agent_pattern OPERATOR(pg_catalog.~) '^[^*]+$'
-					OR agent_pattern OPERATOR(pg_catalog.~) '^[^*]+\.\*$')),
-	CONSTRAINT budgets_budget_type_check
-		CHECK (budget_type OPERATOR(pg_catalog.=) ANY
-			   (ARRAY['quality', 'latency', 'cost', 'success_rate', 'invariants'])),
-	CONSTRAINT budgets_threshold_check
-		CHECK (pg_catalog.num_nonnulls(warning, error, critical) OPERATOR(pg_catalog.>) 0),
-	CONSTRAINT budgets_warning_check
-		CHECK (warning OPERATOR(pg_catalog.>) '-Infinity'::float8
-			   AND warning OPERATOR(pg_catalog.<) 'Infinity'::float8),
-	CONSTRAINT budgets_error_check
-		CHECK (error OPERATOR(pg_catalog.>) '-Infinity'::float8
-			   AND error OPERATOR(pg_catalog.<) 'Infinity'::float8),
-	CONSTRAINT budgets_critical_check
-		CHECK (critical OPERATOR(pg_catalog.>) '-Infinity'::float8
-			   AND critical OPERATOR(pg_catalog.<) 'Infinity'::float8),
+		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
 	CONSTRAINT budgets_lookback_check
 		CHECK (lookback OPERATOR(pg_catalog.>) '0'::interval)
 );
 
 COMMENT ON TABLE gate_bridge.budgets IS
 	'Thresholds per agent pattern and budget type; quality and success_rate are floors, the others ceilings';
+
+/*
+ * The budget type and the thresholds follow the rules of the C library
+ * (severity.c), next to the tiers they make sense of: a known type; at
+ * least one threshold; finite; a floor's (quality, success_rate) within
+ * 0..1 and warning >= error >= critical; a ceiling's (latency, cost,
+ * invariants) at or above 0 and warning <= error <= critical.  A trigger
+ * rather than CHECK constraints: rows stored before a rule existed stay
+ * (an UPDATE that leaves the type and thresholds alone is not checked).
+ * It fires ALWAYS, so restored and replicated rows are checked too.
+ */
+CREATE FUNCTION gate_bridge.budgets_guard() RETURNS trigger
+AS 'MODULE_PATHNAME', 'gate_bridge_budgets_guard'
+LANGUAGE C;
+
+CREATE TRIGGER budgets_guard
+	BEFORE INSERT OR UPDATE ON gate_bridge.budgets
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.budgets_guard();
+ALTER TABLE gate_bridge.budgets ENABLE ALWAYS TRIGGER budgets_guard;
+
+-- The rule a budget breaks and its values, or NULL: what budgets_guard
+-- refuses, for budgets stored before the rules existed.
+CREATE FUNCTION gate_bridge.budget_problem(budget_type text, warning float8,
+										   error float8, critical float8)
+RETURNS text
+AS 'MODULE_PATHNAME', 'gate_bridge_budget_problem'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 -------------------------------------------------------------------------------
 -- Incidents and their timeline.
@@ -287,10 +313,7 @@ CREATE TABLE gate_bridge.playbook_rules (
 	builtin			boolean NOT NULL DEFAULT false,
 	PRIMARY KEY (violation_type, agent_pattern),
 	CONSTRAINT playbook_rules_agent_pattern_check
-		CHECK (pg_catalog.octet_length(agent_pattern) OPERATOR(pg_catalog.<=) 130
-			   AND (agent_pattern OPERATOR(pg_catalog.=) '*'
-					OR agent_pattern OPERATOR(pg_catalog.~) '^[^*]+$'
-					OR agent_pattern OPERATOR(pg_catalog.~) '^[^*]+\.\*$')),
+		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
 	CONSTRAINT playbook_rules_playbooks_check
 		CHECK (pg_catalog.cardinality(playbooks) OPERATOR(pg_catalog.>) 0
 			   AND pg_catalog.array_ndims(playbooks) OPERATOR(pg_catalog.=) 1
@@ -604,43 +627,24 @@ COMMENT ON FUNCTION gate_bridge.events_after(bigint, integer) IS
  * now() - lookback is outside it, a row stamped later than now() (a client
  * clock ahead of the server's) is inside.  now() is the start of the
  * current transaction, so every agent evaluated by one run_gates() call
- * gets the same window.  A lookback that is null, not positive, or reaches
+ * gets the same windows.  A lookback that is null, not positive, or reaches
  * before the earliest timestamp is an error (SQLSTATE 22023).
  */
 CREATE FUNCTION gate_bridge.window_start(lookback interval)
 RETURNS timestamptz
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-	since		timestamptz;
-BEGIN
-	IF lookback IS NULL THEN
-		RAISE EXCEPTION 'lookback must not be null'
-			USING ERRCODE = '22023',
-				  HINT = 'Give a positive interval, such as ''7 days''.';
-	END IF;
-	BEGIN
-		since := now() - lookback;
-	EXCEPTION WHEN datetime_field_overflow THEN
-		RAISE EXCEPTION 'lookback is too long: %', lookback
-			USING ERRCODE = '22023';
-	END;
-	IF since >= now() THEN
-		RAISE EXCEPTION 'lookback must be a positive interval, not %', lookback
-			USING ERRCODE = '22023',
-				  HINT = 'Give a positive interval, such as ''7 days''.';
-	END IF;
-	RETURN since;
-END
-$fn$;
+AS 'MODULE_PATHNAME', 'gate_bridge_window_start'
+LANGUAGE C STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION gate_bridge.window_start(interval) IS
 	'Start (exclusive) of the window that evaluate_agent() and run_gates() read: now() - lookback';
 
 /*
- * evaluate_agent: the agent's gate over its rows of eval_results with
- * created_at > window_start(lookback).  The rows are read through
+ * evaluate_agent(agent, lookback): the agent's gate over its rows of
+ * eval_results.  Each metric is computed over its own window: the lookback
+ * of the budget that checks it (budgets.lookback), or the lookback given,
+ * which overrides them all.  A metric that no budget checks uses the widest
+ * of the agent's windows, 7 days when no budget applies.  One aggregate
+ * reads the agent's rows in the widest window through
  * eval_results_agent_created_at_idx (agent, created_at): other agents' rows
  * are not read.
  *
@@ -650,165 +654,62 @@ COMMENT ON FUNCTION gate_bridge.window_start(interval) IS
  *	cost			average of cost_usd
  *	success_rate	average of success_rate
  *	invariants		total of failed invariants (cardinality of invariants_failed)
- * NULLs are left out of each aggregate; a metric that has no value in the
- * window is null and is not checked.  Each is checked, as the trigger checks
- * a row, against the agent's most specific enabled budget of its type:
- * quality and success_rate are floors (below the threshold violates), the
- * others ceilings (above violates), and the severity is the worst tier
- * crossed.
+ * NULLs are left out of each aggregate; a metric that has no value in its
+ * window is null and is not checked.  Each is checked, with the trigger's
+ * own C code, against the budget the trigger would apply: the agent's most
+ * specific enabled budget of the type (exact, then the longest "prefix.*"
+ * glob, then "*"); quality and success_rate are floors (below the threshold
+ * violates), the others ceilings (above violates), and the severity is the
+ * worst tier crossed.
  *
- * The result: {"agent", "passed", "samples", "lookback", "metrics",
- * "violations", "budget"}.  "violations" lists, in the order above, one
- * object per metric that crosses a tier, in the shape on_budget_violation()
- * takes: {"agent", "budget_type", "severity", "actual", "threshold"} (the
- * threshold of the tier crossed).  "budget" holds the budget applied for
- * each type, as the trigger records it in incidents.  "passed" is true when
- * "violations" is empty.  Intervals are written in the "postgres" style
- * whatever the session's IntervalStyle.
+ * The result:
+ *	{"agent", "passed", "samples", "lookback", "metrics", "windows",
+ *	 "violations", "budget"}
+ * "lookback" is the widest window and "samples" the number of rows in it;
+ * "windows" has, for each of the five metrics, {"lookback", "samples"}: its
+ * own window and the rows in it.  "violations" lists, in the order above,
+ * one object per metric that crosses a tier, in the shape
+ * on_budget_violation() takes: {"agent", "budget_type", "severity",
+ * "actual", "threshold"} (the threshold of the tier crossed).  "budget"
+ * holds the budget applied for each type, as the trigger records it in
+ * incidents.  "passed" is true when "violations" is empty.  Intervals are
+ * written in the "postgres" style whatever the session's IntervalStyle.
  *
- * Runs as the extension's owner: EXECUTE on this function is the only
- * privilege a caller needs.  An agent that has no rows is not an error.
+ * The work runs as the extension's owner: EXECUTE on this function is the
+ * only privilege a caller needs.  An agent that has no rows is not an error.
  */
-CREATE FUNCTION gate_bridge.evaluate_agent(agent text, lookback interval DEFAULT '7 days')
+CREATE FUNCTION gate_bridge.evaluate_agent(agent text, lookback interval DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET IntervalStyle = postgres
-AS $fn$
-DECLARE
-	since			timestamptz;
-	samples			bigint;
-	m_quality		float8;
-	m_latency		float8;
-	m_cost			float8;
-	m_success_rate	float8;
-	m_invariants	float8;
-	patterns		text[];
-	applied			jsonb;
-	violations_found jsonb;
-BEGIN
-	IF evaluate_agent.agent IS NULL THEN
-		RAISE EXCEPTION 'agent must not be null'
-			USING ERRCODE = '22004';
-	END IF;
-	IF evaluate_agent.agent = '' OR octet_length(evaluate_agent.agent) > 128 THEN
-		RAISE EXCEPTION 'invalid agent name: it must be 1 to 128 bytes long'
-			USING ERRCODE = '22023';
-	END IF;
-	since := gate_bridge.window_start(evaluate_agent.lookback);
-
-	SELECT count(*),
-		   avg(e.quality),
-		   percentile_cont(0.95) WITHIN GROUP (ORDER BY e.latency_p95_ms),
-		   avg(e.cost_usd::numeric)::float8,	-- a float8 sum could overflow
-		   avg(e.success_rate),
-		   sum(cardinality(e.invariants_failed))
-	  INTO samples, m_quality, m_latency, m_cost, m_success_rate, m_invariants
-	  FROM gate_bridge.eval_results e
-	 WHERE e.agent = evaluate_agent.agent
-	   AND e.created_at > since;
-
-	-- The only patterns that can match the agent: "*", its name, and
-	-- "prefix.*" for each prefix that ends with a dot.  Looking these up in
-	-- the primary key keeps the cost independent of the number of budgets;
-	-- pattern_rank() still has the last word.
-	patterns := ARRAY['*', evaluate_agent.agent]
-		|| ARRAY(SELECT left(evaluate_agent.agent, p.n) || '*'
-				   FROM generate_series(1, length(evaluate_agent.agent)) AS p (n)
-				  WHERE substr(evaluate_agent.agent, p.n, 1) = '.');
-
-	WITH budget AS (
-		-- the most specific enabled budget of each type: exact, then the
-		-- longest "prefix.*" glob, then "*" (as the trigger chooses)
-		SELECT DISTINCT ON (b.budget_type)
-			   b.agent_pattern, b.budget_type, b.warning, b.error, b.critical,
-			   b.lookback
-		  FROM gate_bridge.budgets b
-		 WHERE b.agent_pattern = ANY (patterns)
-		   AND b.enabled
-		   AND gate_bridge.pattern_rank(b.agent_pattern, evaluate_agent.agent) IS NOT NULL
-		 ORDER BY b.budget_type,
-				  gate_bridge.pattern_rank(b.agent_pattern, evaluate_agent.agent) DESC
-	), metric (ord, budget_type, actual, is_floor) AS (
-		VALUES (1, 'quality', m_quality, true),
-			   (2, 'latency', m_latency, false),
-			   (3, 'cost', m_cost, false),
-			   (4, 'success_rate', m_success_rate, true),
-			   (5, 'invariants', m_invariants, false)
-	), violation AS (
-		SELECT m.ord, m.budget_type, m.actual, t.severity, t.threshold
-		  FROM metric m
-		  JOIN budget b ON b.budget_type = m.budget_type
-		 CROSS JOIN LATERAL (
-				SELECT tier.severity, tier.threshold
-				  FROM (VALUES (1, 'critical', b.critical),
-							   (2, 'error', b.error),
-							   (3, 'warning', b.warning)) AS tier (rank, severity, threshold)
-				 WHERE tier.threshold IS NOT NULL
-				   AND CASE WHEN m.is_floor THEN m.actual < tier.threshold
-							ELSE m.actual > tier.threshold END
-				 ORDER BY tier.rank
-				 LIMIT 1) t
-		 WHERE m.actual IS NOT NULL
-	)
-	SELECT (SELECT jsonb_object_agg(b.budget_type,
-									jsonb_strip_nulls(jsonb_build_object(
-										'agent_pattern', b.agent_pattern,
-										'budget_type', b.budget_type,
-										'warning', b.warning,
-										'error', b.error,
-										'critical', b.critical,
-										'lookback', b.lookback::text)))
-			  FROM budget b),
-		   (SELECT jsonb_agg(jsonb_build_object(
-								'agent', evaluate_agent.agent,
-								'budget_type', v.budget_type,
-								'severity', v.severity,
-								'actual', v.actual,
-								'threshold', v.threshold)
-							 ORDER BY v.ord)
-			  FROM violation v)
-	  INTO applied, violations_found;
-
-	RETURN jsonb_build_object(
-		'agent', evaluate_agent.agent,
-		'passed', violations_found IS NULL,
-		'samples', samples,
-		'lookback', evaluate_agent.lookback::text,
-		'metrics', jsonb_build_object(
-			'quality', m_quality,
-			'latency', m_latency,
-			'cost', m_cost,
-			'success_rate', m_success_rate,
-			'invariants', m_invariants),
-		'violations', COALESCE(violations_found, '[]'::jsonb),
-		'budget', COALESCE(applied, '{}'::jsonb));
-END
-$fn$;
+AS 'MODULE_PATHNAME', 'gate_bridge_evaluate_agent'
+LANGUAGE C STABLE;
 
 COMMENT ON FUNCTION gate_bridge.evaluate_agent(text, interval) IS
-	'Checks an agent''s averages, latency p95 and failed invariants over created_at > now() - lookback against its budgets';
+	'Checks an agent''s averages, latency p95 and failed invariants over each budget''s lookback (or the one given) against its budgets';
 
 /*
  * run_gates(agent, lookback, create_incidents): one row per agent, with
- * evaluate_agent()'s verdict and the ids of the incidents created.
+ * evaluate_agent()'s verdict ("passed", "samples" of the widest window,
+ * "violations") and the incidents created.
  *
  * The agents, when none is named: every agent known from eval_results (at
  * any time; found with a loose index scan over
  * eval_results_agent_created_at_idx, one index probe per agent, never a
  * scan of the table) or named by an enabled exact-pattern budget, to which
- * some enabled budget applies.  Such an agent without rows in the window
- * passes with "samples": 0.  A named agent gets its row whether or not a
+ * some enabled budget applies.  Such an agent without rows in its windows
+ * passes with samples 0.  A named agent gets its row whether or not a
  * budget applies to it.  Agents come in byte order of their names, and all
- * are evaluated over the same window (now() is the transaction's start).
+ * are evaluated at the same now() (the transaction's start).
  *
- * With create_incidents, each violation goes, in order, through
- * on_budget_violation() with the budget it crossed and a context
+ * With create_incidents, each violation goes, in order, through the
+ * routine of on_budget_violation() with the budget it crossed and a context
  * {"triggered_by": "run_gates", "session_user", "lookback", "samples",
- * "metrics"}: it is deduplicated, rate limited, counted and notified like a
- * violation found by the trigger.  incident_ids lists the incidents
- * created (none for a violation folded into an open incident or rate
- * limited, or while gate_bridge.enabled is off).
+ * "metrics"} (the violated metric's window and rows): it is deduplicated,
+ * rate limited, counted and notified like a violation found by the
+ * trigger.  incident_ids is positional, like on_gate_failure()'s: one
+ * element per element of violations, the id of the incident created or
+ * NULL where the violation created nothing (folded into an open incident,
+ * rate limited, or gate_bridge.enabled off).  Without create_incidents it
+ * is empty.
  *
  * run_gates runs as the extension's owner: EXECUTE on it is the only
  * privilege a caller needs, create_incidents included.  Such a caller does
@@ -816,106 +717,15 @@ COMMENT ON FUNCTION gate_bridge.evaluate_agent(text, interval) IS
  * for violations that the data show.  The "created" timeline rows name the
  * extension's owner as the actor; details.context.session_user names who
  * ran the gates.
- *
- * The body is a PL/pgSQL function of its own because PL/pgSQL refuses an
- * input and an output parameter of the same name ("agent"); it is not
- * meant to be called directly.
  */
-CREATE FUNCTION gate_bridge.run_gates_impl(
-	agent_name text, lookback interval, create_incidents boolean)
-RETURNS TABLE (gate_agent text, gate_passed boolean, gate_violations jsonb,
-			   gate_incident_ids bigint[])
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-	agents		text[];
-	result		jsonb;
-	context		jsonb;
-	violation	jsonb;
-	incident_id	bigint;
-BEGIN
-	-- every argument is checked, even when there is no agent to evaluate
-	IF agent_name = '' OR octet_length(agent_name) > 128 THEN
-		RAISE EXCEPTION 'invalid agent name: it must be 1 to 128 bytes long'
-			USING ERRCODE = '22023';
-	END IF;
-	PERFORM gate_bridge.window_start(run_gates_impl.lookback);
-	IF run_gates_impl.create_incidents IS NULL THEN
-		RAISE EXCEPTION 'create_incidents must not be null'
-			USING ERRCODE = '22004';
-	END IF;
-
-	IF agent_name IS NOT NULL THEN
-		agents := ARRAY[agent_name];
-	ELSE
-		agents := ARRAY(
-			WITH RECURSIVE seen (agent) AS (
-				(SELECT e.agent FROM gate_bridge.eval_results e
-				  ORDER BY e.agent LIMIT 1)
-				UNION ALL
-				SELECT (SELECT e.agent FROM gate_bridge.eval_results e
-						 WHERE e.agent > s.agent
-						 ORDER BY e.agent LIMIT 1)
-				  FROM seen s
-				 WHERE s.agent IS NOT NULL
-			), known (agent) AS (
-				SELECT s.agent FROM seen s WHERE s.agent IS NOT NULL
-				UNION
-				SELECT b.agent_pattern FROM gate_bridge.budgets b
-				 WHERE b.enabled AND strpos(b.agent_pattern, '*') = 0
-			)
-			SELECT k.agent
-			  FROM known k
-			 WHERE EXISTS (SELECT FROM gate_bridge.budgets b
-							WHERE b.enabled
-							  AND gate_bridge.pattern_rank(b.agent_pattern, k.agent) IS NOT NULL)
-			 ORDER BY k.agent COLLATE "C");
-	END IF;
-
-	FOREACH gate_agent IN ARRAY agents
-	LOOP
-		result := gate_bridge.evaluate_agent(gate_agent, run_gates_impl.lookback);
-		gate_passed := (result->>'passed')::boolean;
-		gate_violations := result->'violations';
-		gate_incident_ids := '{}';
-		IF run_gates_impl.create_incidents THEN
-			context := jsonb_build_object('triggered_by', 'run_gates',
-										  'session_user', session_user,
-										  'lookback', result->'lookback',
-										  'samples', result->'samples',
-										  'metrics', result->'metrics');
-			FOR violation IN
-				SELECT x.v
-				  FROM jsonb_array_elements(gate_violations) WITH ORDINALITY AS x (v, n)
-				 ORDER BY x.n
-			LOOP
-				incident_id := gate_bridge.on_budget_violation(
-					violation, result->'budget'->(violation->>'budget_type'), context);
-				IF incident_id IS NOT NULL THEN
-					gate_incident_ids := gate_incident_ids || incident_id;
-				END IF;
-			END LOOP;
-		END IF;
-		RETURN NEXT;
-	END LOOP;
-END
-$fn$;
-
 CREATE FUNCTION gate_bridge.run_gates(
-	agent text DEFAULT NULL, lookback interval DEFAULT '7 days',
+	agent text DEFAULT NULL, lookback interval DEFAULT NULL,
 	create_incidents boolean DEFAULT false)
-RETURNS TABLE (agent text, passed boolean, violations jsonb, incident_ids bigint[])
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET IntervalStyle = postgres
-AS $fn$
-	SELECT r.gate_agent, r.gate_passed, r.gate_violations, r.gate_incident_ids
-	  FROM gate_bridge.run_gates_impl($1, $2, $3) r
-$fn$;
-
-COMMENT ON FUNCTION gate_bridge.run_gates_impl(text, interval, boolean) IS
-	'The body of gate_bridge.run_gates(); call run_gates() instead';
+RETURNS TABLE (agent text, passed boolean, samples bigint, violations jsonb,
+			   incident_ids bigint[])
+AS 'MODULE_PATHNAME', 'gate_bridge_run_gates'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean) IS
 	'Evaluates every agent with a budget (or the one named) and, with create_incidents, opens incidents for the violations';
@@ -966,3 +776,6 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA gate_bridge FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA gate_bridge FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION gate_bridge.pattern_rank(text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION gate_bridge.incident_severity(text) TO PUBLIC;
+-- the CHECK constraints call them for whoever writes the tables
+GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_name(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_pattern(text) TO PUBLIC;

@@ -103,15 +103,7 @@ required_object(FunctionCallInfo fcinfo, int argno, const char *argname)
 static void
 check_agent(const char *agent, const char *what)
 {
-	if (agent[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (strlen(agent) > GB_AGENT_MAX_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is too long (%zu bytes, at most %d)",
-						what, strlen(agent), GB_AGENT_MAX_BYTES)));
+	gb_check_agent_name(strlen(agent), what);
 }
 
 /*
@@ -146,7 +138,7 @@ parse_budget_violation(Jsonb *violation, const char *argname,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid budget type in %s: \"%s\"", argname, gb_quote_clip(type)),
-				 errhint("Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\".")));
+				 errhint(GB_BUDGET_TYPES_HINT)));
 
 	memset(v, 0, sizeof(*v));
 	v->kind = GB_KIND_BUDGET;
@@ -179,6 +171,18 @@ gate_bridge_on_budget_violation(PG_FUNCTION_ARGS)
 	Jsonb	   *violation = required_object(fcinfo, 0, "violation");
 	Jsonb	   *budget = optional_object(fcinfo, 1, "budget", false);
 	Jsonb	   *context = optional_object(fcinfo, 2, "context", true);
+
+	return id_or_null(fcinfo, gb_report_budget_violation(violation, budget, context));
+}
+
+/*
+ * on_budget_violation() for C callers (run_gates): the decision for one
+ * violation object, with details {violation, budget, context}.  Returns the
+ * id of the incident created, or 0.
+ */
+int64
+gb_report_budget_violation(Jsonb *violation, Jsonb *budget, Jsonb *context)
+{
 	GBViolation v;
 	ApiDetails	ad = {0};
 
@@ -189,7 +193,7 @@ gate_bridge_on_budget_violation(PG_FUNCTION_ARGS)
 	v.build_details = api_details;
 	v.details_arg = &ad;
 
-	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
+	return gate_bridge_on_violation(&v);
 }
 
 /* Length of eval_result's "invariants_failed" array, or 1. */
@@ -242,12 +246,14 @@ gate_bridge_on_invariant_failure(PG_FUNCTION_ARGS)
 		v.severity = GB_SEV_ERROR;	/* nothing will be created anyway */
 	else
 	{
-		const GBBudget *const *budgets = gb_budgets_for_agent(v.agent, strlen(v.agent));
-		const GBBudget *b = budgets ? budgets[GB_BUDGET_INVARIANTS] : NULL;
+		GBBudgetPin pin;
+		bool		pinned = gb_budgets_pin(v.agent, strlen(v.agent), &pin);
 		double		threshold;
 
-		v.severity = b ? gb_budget_tier(b, failed_invariant_count(eval_result), &threshold)
-			: GB_SEV_ERROR;
+		v.severity = gb_invariant_severity(pinned ? pin.budgets[GB_BUDGET_INVARIANTS] : NULL,
+										   failed_invariant_count(eval_result), &threshold);
+		if (pinned)
+			gb_budgets_unpin(&pin);
 		if (v.severity == GB_SEV_NONE)
 			PG_RETURN_NULL();
 	}

@@ -1,8 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * budgets.c
- *		Backend-local cache of gate_bridge.budgets, and agent pattern
- *		matching.
+ *		Backend-local cache of gate_bridge.budgets.
  *
  * The trigger on eval_results asks, for every row, which budgets apply to
  * the row's agent.  Answering from this cache keeps the common path (a row
@@ -16,10 +15,19 @@
  * REPEATABLE READ transaction cannot refill the cache with rows that are
  * already outdated.
  *
- * Matching: an agent pattern is an exact agent name, a prefix glob ending
- * in ".*" ("warehouse.*" matches "warehouse.health") or "*".  For each
- * budget type the most specific enabled budget wins: exact, then the longest
- * glob, then "*".  Results are memoised per agent name.
+ * Generations and pins.  Each load of the table is a generation with a
+ * memory context of its own.  A lookup pins the current generation and
+ * hands out pointers into it; they stay valid until the pin is released,
+ * whatever happens meanwhile.  Reporting a violation runs SQL, that SQL may
+ * insert into eval_results again, and that nested check reloads the cache
+ * if budgets changed: the reload makes a new generation and leaves a
+ * pinned one alone, which is freed when its last pin goes.  A pin belongs
+ * to the (sub)transaction that took it: if an error escapes before the pin
+ * is released, the (sub)transaction's abort releases it.  A pin still held
+ * at commit is a bug, reported with a WARNING, and released.
+ *
+ * Matching (patterns.c): for each budget type the most specific enabled
+ * budget wins.  Results are memoised per agent name in the generation.
  *
  * src/budgets.c
  *
@@ -27,26 +35,20 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "gate_bridge.h"
 #include "privileged.h"
-
-/* rank of an exact pattern; globs rank by their prefix length, below it */
-#define GB_RANK_EXACT		PG_INT32_MAX
 
 /* memoised agents before the memo is emptied, to bound memory */
 #define GB_MEMO_MAX_AGENTS	10000
@@ -58,14 +60,54 @@ typedef struct AgentBudgets
 	const GBBudget *budgets[GB_NUM_BUDGET_TYPES];
 } AgentBudgets;
 
-static MemoryContext cache_cxt = NULL;
+/* One load of gate_bridge.budgets. */
+typedef struct BudgetGeneration
+{
+	MemoryContext cxt;			/* holds this struct and everything below */
+	int			nbudgets;
+	GBBudget   *budgets;
+	HTAB	   *memo;			/* agent name -> AgentBudgets */
+	int			pins;
+	bool		retired;		/* replaced by a newer load */
+} BudgetGeneration;
+
+/* A pin: the generation, and the (sub)transaction that holds it. */
+typedef struct PinSlot
+{
+	BudgetGeneration *gen;		/* NULL: released */
+	SubTransactionId subxid;
+} PinSlot;
+
+static BudgetGeneration *current_gen = NULL;
+static BudgetGeneration *loading_gen = NULL;	/* a load that failed midway */
 static bool cache_valid = false;
 static uint64 cache_inval_count = 0;
 static Oid	cache_relid = InvalidOid;
-static int	cache_nbudgets = 0;
-static GBBudget *cache_budgets = NULL;
-static HTAB *cache_memo = NULL;
 static SPIPlanPtr load_plan = NULL;
+
+static PinSlot *pin_slots = NULL;
+static int	pin_count = 0;
+static int	pin_alloc = 0;
+
+static void
+free_generation(BudgetGeneration *gen)
+{
+	MemoryContextDelete(gen->cxt);
+}
+
+static void
+release_slot(int slot)
+{
+	BudgetGeneration *gen = pin_slots[slot].gen;
+
+	if (gen == NULL)
+		return;
+	pin_slots[slot].gen = NULL;
+	if (--gen->pins == 0 && gen->retired)
+		free_generation(gen);
+	while (pin_count > 0 && pin_slots[pin_count - 1].gen == NULL)
+		pin_count--;
+}
 
 static void
 budgets_relcache_callback(Datum arg, Oid relid)
@@ -78,26 +120,67 @@ budgets_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+static void
+budgets_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+
+	(void) arg;
+	for (i = pin_count - 1; i >= 0; i--)
+	{
+		if (pin_slots[i].gen == NULL || pin_slots[i].subxid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+			release_slot(i);
+		else if (event == SUBXACT_EVENT_COMMIT_SUB)
+			pin_slots[i].subxid = parentSubid;
+	}
+}
+
+static void
+budgets_xact_callback(XactEvent event, void *arg)
+{
+	bool		leaked = false;
+	int			i;
+
+	(void) arg;
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	for (i = pin_count - 1; i >= 0; i--)
+	{
+		leaked |= pin_slots[i].gen != NULL;
+		release_slot(i);
+	}
+	pin_count = 0;
+	if (leaked && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		elog(WARNING, "gate_bridge: budget cache pin not released at commit");
+}
+
 void
 gb_budget_cache_init(void)
 {
 	CacheRegisterRelcacheCallback(budgets_relcache_callback, (Datum) 0);
+	RegisterXactCallback(budgets_xact_callback, NULL);
+	RegisterSubXactCallback(budgets_subxact_callback, NULL);
 }
 
-static void
-memo_create(void)
+static HTAB *
+memo_create(MemoryContext cxt)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = GB_AGENT_MAX_BYTES + 1;
 	ctl.entrysize = sizeof(AgentBudgets);
-	ctl.hcxt = cache_cxt;
-	cache_memo = hash_create("gate_bridge agent budgets", 256, &ctl,
+	ctl.hcxt = cxt;
+	return hash_create("gate_bridge agent budgets", 256, &ctl,
 #if PG_VERSION_NUM >= 140000
-							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 #else
-							 HASH_ELEM | HASH_CONTEXT);
+					   HASH_ELEM | HASH_CONTEXT);
 #endif
 }
 
@@ -109,7 +192,7 @@ datum_float8(HeapTuple tup, TupleDesc desc, int attno, bool *isnull)
 	return *isnull ? 0.0 : DatumGetFloat8(d);
 }
 
-/* (Re)load every enabled budget into cache_cxt. */
+/* Load every enabled budget into a new generation, which becomes current. */
 static void
 budget_cache_load(void)
 {
@@ -118,7 +201,8 @@ budget_cache_load(void)
 	Oid			relid;
 	GBPrivileged priv;
 	Snapshot	snap;
-	SPIPlanPtr	plan;
+	MemoryContext cxt;
+	BudgetGeneration *gen;
 	int			ret;
 	uint64		i;
 
@@ -128,90 +212,79 @@ budget_cache_load(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"gate_bridge.budgets\" does not exist")));
-
-	if (cache_cxt == NULL)
-		cache_cxt = AllocSetContextCreate(CacheMemoryContext,
-										  "gate_bridge budget cache",
-										  ALLOCSET_SMALL_SIZES);
-	MemoryContextReset(cache_cxt);
-	cache_memo = NULL;
-	cache_budgets = NULL;
-	cache_nbudgets = 0;
 	cache_relid = relid;
 
+	if (loading_gen != NULL)
+		free_generation(loading_gen);
+	cxt = AllocSetContextCreate(CacheMemoryContext, "gate_bridge budget cache",
+								ALLOCSET_SMALL_SIZES);
+	gen = MemoryContextAllocZero(cxt, sizeof(BudgetGeneration));
+	gen->cxt = cxt;
+	loading_gen = gen;
+
 	gb_spi_begin(&priv);
-	/* the lookback text goes into incident details: one style for all */
-	(void) set_config_option("intervalstyle", "postgres",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 	if (load_plan == NULL)
 		load_plan = gb_keep_plan("SELECT agent_pattern, budget_type, warning, error, critical,"
-								 "       lookback::pg_catalog.text"
+								 "       lookback"
 								 "  FROM gate_bridge.budgets WHERE enabled",
 								 0, NULL);
-	plan = load_plan;
 
 	snap = RegisterSnapshot(GetLatestSnapshot());
-	ret = SPI_execute_snapshot(plan, NULL, NULL, snap, InvalidSnapshot,
+	ret = SPI_execute_snapshot(load_plan, NULL, NULL, snap, InvalidSnapshot,
 							   true, false, 0);
 	UnregisterSnapshot(snap);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "loading gate_bridge.budgets failed: %s",
 			 SPI_result_code_string(ret));
 
-	cache_budgets = MemoryContextAllocZero(cache_cxt,
-										   sizeof(GBBudget) * Max(SPI_processed, 1));
+	gen->budgets = MemoryContextAllocZero(cxt, sizeof(GBBudget) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		GBBudget   *b = &cache_budgets[cache_nbudgets];
+		GBBudget   *b = &gen->budgets[gen->nbudgets];
 		char	   *type = SPI_getvalue(tup, desc, 2);
 		bool		isnull;
+		Datum		lookback;
 
 		if (!gb_budget_type_parse(type, &b->budget_type))
-			continue;			/* excluded by a CHECK constraint */
-		b->agent_pattern = MemoryContextStrdup(cache_cxt, SPI_getvalue(tup, desc, 1));
+			continue;			/* refused by budgets_guard */
+		b->agent_pattern = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 1));
 		b->warning = datum_float8(tup, desc, 3, &isnull);
 		b->has_warning = !isnull;
 		b->error = datum_float8(tup, desc, 4, &isnull);
 		b->has_error = !isnull;
 		b->critical = datum_float8(tup, desc, 5, &isnull);
 		b->has_critical = !isnull;
-		b->lookback = MemoryContextStrdup(cache_cxt, SPI_getvalue(tup, desc, 6));
-		cache_nbudgets++;
+		lookback = SPI_getbinval(tup, desc, 6, &isnull);
+		if (isnull)
+			continue;			/* refused by NOT NULL */
+		b->lookback_interval = *DatumGetIntervalP(lookback);
+		b->lookback = MemoryContextStrdup(cxt, gb_interval_text(&b->lookback_interval));
+		gen->nbudgets++;
 	}
 
 	gb_spi_end(&priv);
 
-	memo_create();
+	gen->memo = memo_create(cxt);
+	loading_gen = NULL;
+
+	if (current_gen != NULL)
+	{
+		if (current_gen->pins == 0)
+			free_generation(current_gen);
+		else
+			current_gen->retired = true;
+	}
+	current_gen = gen;
 
 	/* an invalidation that arrived while loading means: load again next time */
 	cache_valid = (cache_inval_count == inval_before);
 }
 
-int
-gb_pattern_rank(const char *pattern, const char *agent, int agent_len)
-{
-	size_t		plen = strlen(pattern);
-
-	if (plen == 1 && pattern[0] == '*')
-		return 0;
-	if (plen >= 2 && pattern[plen - 1] == '*' && pattern[plen - 2] == '.')
-	{
-		/* "prefix.*" matches agents that start with "prefix." */
-		if ((size_t) agent_len >= plen - 1 &&
-			memcmp(agent, pattern, plen - 1) == 0)
-			return (int) (plen - 1);
-		return -1;
-	}
-	if ((size_t) agent_len == plen && memcmp(agent, pattern, plen) == 0)
-		return GB_RANK_EXACT;
-	return -1;
-}
-
 static void
-match_agent(const char *agent, int agent_len, AgentBudgets *out)
+match_agent(const BudgetGeneration *gen, const char *agent, int agent_len,
+			const GBBudget **budgets, bool *any)
 {
 	int			best_rank[GB_NUM_BUDGET_TYPES];
 	int			i;
@@ -219,81 +292,99 @@ match_agent(const char *agent, int agent_len, AgentBudgets *out)
 	for (i = 0; i < GB_NUM_BUDGET_TYPES; i++)
 	{
 		best_rank[i] = -1;
-		out->budgets[i] = NULL;
+		budgets[i] = NULL;
 	}
-	out->any = false;
+	*any = false;
 
-	for (i = 0; i < cache_nbudgets; i++)
+	for (i = 0; i < gen->nbudgets; i++)
 	{
-		const GBBudget *b = &cache_budgets[i];
+		const GBBudget *b = &gen->budgets[i];
 		int			rank = gb_pattern_rank(b->agent_pattern, agent, agent_len);
 
 		if (rank > best_rank[b->budget_type])
 		{
 			best_rank[b->budget_type] = rank;
-			out->budgets[b->budget_type] = b;
-			out->any = true;
+			budgets[b->budget_type] = b;
+			*any = true;
 		}
 	}
 }
 
-/*
- * The budgets that apply to "agent", indexed by GBBudgetType (NULL where the
- * agent has none of that type), or NULL when no budget applies at all.
- * The result stays valid until the next call.
- */
-const GBBudget *const *
-gb_budgets_for_agent(const char *agent, int agent_len)
+static void
+pin_current(GBBudgetPin *pin)
 {
-	static AgentBudgets scratch;
+	if (pin_count == pin_alloc)
+	{
+		int			n = Max(16, pin_alloc * 2);
+
+		pin_slots = pin_slots == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(PinSlot) * n) :
+			repalloc(pin_slots, sizeof(PinSlot) * n);
+		pin_alloc = n;
+	}
+	pin_slots[pin_count].gen = current_gen;
+	pin_slots[pin_count].subxid = GetCurrentSubTransactionId();
+	pin->slot = pin_count++;
+	current_gen->pins++;
+}
+
+/*
+ * Pin the budgets that apply to "agent": pin->budgets[GBBudgetType] (NULL
+ * where the agent has none of that type) stay valid until
+ * gb_budgets_unpin(pin) or the end of the (sub)transaction.  Returns false,
+ * pinning nothing, when no budget applies to the agent at all.
+ */
+bool
+gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin)
+{
 	AgentBudgets *entry;
 	bool		found;
+	bool		any;
 	char		key[GB_AGENT_MAX_BYTES + 1];
 
-	if (!cache_valid)
+	if (!cache_valid || current_gen == NULL)
 		budget_cache_load();
 
-	if (cache_nbudgets == 0)
-		return NULL;
+	if (current_gen->nbudgets == 0)
+		return false;
 
-	if (agent_len > GB_AGENT_MAX_BYTES || memchr(agent, '\0', agent_len) != NULL)
+	if (!gb_agent_name_valid(agent_len) || memchr(agent, '\0', agent_len) != NULL)
 	{
 		/* cannot be a hash key; such rows are refused by a CHECK anyway */
-		match_agent(agent, agent_len, &scratch);
-		return scratch.any ? scratch.budgets : NULL;
+		match_agent(current_gen, agent, agent_len, pin->budgets, &any);
+		if (any)
+			pin_current(pin);
+		return any;
 	}
 
 	memcpy(key, agent, agent_len);
 	key[agent_len] = '\0';
 
-	entry = (AgentBudgets *) hash_search(cache_memo, key, HASH_FIND, NULL);
+	entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_FIND, NULL);
 	if (entry == NULL)
 	{
-		if (hash_get_num_entries(cache_memo) >= GB_MEMO_MAX_AGENTS)
+		if (hash_get_num_entries(current_gen->memo) >= GB_MEMO_MAX_AGENTS)
 		{
-			hash_destroy(cache_memo);
-			memo_create();
+			/* nothing outside points into the memo: pins copy the pointers */
+			hash_destroy(current_gen->memo);
+			current_gen->memo = memo_create(current_gen->cxt);
 		}
-		entry = (AgentBudgets *) hash_search(cache_memo, key, HASH_ENTER, &found);
-		match_agent(agent, agent_len, entry);
+		entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_ENTER, &found);
+		match_agent(current_gen, agent, agent_len, entry->budgets, &entry->any);
 	}
-	return entry->any ? entry->budgets : NULL;
+	if (!entry->any)
+		return false;
+	memcpy(pin->budgets, entry->budgets, sizeof(pin->budgets));
+	pin_current(pin);
+	return true;
 }
 
-PG_FUNCTION_INFO_V1(gate_bridge_pattern_rank);
-
-/* gate_bridge.pattern_rank(pattern text, agent text) RETURNS integer */
-Datum
-gate_bridge_pattern_rank(PG_FUNCTION_ARGS)
+void
+gb_budgets_unpin(GBBudgetPin *pin)
 {
-	char	   *pattern = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *agent = PG_GETARG_TEXT_PP(1);
-	int			rank;
-
-	rank = gb_pattern_rank(pattern, VARDATA_ANY(agent), VARSIZE_ANY_EXHDR(agent));
-	if (rank < 0)
-		PG_RETURN_NULL();
-	PG_RETURN_INT32(rank);
+	Assert(pin->slot >= 0 && pin->slot < pin_count);
+	release_slot(pin->slot);
+	pin->slot = -1;
 }
 
 PG_FUNCTION_INFO_V1(gate_bridge_budgets_changed);

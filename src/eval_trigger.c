@@ -327,32 +327,6 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 }
 
 /*
- * Copy the row's budgets out of the cache.  Reporting a violation runs SQL,
- * and that SQL may fire triggers that insert into eval_results again; such
- * a nested check reloads the cache if budgets changed meanwhile, which
- * frees what the outer row's pointers point to.  Done only on the
- * violation path, at its first violation.
- */
-static const GBBudget *const *
-copy_budgets(const GBBudget *const *budgets, GBBudget *copies,
-			 const GBBudget **ptrs)
-{
-	int			t;
-
-	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
-	{
-		ptrs[t] = NULL;
-		if (budgets[t] == NULL)
-			continue;
-		copies[t] = *budgets[t];
-		copies[t].agent_pattern = pstrdup(budgets[t]->agent_pattern);
-		copies[t].lookback = pstrdup(budgets[t]->lookback);
-		ptrs[t] = &copies[t];
-	}
-	return ptrs;
-}
-
-/*
  * Is this stored array empty?  Answered from the array's header without
  * copying it: a short-header value (every small array on disk has one)
  * would otherwise be copied just to read ndim.  A compressed or
@@ -443,14 +417,12 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	EvalColumns *cols;
 	TupleTableSlot *slot;
 	text	   *agent_text;
-	const GBBudget *const *budgets;
+	GBBudgetPin pin;
+	const GBBudget *const *budgets = NULL;
 	Datum		d;
 	Datum	   *inv_elems = NULL;
 	int			inv_count = 0;
 	RowViolation rv;
-	GBBudget	budget_copies[GB_NUM_BUDGET_TYPES];
-	const GBBudget *budget_ptrs[GB_NUM_BUDGET_TYPES];
-	bool		copied = false;
 	int			t;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -487,9 +459,13 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	if (!gb_enabled || !gb_schema_ready(false))
 		return PointerGetDatum(NULL);
 
-	budgets = gb_budgets_for_agent(VARDATA_ANY(agent_text),
-								   VARSIZE_ANY_EXHDR(agent_text));
-	if (budgets == NULL && inv_count == 0)
+	/*
+	 * Reporting a violation runs SQL, which may check other rows and reload
+	 * the budget cache: the pin keeps this row's budgets valid until the end.
+	 */
+	if (gb_budgets_pin(VARDATA_ANY(agent_text), VARSIZE_ANY_EXHDR(agent_text), &pin))
+		budgets = pin.budgets;
+	else if (inv_count == 0)
 		return PointerGetDatum(NULL);	/* the common case */
 
 	memset(&rv, 0, sizeof(rv));
@@ -511,11 +487,6 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 			if (rv.severity == GB_SEV_NONE)
 				continue;
 
-			if (!copied)
-			{
-				budgets = copy_budgets(budgets, budget_copies, budget_ptrs);
-				copied = true;
-			}
 			if (rv.agent == NULL)
 				rv.agent = text_to_cstring(agent_text);
 			rv.budget = budgets[t];
@@ -530,18 +501,11 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 		const GBBudget *b;
 		int			i;
 
-		if (!copied && budgets != NULL)
-		{
-			budgets = copy_budgets(budgets, budget_copies, budget_ptrs);
-			copied = true;
-		}
 		b = budgets ? budgets[GB_BUDGET_INVARIANTS] : NULL;
 
 		rv.budget = b;
 		rv.actual = inv_count;
-		rv.threshold = 0;
-		/* the agent's invariants budget sets the severity; "error" without one */
-		rv.severity = b ? gb_budget_tier(b, inv_count, &rv.threshold) : GB_SEV_ERROR;
+		rv.severity = gb_invariant_severity(b, inv_count, &rv.threshold);
 		if (rv.severity != GB_SEV_NONE)
 		{
 			if (rv.agent == NULL)
@@ -554,5 +518,7 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 		}
 	}
 
+	if (budgets != NULL)
+		gb_budgets_unpin(&pin);
 	return PointerGetDatum(NULL);
 }

@@ -5,8 +5,10 @@
  *
  * _PG_init only delegates; each subsystem lives in its own file:
  *	guc.c			settings
- *	budgets.c		backend-local budget cache and agent pattern matching
- *	severity.c		budget types, tiers and severities
+ *	budgets.c		backend-local budget cache (pinned generations)
+ *	patterns.c		agent names and patterns: validity and matching
+ *	severity.c		budget types, tiers, the rules of a budget, severities
+ *	evaluate.c		gates over time windows: evaluate_agent, run_gates
  *	eval_trigger.c	the trigger on gate_bridge.eval_results
  *	incident.c		the decision: dedup, rate limit, record, notify
  *	coalesce.c		folding repeats of a key within one transaction

@@ -16,14 +16,16 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-/* Limits that the install script's CHECK constraints repeat. */
+/* The longest agent name (patterns.c); incident keys (incidents_guard). */
 #define GB_AGENT_MAX_BYTES	128
 #define GB_KEY_MAX_BYTES	255
 /* ack/resolve/... arguments that go onto the timeline */
 #define GB_ACTOR_MAX_BYTES	128
 #define GB_NOTE_MAX_BYTES	8192
 
-/* Budget types, in the order the trigger checks them. */
+/* Budget types, in the order the trigger checks them (names: severity.c). */
+#define GB_BUDGET_TYPES_HINT \
+	"Use one of \"quality\", \"latency\", \"cost\", \"success_rate\" or \"invariants\"."
 typedef enum GBBudgetType
 {
 	GB_BUDGET_QUALITY = 0,
@@ -62,7 +64,19 @@ typedef struct GBBudget
 	double		error;
 	double		critical;
 	char	   *lookback;		/* interval, as text, for incident details */
+	Interval	lookback_interval;	/* the window of the gates */
 } GBBudget;
+
+/*
+ * The budgets that apply to one agent, pinned in the budget cache
+ * (budgets.c): valid until gb_budgets_unpin() or the end of the
+ * (sub)transaction, whatever reloads the cache meanwhile.
+ */
+typedef struct GBBudgetPin
+{
+	const GBBudget *budgets[GB_NUM_BUDGET_TYPES];	/* NULL: none of the type */
+	int			slot;			/* private to budgets.c */
+} GBBudgetPin;
 
 /* A violation handed to gate_bridge_on_violation(). */
 typedef struct GBViolation
@@ -107,13 +121,27 @@ extern GBSeverity gb_severity_parse(const char *name, const char *what);
 extern const char *gb_incident_severity_name(GBSeverity sev);
 extern GBSeverity gb_budget_tier(const GBBudget *budget, double actual,
 								 double *threshold);
+extern GBSeverity gb_invariant_severity(const GBBudget *budget, double failed,
+										double *threshold);
+extern const char *gb_budget_problem(const char *type_name, const bool *has,
+									 const double *value, const char **hint);
+extern char *gb_budget_values(const bool *has, const double *value);
 extern const char *gb_kind_name(GBKind kind);
 extern const char *gb_quote_clip(const char *value);
 
+/* patterns.c */
+extern bool gb_agent_name_valid(size_t len);
+extern void gb_check_agent_name(size_t len, const char *what);
+extern bool gb_agent_pattern_valid(const char *pattern, size_t len);
+extern int	gb_pattern_rank(const char *pattern, const char *agent, int agent_len);
+
 /* budgets.c */
 extern void gb_budget_cache_init(void);
-extern int	gb_pattern_rank(const char *pattern, const char *agent, int agent_len);
-extern const GBBudget *const *gb_budgets_for_agent(const char *agent, int agent_len);
+extern bool gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin);
+extern void gb_budgets_unpin(GBBudgetPin *pin);
+
+/* evaluate.c */
+extern char *gb_interval_text(const Interval *interval);
 
 /* eval_trigger.c */
 extern void gb_eval_trigger_init(void);
@@ -130,6 +158,10 @@ extern void gb_coalesce_subxact(SubXactEvent event, SubTransactionId mySubid,
 
 /* privileged.c */
 extern bool gb_schema_ready(bool error);
+
+/* api.c */
+extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
+										Jsonb *context);
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);

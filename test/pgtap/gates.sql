@@ -12,38 +12,37 @@ TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
 -------------------------------------------------------------------------------
 SELECT has_function('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
 SELECT has_function('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
-SELECT has_function('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean']);
+SELECT hasnt_function('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean'],
+					  'run_gates is one C function: no separate body to call');
 SELECT has_function('gate_bridge', 'window_start', ARRAY['interval']);
 
 SELECT is(pg_get_function_arguments('gate_bridge.evaluate_agent(text, interval)'::regprocedure),
-		  'agent text, lookback interval DEFAULT ''7 days''::interval',
-		  'evaluate_agent(agent text, lookback interval DEFAULT ''7 days'')');
+		  'agent text, lookback interval DEFAULT NULL::interval',
+		  'evaluate_agent(agent text, lookback interval DEFAULT NULL)');
 SELECT is(pg_get_function_result('gate_bridge.evaluate_agent(text, interval)'::regprocedure),
 		  'jsonb', 'evaluate_agent returns jsonb');
 SELECT is(pg_get_function_arguments('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
-		  'agent text DEFAULT NULL::text, lookback interval DEFAULT ''7 days''::interval, create_incidents boolean DEFAULT false',
-		  'run_gates(agent text DEFAULT NULL, lookback interval DEFAULT ''7 days'', create_incidents boolean DEFAULT false)');
+		  'agent text DEFAULT NULL::text, lookback interval DEFAULT NULL::interval, create_incidents boolean DEFAULT false',
+		  'run_gates(agent text DEFAULT NULL, lookback interval DEFAULT NULL, create_incidents boolean DEFAULT false)');
 SELECT is(pg_get_function_result('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
-		  'TABLE(agent text, passed boolean, violations jsonb, incident_ids bigint[])',
-		  'run_gates returns TABLE(agent text, passed boolean, violations jsonb, incident_ids bigint[])');
+		  'TABLE(agent text, passed boolean, samples bigint, violations jsonb, incident_ids bigint[])',
+		  'run_gates returns TABLE(agent text, passed boolean, samples bigint, violations jsonb, incident_ids bigint[])');
 
-SELECT function_lang_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'plpgsql');
-SELECT function_lang_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'sql');
+SELECT function_lang_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'c');
+SELECT function_lang_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'c');
+SELECT function_lang_is('gate_bridge', 'window_start', ARRAY['interval'], 'c');
 SELECT volatility_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'stable');
 SELECT volatility_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'volatile');
 SELECT volatility_is('gate_bridge', 'window_start', ARRAY['interval'], 'stable');
-SELECT is_definer('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
+-- evaluate_agent does its reading as the owner with search_path pinned in
+-- C (as the trigger does); run_gates is SECURITY DEFINER as well
+SELECT isnt_definer('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
 SELECT is_definer('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
-SELECT isnt_definer('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean']);
 SELECT isnt_definer('gate_bridge', 'window_start', ARRAY['interval']);
 SELECT is((SELECT p.proconfig FROM pg_proc p
-			WHERE p.oid = 'gate_bridge.evaluate_agent(text, interval)'::regprocedure),
-		  ARRAY['search_path=pg_catalog, pg_temp', 'IntervalStyle=postgres'],
-		  'evaluate_agent pins search_path and IntervalStyle');
-SELECT is((SELECT p.proconfig FROM pg_proc p
 			WHERE p.oid = 'gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
-		  ARRAY['search_path=pg_catalog, pg_temp', 'IntervalStyle=postgres'],
-		  'run_gates pins search_path and IntervalStyle');
+		  ARRAY['search_path=pg_catalog, pg_temp'],
+		  'run_gates pins search_path');
 
 -------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC; EXECUTE is granted deliberately.
@@ -51,8 +50,6 @@ SELECT is((SELECT p.proconfig FROM pg_proc p
 SELECT function_privs_are('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'],
 						  'public', ARRAY[]::text[]);
 SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
-						  'public', ARRAY[]::text[]);
-SELECT function_privs_are('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean'],
 						  'public', ARRAY[]::text[]);
 SELECT function_privs_are('gate_bridge', 'window_start', ARRAY['interval'],
 						  'public', ARRAY[]::text[]);
@@ -116,16 +113,17 @@ RESET ROLE;
 SET LOCAL ROLE regress_gates_ci;
 SELECT throws_ok($$SELECT gate_bridge.on_budget_violation('{"agent": "regress.gates", "budget_type": "quality", "severity": "critical", "actual": 0, "threshold": 1}')$$,
 				 '42501', NULL, 'ci: cannot open an incident of its choosing');
-SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates_impl(NULL, '7 days', true)$$,
-				 '42501', NULL, 'ci: cannot call the body of run_gates directly');
+SELECT throws_ok($$SELECT gate_bridge.window_start('1 day')$$, '42501', NULL,
+				 'ci: window_start is refused');
 SELECT results_eq(
-	$$SELECT r.agent, r.passed, cardinality(r.incident_ids) FROM gate_bridge.run_gates(create_incidents => true) r$$,
-	$$VALUES ('regress.gates'::text, false, 1)$$,
+	$$SELECT r.agent, r.passed, r.samples, cardinality(r.incident_ids), r.incident_ids[1] IS NOT NULL
+		FROM gate_bridge.run_gates(create_incidents => true) r$$,
+	$$VALUES ('regress.gates'::text, false, 2::bigint, 1, true)$$,
 	'ci: run_gates(create_incidents => true) opens the incident, with EXECUTE on run_gates only');
 SELECT results_eq(
-	$$SELECT r.agent, cardinality(r.incident_ids) FROM gate_bridge.run_gates('regress.gates', '7 days', true) r$$,
-	$$VALUES ('regress.gates'::text, 0)$$,
-	'ci: a second run folds into the open incident');
+	$$SELECT r.agent, r.incident_ids FROM gate_bridge.run_gates('regress.gates', '7 days', true) r$$,
+	$$VALUES ('regress.gates'::text, '{NULL}'::bigint[])$$,
+	'ci: a second run folds into the open incident: its position is NULL');
 SELECT is(current_user::text, 'regress_gates_ci',
 		  'ci: the switch to the owner does not outlive the call');
 RESET ROLE;
@@ -157,10 +155,28 @@ SELECT is((SELECT r->'budget'->'quality'->>'agent_pattern'
 RESET search_path;
 
 -------------------------------------------------------------------------------
+-- Without a lookback each metric uses its budget's: 90 minutes holds only
+-- the row of an hour ago; a lookback given overrides it.
+-------------------------------------------------------------------------------
+UPDATE gate_bridge.budgets SET lookback = '90 minutes' WHERE agent_pattern = 'regress.gates';
+SELECT results_eq(
+	$$SELECT (r->>'samples')::int, r->>'lookback', r->'windows'->'quality'->>'lookback',
+			 (r->'windows'->'quality'->>'samples')::int, (r->'metrics'->>'quality')::float8
+		FROM gate_bridge.evaluate_agent('regress.gates') r$$,
+	$$VALUES (1, '01:30:00', '01:30:00', 1, 0.25::float8)$$,
+	'evaluate_agent: the budget''s lookback is the quality window');
+SELECT results_eq(
+	$$SELECT r.samples, jsonb_array_length(r.violations) FROM gate_bridge.run_gates('regress.gates') r
+	  UNION ALL
+	  SELECT r.samples, jsonb_array_length(r.violations) FROM gate_bridge.run_gates('regress.gates', '7 days') r$$,
+	$$VALUES (1::bigint, 1), (2::bigint, 1)$$,
+	'run_gates: samples over the budget''s window, or over the lookback given');
+
+-------------------------------------------------------------------------------
 -- Errors by SQLSTATE.
 -------------------------------------------------------------------------------
-SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', NULL)$$, '22023',
-				 'lookback must not be null', 'evaluate_agent: NULL lookback');
+SELECT is((SELECT r->'windows'->'quality'->>'lookback' FROM gate_bridge.evaluate_agent('regress.gates', NULL) r),
+		  '01:30:00', 'evaluate_agent: a NULL lookback means each budget''s own');
 SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '-1 day')$$, '22023',
 				 NULL, 'evaluate_agent: negative lookback');
 SELECT throws_ok($$SELECT gate_bridge.evaluate_agent('regress.gates', '0')$$, '22023',
@@ -177,8 +193,8 @@ SELECT throws_ok($$SELECT gate_bridge.evaluate_agent(repeat('a', 129))$$, '22023
 				 NULL, 'evaluate_agent: agent over 128 bytes');
 SELECT lives_ok($$SELECT gate_bridge.evaluate_agent(repeat('a', 128), '1 microsecond')$$,
 				'evaluate_agent: 128 bytes and a tiny window are fine');
-SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => NULL)$$, '22023',
-				 NULL, 'run_gates: NULL lookback');
+SELECT lives_ok($$SELECT * FROM gate_bridge.run_gates(lookback => NULL)$$,
+				'run_gates: a NULL lookback means each budget''s own');
 SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => '-1 hour')$$, '22023',
 				 NULL, 'run_gates: negative lookback');
 SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates('regress.gates', '0')$$, '22023',

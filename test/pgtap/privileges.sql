@@ -2,7 +2,7 @@
 -- README documents, can do what they are for and nothing else; PUBLIC gets
 -- nothing but the pure helpers.
 BEGIN;
-SELECT plan(287);
+SELECT plan(307);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -98,13 +98,14 @@ SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
 						 'incident_events_id_seq', 'incident_events_position_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 16 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
+-- 20 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
 -- the operator adds ack and resolve, operator and reader the event stream's
 -- functions; nothing else for anyone.  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
 -- fire it all the same.
 SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
-		CASE WHEN f.name IN ('pattern_rank', 'incident_severity')
+		CASE WHEN f.name IN ('pattern_rank', 'incident_severity', 'valid_agent_name',
+							 'valid_agent_pattern')
 				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
 				  OR (r.role IN ('regress_priv_operator', 'regress_priv_reader')
 					  AND f.name IN ('events_after', 'events_head', 'events_resume_point'))
@@ -120,6 +121,10 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('suggest_playbooks',	  ARRAY['text', 'text']),
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
+	('valid_agent_name',	  ARRAY['text']),
+	('valid_agent_pattern',	  ARRAY['text']),
+	('budget_problem',		  ARRAY['text', 'double precision', 'double precision', 'double precision']),
+	('budgets_guard',		  ARRAY[]::name[]),
 	('gate_bridge_on_violation',	  ARRAY[]::name[]),
 	('budgets_changed',		  ARRAY[]::name[]),
 	('playbook_rules_guard',  ARRAY[]::name[]),
@@ -160,8 +165,10 @@ SELECT set_eq($$
 		   aclexplode(o.acl) a
 	 WHERE a.grantee = 0
 $$, $$ VALUES ('gate_bridge.incident_severity(text) EXECUTE'),
-			  ('gate_bridge.pattern_rank(text,text) EXECUTE') $$,
-'PUBLIC holds EXECUTE on pattern_rank and incident_severity and nothing else');
+			  ('gate_bridge.pattern_rank(text,text) EXECUTE'),
+			  ('gate_bridge.valid_agent_name(text) EXECUTE'),
+			  ('gate_bridge.valid_agent_pattern(text) EXECUTE') $$,
+'PUBLIC holds EXECUTE on pattern_rank, incident_severity and the name rules of the CHECK constraints, and nothing else');
 
 -------------------------------------------------------------------------------
 -- The writer: its inserts create incidents, and it can do nothing else.

@@ -191,7 +191,8 @@ BEGIN
 		   FROM gate_bridge.incidents i
 		  WHERE i.key = 'BUDGET_tier.critical_latency' AND i.status <> 'resolved';
 		SELECT r.incident_ids INTO ids FROM gate_bridge.run_gates('tier.critical', '7 days', true) r;
-		RAISE NOTICE 'run %: % incident(s) created', n, cardinality(ids);
+		RAISE NOTICE 'run %: % incident(s) created: %', n, cardinality(array_remove(ids, NULL)),
+			(SELECT string_agg(CASE WHEN x IS NULL THEN '-' ELSE 'id' END, ' ') FROM unnest(ids) x);
 	END LOOP;
 END
 $$;
@@ -211,9 +212,82 @@ SELECT r.agent, r.passed, r.incident_ids FROM gate_bridge.run_gates('tier.error'
 RESET gate_bridge.enabled;
 
 -------------------------------------------------------------------------------
+-- Windows: without a lookback, each metric is computed over the lookback of
+-- the budget that checks it; a metric no budget checks over the widest of
+-- them (7 days when no budget applies); a lookback given overrides all.
+-------------------------------------------------------------------------------
+SET gate_bridge.enabled = off;
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, lookback) VALUES
+	('win.a', 'quality',	0.5,	'1 day'),
+	('win.*', 'latency',	100,	'3 days'),
+	('win.a', 'cost',		1,		'12:00:00');
+-- one row per age: 1 h, 18 h, 2 days, 5 days, 10 days
+INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, cost_usd, success_rate, created_at)
+VALUES ('win.a', 0.75, 50,  0.5, 1.0, now() - interval '1 hour'),
+	   ('win.a', 0.25, 50,  2.5, 0.5, now() - interval '18 hours'),
+	   ('win.a', 0.0,  500, 9,   0.0, now() - interval '2 days'),
+	   ('win.a', 0.0,  500, 9,   0.0, now() - interval '5 days'),
+	   ('win.a', 0.0,  900, 9,   0.0, now() - interval '10 days');
+RESET gate_bridge.enabled;
+SELECT r->'lookback' AS lookback, r->'samples' AS samples, jsonb_pretty(r->'windows') AS windows,
+	   jsonb_pretty(r->'metrics') AS metrics, jsonb_pretty(r->'violations') AS violations
+  FROM gate_bridge.evaluate_agent('win.a') r;
+-- quality over 1 day: (0.75 + 0.25) / 2 = 0.5, on the threshold: passes;
+-- latency over 3 days: p95 of 50, 50, 500 is 455 > 100; cost over 12 h: 0.5
+SELECT t, (r->'windows'->t->>'samples')::int AS samples, r->'metrics'->t AS metric
+  FROM gate_bridge.evaluate_agent('win.a') r,
+	   unnest(ARRAY['quality', 'latency', 'cost', 'success_rate', 'invariants']) t;
+-- the same as the plain aggregates over each budget's window
+SELECT avg(quality) FILTER (WHERE created_at > now() - interval '1 day') AS quality_1d,
+	   percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_p95_ms)
+		   FILTER (WHERE created_at > now() - interval '3 days') AS latency_3d,
+	   avg(cost_usd) FILTER (WHERE created_at > now() - interval '12 hours') AS cost_12h,
+	   avg(success_rate) FILTER (WHERE created_at > now() - interval '3 days') AS success_rate_3d
+  FROM gate_bridge.eval_results WHERE agent = 'win.a';
+-- a lookback given is every metric's window
+SELECT r->'lookback' AS lookback, r->'samples' AS samples,
+	   (SELECT jsonb_object_agg(k, v->'samples') FROM jsonb_each(r->'windows') w (k, v)) AS window_samples,
+	   r->'metrics'->'quality' AS quality,
+	   jsonb_array_length(r->'violations') AS violations
+  FROM gate_bridge.evaluate_agent('win.a', '30 days') r;
+-- another agent under win.* has only the latency budget: everything over 3 days
+SELECT r->'lookback' AS lookback, r->'windows'->'quality'->'lookback' AS quality_window
+  FROM gate_bridge.evaluate_agent('win.other') r;
+-- run_gates: samples is the widest window's; an explicit lookback again overrides
+SELECT agent, passed, samples, jsonb_array_length(violations) AS violations
+  FROM gate_bridge.run_gates('win.a');
+SELECT agent, passed, samples, jsonb_array_length(violations) AS violations
+  FROM gate_bridge.run_gates('win.a', '30 days');
+SELECT agent, passed, samples FROM gate_bridge.run_gates() WHERE agent LIKE 'win.%';
+
+-------------------------------------------------------------------------------
+-- incident_ids is positional: one element per violation, the incident
+-- created or NULL.  Each incident records its violation's own window.
+-------------------------------------------------------------------------------
+SELECT r.incident_ids, r.violations->0->>'budget_type' AS violated
+  FROM gate_bridge.run_gates('win.a', create_incidents => true) r;
+-- over 30 days three metrics violate; latency folds into its open incident
+SELECT r.incident_ids, jsonb_array_length(r.violations) AS violations
+  FROM gate_bridge.run_gates('win.a', '30 days', true) r;
+SELECT i.key, i.details->'context'->>'lookback' AS lookback,
+	   i.details->'context'->>'samples' AS samples
+  FROM gate_bridge.incidents i WHERE i.agent = 'win.a' ORDER BY i.id;
+-- resolve the latency incident: in the next run only that position gets an id
+SELECT gate_bridge.resolve(i.id, 'regress') FROM gate_bridge.incidents i
+ WHERE i.key = 'BUDGET_win.a_latency';
+CREATE TEMP TABLE run2 AS SELECT * FROM gate_bridge.run_gates('win.a', '30 days', true);
+SELECT v.n, v.v->>'budget_type' AS budget_type, r.incident_ids[v.n] IS NOT NULL AS created,
+	   (SELECT i.violation_type FROM gate_bridge.incidents i WHERE i.id = r.incident_ids[v.n]) AS incident_type
+  FROM run2 r, jsonb_array_elements(r.violations) WITH ORDINALITY AS v (v, n)
+ ORDER BY v.n;
+SELECT cardinality(incident_ids) = jsonb_array_length(violations) AS one_per_violation FROM run2;
+-- without create_incidents, no ids at all
+SELECT incident_ids FROM gate_bridge.run_gates('win.a', '30 days');
+DELETE FROM gate_bridge.budgets WHERE agent_pattern LIKE 'win.%';
+
+-------------------------------------------------------------------------------
 -- Bad arguments.
 -------------------------------------------------------------------------------
-SELECT gate_bridge.evaluate_agent('shop.cart.api', NULL);
 SELECT gate_bridge.evaluate_agent('shop.cart.api', '-1 day');
 SELECT gate_bridge.evaluate_agent('shop.cart.api', '0');
 SELECT gate_bridge.evaluate_agent('shop.cart.api', '1 mon -31 days');
@@ -221,7 +295,7 @@ SELECT gate_bridge.evaluate_agent('shop.cart.api', '300000 years');
 SELECT gate_bridge.evaluate_agent(NULL);
 SELECT gate_bridge.evaluate_agent('');
 SELECT gate_bridge.evaluate_agent(repeat('x', 129));
-SELECT * FROM gate_bridge.run_gates(lookback => NULL);
+SELECT gate_bridge.window_start(NULL);
 SELECT * FROM gate_bridge.run_gates(lookback => '-7 days');
 SELECT * FROM gate_bridge.run_gates(create_incidents => NULL);
 SELECT * FROM gate_bridge.run_gates('');

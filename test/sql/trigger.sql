@@ -274,6 +274,31 @@ INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('inbox.nocontext',
 SELECT details -> 'context' AS context, (details -> 'eval_result') - 'created_at' AS eval_result
   FROM gate_bridge.incidents WHERE agent = 'inbox.nocontext';
 
+-- The trigger and on_invariant_failure() take the severity from one rule:
+-- the agent's invariants budget applied to the count, "error" without one,
+-- nothing when no tier is crossed.
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+VALUES ('sevrule.*', 'invariants', 1, 2, 3);
+CREATE TEMP TABLE sevrule AS
+SELECT a.agent, n,
+	   (SELECT array_agg('c' || g) FROM generate_series(1, n) g) AS failed
+  FROM unnest(ARRAY['sevrule.a', 'nosevrule.a']) a (agent), generate_series(1, 5) n;
+INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
+SELECT agent || '.row' || n, failed FROM sevrule;
+CREATE TEMP TABLE sevrule_fn AS
+SELECT s.agent, s.n,
+	   gate_bridge.on_invariant_failure(
+		   jsonb_build_object('agent', s.agent || '.fn' || s.n, 'invariants_failed', to_jsonb(s.failed)),
+		   '{"invariant": "c1"}') AS id
+  FROM sevrule s;
+SELECT s.agent, s.n,
+	   (SELECT string_agg(DISTINCT i.severity, ',') FROM gate_bridge.incidents i
+		 WHERE i.agent = s.agent || '.row' || s.n) AS by_trigger,
+	   (SELECT i.severity FROM gate_bridge.incidents i WHERE i.id = f.id) AS by_function
+  FROM sevrule s JOIN sevrule_fn f USING (agent, n)
+ ORDER BY s.agent, s.n;
+DELETE FROM gate_bridge.budgets WHERE agent_pattern = 'sevrule.*';
+
 -------------------------------------------------------------------------------
 -- Reporting a violation runs SQL.  Here a trigger on incidents changes the
 -- budgets and inserts another eval row, whose check reloads the budget
@@ -303,6 +328,40 @@ SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
 	   (details #>> '{budget,error}')::float8 AS error,
 	   (details #>> '{budget,lookback}')::interval AS lookback
   FROM gate_bridge.incidents WHERE agent LIKE 'reent.%' ORDER BY id;
+
+-- The same, where the nested row fails while it holds the budgets it was
+-- checked against (its incident is refused), inside a savepoint that the
+-- outer row's code catches: the failed row's hold on the reloaded cache is
+-- released with its subtransaction, the outer row's stays.  A hold that
+-- outlived its transaction would be reported at commit with a WARNING.
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error, lookback)
+VALUES ('reent.c', 'quality', 0.8, '4 days'), ('reent.d', 'quality', 0.8, '5 days'),
+	   ('reent.d', 'cost', 1, '6 days');
+CREATE OR REPLACE FUNCTION public.reent_trigger() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+	IF NEW.agent = 'reent.e' THEN
+		RAISE EXCEPTION 'refused';
+	END IF;
+	IF NEW.agent = 'reent.d' AND NEW.violation_type = 'quality' THEN
+		BEGIN
+			UPDATE gate_bridge.budgets SET lookback = '40 days' WHERE agent_pattern LIKE 'reent.%';
+			INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error) VALUES ('reent.e', 'quality', 0.8);
+			INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('reent.e', 0.5);
+		EXCEPTION WHEN raise_exception THEN
+			RAISE NOTICE 'nested row refused: %', SQLERRM;
+		END;
+		UPDATE gate_bridge.budgets SET lookback = '50 days' WHERE agent_pattern = 'reent.c';
+		INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('reent.c', 0.5);
+	END IF;
+	RETURN NULL;
+END
+$fn$;
+INSERT INTO gate_bridge.eval_results (agent, quality, cost_usd)
+VALUES ('reent.d', 0.5, 5);
+SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
+	   (details #>> '{budget,lookback}')::interval AS lookback
+  FROM gate_bridge.incidents WHERE agent IN ('reent.c', 'reent.d', 'reent.e') ORDER BY id;
+SELECT count(*) AS budgets_of_e FROM gate_bridge.budgets WHERE agent_pattern = 'reent.e';
 DROP TRIGGER reent ON gate_bridge.incidents;
 DROP FUNCTION public.reent_trigger();
 

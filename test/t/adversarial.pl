@@ -609,8 +609,14 @@ my @cases = (
 	################################################################ evaluate_agent
 	{name => 'evaluate_agent: NULL agent',
 	 sql => $EVAL, bind => [undef, '7 days'], error => '22004'},
-	{name => 'evaluate_agent: NULL lookback',
-	 sql => $EVAL, bind => ['adv.row.huge', undef], error => '22023'},
+	{name => 'evaluate_agent: NULL lookback (each budget\'s own window)',
+	 sql => $EVAL, bind => ['adv.row.huge', undef],
+	 check => sub {
+		 my ($res) = @_;
+		 my $r = eval { JSON::PP->new->decode($res->{data}[0][0]) };
+		 return $r && ref($r->{windows}) eq 'HASH' && keys(%{$r->{windows}}) == 5
+			 ? undef : 'result: ' . substr($res->{data}[0][0] // 'NULL', 0, 300);
+	 }},
 	{name => 'evaluate_agent: negative lookback',
 	 sql => $EVAL, bind => ['adv.row.huge', '-1 day'], error => '22023'},
 	{name => 'evaluate_agent: lookback of a million years',
@@ -651,7 +657,9 @@ my @cases = (
 		 my ($res) = @_;
 		 my ($agents) = $dbh->selectrow_array(
 			 'SELECT count(DISTINCT agent) FROM gate_bridge.eval_results');
-		 my @bad = grep { !defined $_->[1] || ref($_->[3]) ne 'ARRAY' } @{$res->{data}};
+		 # agent, passed, samples, violations, incident_ids (one per violation)
+		 my @bad = grep { !defined $_->[1] || $_->[2] !~ /^\d+$/ || ref($_->[4]) ne 'ARRAY'
+						  || @{$_->[4]} != @{JSON::PP->new->decode($_->[3])} } @{$res->{data}};
 		 return @{$res->{data}} == $agents && !@bad ? undef
 			 : sprintf('%d rows for %d agents, %d malformed', scalar(@{$res->{data}}),
 					   $agents, scalar(@bad));

@@ -29,6 +29,16 @@ sub connect_db
 my $admin = connect_db('postgres');
 $admin->do("DROP DATABASE IF EXISTS $_") for ($OLD, $NEW);
 $admin->do("CREATE DATABASE $_") for ($OLD, $NEW);
+# roles that users granted run_gates to (the README's pg_cron job)
+my @GATE_ROLES = ('regress_upgrade_gates_job', 'regress_upgrade_gates_admin');
+$admin->do("DROP ROLE IF EXISTS $_") for @GATE_ROLES;
+$admin->do("CREATE ROLE $_") for @GATE_ROLES;
+# what a deployment grants; applied alike to the old and the fresh database
+my @GATE_GRANTS = (
+	'GRANT USAGE ON SCHEMA gate_bridge TO regress_upgrade_gates_job, regress_upgrade_gates_admin',
+	'GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_upgrade_gates_job',
+	'GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_upgrade_gates_admin WITH GRANT OPTION',
+	'GRANT EXECUTE ON FUNCTION gate_bridge.evaluate_agent(text, interval) TO regress_upgrade_gates_job');
 
 my ($default) = $admin->selectrow_array(
 	q{SELECT default_version FROM pg_available_extensions WHERE name = 'gate_bridge'});
@@ -98,6 +108,12 @@ $old->do(q{
 		('up.a', 'quality', 0.9, 0.8, 0.5), ('up.*', 'latency', 100, 200, 300), ('*', 'cost', 1, 2, 3)});
 $old->do(q{UPDATE gate_bridge.playbook_rules SET playbooks = '{rerun_eval,page_owner}'
 			WHERE violation_type = 'cost' AND agent_pattern = '*'});
+# budgets that 1.0 accepted and 1.2 refuses: inverted tiers, out of domain
+$old->do(q{
+	INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical) VALUES
+		('up.bad', 'quality', 0.5, 0.8, 0.95), ('up.bad', 'latency', 9000, NULL, 100),
+		('up.worse.*', 'success_rate', 5, NULL, NULL)});
+$old->do($_) for @GATE_GRANTS;
 
 # a violating row on 1.0's objects is stored, with a warning, and decides nothing
 {
@@ -177,14 +193,42 @@ is($rows_before, 301, 'the 1.0 database holds its eval rows');
 ################################################################ update, one release at a time
 
 my @chain = grep { $_ ne '1.0' } @versions;
+my %update_warnings;
 for my $v (@chain)
 {
-	$old->do("ALTER EXTENSION gate_bridge UPDATE TO '$v'");
+	my @warnings;
+	{
+		local $old->{PrintWarn} = 1;
+		local $SIG{__WARN__} = sub { push @warnings, @_ };
+		$old->do("ALTER EXTENSION gate_bridge UPDATE TO '$v'");
+	}
+	$update_warnings{$v} = join('', @warnings);
 	my ($ver) = $old->selectrow_array(q{SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'});
 	is($ver, $v, "ALTER EXTENSION gate_bridge UPDATE TO '$v'");
 	is_deeply(snapshot($old), $before, "every row of every table survives the update to $v");
 }
 is((@chain ? $chain[-1] : ''), $default, "the chain 1.0 -> @chain ends at the default version $default");
+
+# 1.2: the budgets that break its rules are named, each once, and kept
+my @bad = ($update_warnings{'1.2'} // '') =~ /budget "([^"]+)" \((\w+)\) breaks a rule of gate_bridge 1\.2/g;
+is_deeply(\@bad, ['up.bad', 'latency', 'up.bad', 'quality', 'up.worse.*', 'success_rate'],
+		  'the update to 1.2 warns about each stored budget that breaks its rules');
+like($update_warnings{'1.2'} // '', qr/tiers of a floor must be warning >= error >= critical \(warning = 0\.5, error = 0\.8, critical = 0\.95\)/,
+	 'the warning gives the rule and the values');
+is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.budgets WHERE agent_pattern IN ('up.bad', 'up.worse.*')}), 3,
+   'the budgets that break the rules are kept');
+is($update_warnings{'1.1'} // '', '', 'the update to 1.1 warns about nothing');
+
+# 1.2: run_gates is created anew (a new column); the grants on it stay
+is_deeply($old->selectall_arrayref(q{
+	SELECT r, has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE'),
+			  has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE WITH GRANT OPTION'),
+			  has_function_privilege(r, 'gate_bridge.evaluate_agent(text, interval)', 'EXECUTE')
+	  FROM unnest(ARRAY['regress_upgrade_gates_job', 'regress_upgrade_gates_admin']) r ORDER BY r}),
+		  [['regress_upgrade_gates_admin', 1, 1, 0], ['regress_upgrade_gates_job', 1, 0, 1]],
+		  'EXECUTE on run_gates granted before the update is kept, with its grant option');
+is($old->selectrow_array(q{SELECT has_function_privilege('public', 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE')}),
+   0, 'and PUBLIC still has none');
 
 # 1.2: what identifies a key is filled in from the key text and the agent
 is_deeply($old->selectall_arrayref(q{SELECT id, agent, subject FROM gate_bridge.incidents ORDER BY id}),
@@ -205,6 +249,7 @@ is_deeply($old->selectall_arrayref(q{SELECT kind, key, agent, subject, created, 
 my $new = connect_db($NEW);
 $new->do(q{SET client_min_messages = warning});
 $new->do(q{CREATE EXTENSION gate_bridge});
+$new->do($_) for @GATE_GRANTS;
 my $want = $new->selectcol_arrayref($DESCRIBE);
 my $got = $old->selectcol_arrayref($DESCRIBE);
 cmp_ok(scalar @$want, '>', 20, 'a fresh install has its objects (' . scalar(@$want) . ')');
@@ -238,7 +283,23 @@ $old->do(q{SELECT gate_bridge.ack(4, 'dave')});
 is($old->selectrow_array(q{SELECT status FROM gate_bridge.incidents WHERE id = 4}), 'ack',
    'an incident from 1.0 can be acknowledged after the update');
 
+# the kept bad budget goes on deciding, in the trigger and in the gates
+$old->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('up.bad', 0.9)});
+is($old->selectrow_array(q{SELECT severity FROM gate_bridge.incidents WHERE key = 'BUDGET_up.bad_quality'}), 'sev1',
+   'a kept budget with inverted tiers still decides: 0.9 is below its critical 0.95');
+is($old->selectrow_array(q{SELECT v->>'severity' FROM gate_bridge.evaluate_agent('up.bad') r,
+								  jsonb_array_elements(r->'violations') v WHERE v->>'budget_type' = 'quality'}),
+   'critical', 'and evaluate_agent applies it the same way');
+is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.run_gates() WHERE agent = 'up.bad'}), 1,
+   'run_gates runs with it');
+$old->do(q{UPDATE gate_bridge.budgets SET enabled = false WHERE agent_pattern = 'up.bad' AND budget_type = 'latency'});
+ok(!$old->selectrow_array(q{SELECT enabled FROM gate_bridge.budgets WHERE agent_pattern = 'up.bad' AND budget_type = 'latency'}),
+   'a kept budget can be disabled');
+ok(!eval { $old->do(q{UPDATE gate_bridge.budgets SET critical = 0.97 WHERE agent_pattern = 'up.bad' AND budget_type = 'quality'}); 1 }
+   && $old->state eq '23514', 'changing its thresholds must fix them (23514)');
+
 $old->disconnect;
 $new->disconnect;
 $admin->do("DROP DATABASE $_") for ($OLD, $NEW);
+$admin->do("DROP ROLE $_") for @GATE_ROLES;
 done_testing();
