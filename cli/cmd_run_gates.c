@@ -81,7 +81,7 @@ typedef struct GateColumns
 
 /* the command line of this run */
 static const char *agent = NULL;
-static const char *lookback_arg = "7d";
+static const char *lookback_arg = NULL;	/* NULL: each budget's own */
 static char lookback[256];
 static bool create = false;
 static bool fail_on_warning = false;
@@ -92,7 +92,7 @@ static const char *env_value = NULL;
 static const GBOption options[] = {
 	{"agent", 'a', "AGENT", "only this agent (default: every agent with a budget)"},
 	{"lookback", 'l', "WINDOW", "7d, 12h, 30m, 45s, 2w, or a PostgreSQL interval\n"
-	"such as '1 day 6 hours' (default: 7d)"},
+	"such as '1 day 6 hours' (default: each budget's lookback)"},
 	{"create-incidents", 'c', NULL, "open incidents for the violations (deduplicated and\n"
 	"rate limited like the trigger's)"},
 	{"fail-on-warning", 'w', NULL, "exit 2 when the worst violation is a warning"},
@@ -130,7 +130,8 @@ static int
 run_gates_prepare(const char *operand)
 {
 	(void) operand;
-	if (!gb_lookback_to_interval(lookback_arg, lookback, sizeof(lookback)))
+	if (lookback_arg != NULL &&
+		!gb_lookback_to_interval(lookback_arg, lookback, sizeof(lookback)))
 		return gb_usage_error("run-gates", "invalid --lookback \"%s\": expected 7d, 12h, 30m, 45s or an interval",
 							  lookback_arg);
 	switch (gb_env_interventions_enabled(&env_value))
@@ -253,12 +254,15 @@ run_gates_run(GBSession *s)
 	int			rc;
 	int			r;
 
-	rc = check_lookback(s->conn);
-	if (rc != GB_EXIT_OK)
-		return rc;
+	if (lookback_arg != NULL)
+	{
+		rc = check_lookback(s->conn);
+		if (rc != GB_EXIT_OK)
+			return rc;
+	}
 
 	params[0] = agent;
-	params[1] = lookback;
+	params[1] = lookback_arg != NULL ? lookback : NULL;
 	params[2] = incidents_requested ? "true" : "false";
 	res = gb_exec(s->conn, query, 3, params, &rc);
 	if (res == NULL)
@@ -278,8 +282,13 @@ run_gates_run(GBSession *s)
 	}
 	if (!json)
 	{
-		printf("Gates over the last ");
-		gb_print_sanitized(stdout, lookback_arg);
+		if (lookback_arg != NULL)
+		{
+			printf("Gates over the last ");
+			gb_print_sanitized(stdout, lookback_arg);
+		}
+		else
+			printf("Gates over each budget's lookback");
 		if (agent)
 		{
 			printf(" for ");

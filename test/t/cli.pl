@@ -588,7 +588,8 @@ like($out, qr/^\s+error\s+quality\s+actual 0\.45 vs threshold 0\.5$/m, 'run-gate
 
 ($rc, $out, $err) = gb('run-gates');
 is($rc, 1, 'run-gates over every agent: the worst one decides, exit 1') or diag($err);
-like($out, qr/^Gates over the last 7d:$/m, 'run-gates: default lookback 7d');
+like($out, qr/^Gates over each budget's lookback:$/m,
+	 'run-gates: without --lookback each budget\'s own lookback (7 days by default) applies');
 for my $want (['PASS', 'regress.pass'], ['WARN', 'regress.warn'], ['FAIL', 'regress.crit'],
 	['FAIL', 'regress.err'], ['FAIL', 'regress.old'])
 {
@@ -600,6 +601,12 @@ like($out, qr/^1 passed, 1 with warnings, 3 failed: FAIL$/m, 'run-gates over eve
 ($rc, $out) = gb('run-gates', '--agent', 'regress.old', '--lookback', '1d');
 is($rc, 0, 'lookback 1d: a row two days old is outside the window');
 like($out, qr/^PASS  regress\.old \(0 samples\)$/m, 'lookback 1d: no samples');
+# without --lookback, the budget's own lookback is the window
+$dbh->do(q{UPDATE gate_bridge.budgets SET lookback = '1 day' WHERE agent_pattern = 'regress.old'});
+($rc, $out) = gb('run-gates', '--agent', 'regress.old');
+is($rc, 0, 'no --lookback: the budget\'s lookback of 1 day leaves the two-day-old row out');
+like($out, qr/^PASS  regress\.old \(0 samples\)$/m, 'no --lookback: no samples in the budget\'s window');
+$dbh->do(q{UPDATE gate_bridge.budgets SET lookback = '7 days' WHERE agent_pattern = 'regress.old'});
 ($rc, $out) = gb('run-gates', '--agent', 'regress.old', '--lookback', '3d');
 is($rc, 1, 'lookback 3d: it is inside');
 for my $lb ('72h', '4320m', '259200s', '1w', '2 days 23 hours')
