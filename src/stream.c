@@ -43,7 +43,10 @@
  * on to the next multiple of GB_POSITION_EPOCH, so positions of the new
  * history are above anything a consumer can have read from the old one,
  * and events_after() refuses a stored position that the server does not
- * hold (SQLSTATE SR001).
+ * hold (SQLSTATE SR001).  A crash of any one server process counts as a
+ * start: the postmaster ends all the others and runs crash recovery
+ * without restarting itself, which loses unflushed asynchronous commits
+ * just as a restart does.
  *
  * Announcements are made in the same step, in position order: every event
  * on gate_bridge.events_channel, and created incidents also on
@@ -66,7 +69,9 @@
 #include "commands/async.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
@@ -103,8 +108,8 @@ typedef struct PendingEvent
 
 static List *pending = NIL;		/* of PendingEvent *, in TopTransactionContext */
 
-/* the server start this backend has recorded the history for */
-static TimestampTz history_checked_for = 0;
+/* this backend has checked the history (a crash ends every backend) */
+static bool history_checked = false;
 
 static SPIPlanPtr next_plan = NULL;
 static SPIPlanPtr setval_plan = NULL;
@@ -252,13 +257,38 @@ announce(PendingEvent **ev, const bool *numbered, int n)
 }
 
 /*
+ * When the server last started its processes: the start of its
+ * checkpointer.  After a crash of any server process the postmaster ends
+ * every other one, runs crash recovery and starts them all again without
+ * restarting itself (restart_after_crash), so PgStartTime
+ * (pg_postmaster_start_time()) stays the same while asynchronous commits
+ * that had not been flushed are gone.  Only such a crash or a start runs a
+ * new checkpointer.  Without one (single-user mode) the postmaster's start.
+ */
+static TimestampTz
+server_start(void)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *entry = pgstat_fetch_stat_local_beentry(i);
+
+		if (entry != NULL && entry->backendStatus.st_backendType == B_CHECKPOINTER)
+			return Max(entry->backendStatus.st_proc_start_timestamp, PgStartTime);
+	}
+	return PgStartTime;
+}
+
+/*
  * The first positions taken after a server start begin a new history: the
  * sequence moves on to the next multiple of GB_POSITION_EPOCH.  The row in
  * stream_status says which start the current positions belong to; a
  * failover lands on another server, and a restored dump brings the row of
- * the server it was taken from, so both count as a new start.  A database
- * with no row and no numbered event (a fresh install) starts at 1.  Runs
- * under the position lock.
+ * the server it was taken from, so both count as a new start, and so does
+ * a crash (server_start()).  A database with no row and no numbered event
+ * (a fresh install) starts at 1.  Runs under the position lock.
  */
 static void
 check_history(void)
@@ -268,10 +298,11 @@ check_history(void)
 	bool		numbered;
 	Datum		started;
 	Datum		value;
+	TimestampTz this_start = server_start();
 
 	gb_spi_run(history_plan, NULL, NULL, SPI_OK_SELECT);
 	started = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &started_null);
-	if (!started_null && DatumGetTimestampTz(started) == PgStartTime)
+	if (!started_null && DatumGetTimestampTz(started) == this_start)
 		return;
 	numbered = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 2, &isnull));
@@ -283,10 +314,10 @@ check_history(void)
 				(errmsg("gate_bridge: event positions start a new history at " INT64_FORMAT,
 						DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 1, &isnull)) + 1),
-				 errdetail("The server was restarted, failed over or restored; positions handed out before may have been lost."),
+				 errdetail("The server was restarted, recovered from a crash, failed over or restored; positions handed out before may have been lost."),
 				 errhidestmt(true)));
 	}
-	value = TimestampTzGetDatum(PgStartTime);
+	value = TimestampTzGetDatum(this_start);
 	gb_spi_run(new_history_plan, &value, NULL, SPI_OK_INSERT);
 }
 
@@ -351,10 +382,10 @@ stream_precommit(void)
 	/* step 1: the lock that orders every transaction taking positions */
 	LockRelationOid(position_seq_oid(), ExclusiveLock);
 
-	if (history_checked_for != PgStartTime)
+	if (!history_checked)
 	{
 		check_history();
-		history_checked_for = PgStartTime;
+		history_checked = true;
 	}
 
 	/* step 2: n positions in a row, in the order the events were recorded */
