@@ -578,7 +578,11 @@ $fn$;
  * asynchronous commit, a restore of an older dump, a TRUNCATE): SQLSTATE
  * SR001, with the resume point in the message's detail; the consumer
  * resumes from events_resume_point(after) and so never skips an event the
- * server holds.  Callers need SELECT on incident_events.
+ * server holds.  On a standby, a position above the newest it holds has
+ * not been replayed yet: nothing is returned until it has (a standby's
+ * history is rewound only by following a new primary, whose positions
+ * start above all of the old ones, so SR001 comes once they arrive).
+ * Callers need SELECT on incident_events.
  */
 CREATE FUNCTION gate_bridge.events_after(after bigint DEFAULT 0, max_rows integer DEFAULT 500)
 RETURNS SETOF gate_bridge.incident_events
@@ -600,6 +604,11 @@ BEGIN
 	IF events_after.after > 0
 	   AND NOT EXISTS (SELECT FROM gate_bridge.incident_events e
 					   WHERE e.position = events_after.after) THEN
+		IF pg_catalog.pg_is_in_recovery()
+		   AND NOT EXISTS (SELECT FROM gate_bridge.incident_events e
+						   WHERE e.position > events_after.after) THEN
+			RETURN;
+		END IF;
 		RAISE EXCEPTION 'the event stream has no position %', events_after.after
 			USING ERRCODE = 'SR001',
 				  DETAIL = format('The stream was rewound (a failover, a crash with asynchronous commit, a restore or a TRUNCATE); the last position this server holds before it is %s.',
