@@ -55,7 +55,7 @@ SELECT p.oid::regprocedure AS function
   FROM pg_proc p
  WHERE p.pronamespace = 'gate_bridge'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 -- Every member of the extension
 \dx+ gate_bridge
