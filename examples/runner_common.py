@@ -1,5 +1,6 @@
 """What psycopg_runner.py and psycopg_async_runner.py share: the input they
-read, the COPY they send, and when and how long they wait before a retry.
+read, the COPY they send, and when and how long they wait before a retry
+(psycopg_listener.py waits the same way before it reconnects).
 
 Input: one JSON object per line, keys named after the columns of
 gate_bridge.eval_results; only "agent" is required, a missing metric is
@@ -48,11 +49,11 @@ def read_rows(stream):
     return rows
 
 
-def backoff(attempt):
+def backoff(attempt, cap=2.0):
     """Seconds to wait after failed attempt number `attempt` (1, 2, ...):
-    about 0.1 s doubling up to 2 s, half of it random so that writers that
-    collided do not collide again in step."""
-    ceiling = min(2.0, 0.1 * 2 ** (attempt - 1))
+    about 0.1 s doubling up to `cap` (2 s), half of it random so that
+    clients that collided do not collide again in step."""
+    ceiling = min(cap, 0.1 * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

@@ -8,7 +8,7 @@ GB_EXTVERSION=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$GB_ROOT/gat
 GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
 postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourcehandler-pgtap-perl \
 postgresql-contrib libpq-dev libdbd-pg-perl gcc make \
-python3-psycopg python3-psycopg2 python3-sqlalchemy pgbouncer"
+python3-psycopg python3-psycopg2 python3-sqlalchemy pgbouncer python3-jsonschema"
 
 gb_say() { printf '== %s\n' "$*" >&2; }
 
@@ -19,12 +19,22 @@ gb_install_deps() {
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
 			missing+=("$p")
 	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	gb_say "installing ${missing[*]}"
-	local sudo=
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+	# Node.js for examples/node_listener.js: Debian's nodejs and npm, unless
+	# a Node.js with npm is there already (some machines bring their own,
+	# which Debian's npm and node-* packages cannot be installed beside)
+	command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+	if [ ${#missing[@]} -gt 0 ]; then
+		gb_say "installing ${missing[*]}"
+		local sudo=
+		[ "$(id -u)" -eq 0 ] || sudo=sudo
+		$sudo apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+	fi
+	# node-postgres, as examples/package-lock.json pins it
+	if [ ! -e "$GB_ROOT/examples/node_modules/pg/package.json" ]; then
+		gb_say "installing node-postgres into examples/node_modules"
+		(cd "$GB_ROOT/examples" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	fi
 }
 
 # Build with warnings as errors and install into the server's directories.
