@@ -3,28 +3,39 @@
  * cmd_listen.c
  *		gate-bridge listen: print every incident event as one JSON line.
  *
- * The timeline, gate_bridge.incident_events, is the source of truth; a
- * NOTIFY on the channel is only a wake-up.  We remember the last event id
- * printed and read "id > last ORDER BY id" after every wake-up, every
- * --interval seconds (acked and resolved events are not notified), and
- * after every reconnect, so an event is printed once, in id order, and
- * none is lost while the connection is down.  Each line is rendered by the
- * server (row_to_json) and printed as it arrives.
+ * Events are read with gate_bridge.events_after(position), the stream the
+ * extension keeps in commit order: it returns committed events only, and
+ * no event can later appear at or below the last one it returned.  So we
+ * remember the position of the last line printed and ask for what follows
+ * it, after every wake-up, every --interval seconds and after every
+ * reconnect: each event is printed once, in position order, and a
+ * transaction that has not committed holds back nobody.  A NOTIFY on
+ * gate_bridge.events_channel only wakes us up (it is lost while we are
+ * disconnected and skipped when the server's queue is nearly full), hence
+ * the polling.  Each line is rendered by the server (row_to_json).
  *
- * Ids are handed out when a row is inserted, not when it commits, so a
- * committed id may be visible while a smaller one is still in flight; that
- * smaller one would be skipped forever once "last" moved past it.  So we
- * print only up to the first gap, and skip a gap only when we know it will
- * not fill.  Let U be the highest id a poll's snapshot S shows.  Whoever
- * holds an id below U took it before U was taken, so before S; and an
- * inserting transaction holds RowExclusiveLock on incident_events from
- * before it takes an id until it ends.  So right after S we note the
- * sessions' transactions that hold a writer's lock on the table (pg_locks,
- * readable by anyone); once none of them is running any more (they hold no
- * lock at all, not even on their own virtual transaction id), a snapshot
- * taken after that shows every id below U that committed, and a gap below
- * U that is still missing then was rolled back.  Usually no writer is
- * running at all, and the next poll settles the gap at once.
+ * Without --since we start "from now": after LISTEN, at events_head(), the
+ * newest committed position.  An event still in flight then gets a higher
+ * position when it commits, so it is printed.
+ *
+ * Failures are sorted by what cures them:
+ *	- the connection broke, the server is shutting down, crashed or is
+ *	  starting (57P01, 57P02, 57P03, class 08), or it is a standby (25006:
+ *	  LISTEN is refused during recovery): connect again, so that a
+ *	  multi-host connection string with target_session_attrs=read-write
+ *	  finds the primary;
+ *	- a deadlock, a serialization failure, a cancelled query (statement
+ *	  timeout, pg_cancel_backend) or a lock timeout (40P01, 40001, 57014,
+ *	  55P03): run it again on the same connection;
+ *	- SR001, the server no longer holds our position (a failover to a
+ *	  standby that was behind, a crash with asynchronous commit, a restore,
+ *	  a TRUNCATE): warn, naming both positions, and go on after
+ *	  events_resume_point(ours), the last position it holds before ours;
+ *	  nothing the server holds is skipped;
+ *	- anything else (permission denied, no extension, a version without
+ *	  the stream) is reported and ends the command with status 1.
+ * Retries wait 0.25 s, doubling up to 10 s, and start over after a
+ * success; an outage is reported with one line, however long it lasts.
  *
  * cli/cmd_listen.c
  *
@@ -44,80 +55,61 @@
 
 #define BATCH			500
 #define BATCH_TEXT		"500"	/* the same, for the query */
-#define GAP_RECHECK		0.1		/* seconds between polls while a gap is open */
 #define BACKOFF_FIRST	0.25
 #define BACKOFF_MAX		10.0
-
-typedef enum
-{
-	GAP_NONE,					/* no gap seen */
-	GAP_WAITING,				/* writers that may fill it are running */
-	GAP_SETTLED					/* they have ended: a snapshot taken now
-								 * shows every id that will ever fill it */
-} GapState;
-
-typedef struct ListenState
-{
-	int64_t		last;			/* every id <= last is printed or never will be */
-	GapState	gap;			/* about the gaps below gap_upper */
-	int64_t		gap_upper;		/* the highest id the snapshot that showed
-								 * a gap showed */
-	PQExpBufferData gap_writers;	/* GAP_WAITING: the writers'
-									 * transactions, "vxid,vxid,..." */
-	bool		once;
-	char		channel[64];
-} ListenState;
-
-typedef enum
-{
-	POLL_DONE,					/* caught up */
-	POLL_MORE,					/* a full batch: poll again now */
-	POLL_GAP,					/* waiting for a gap to fill or settle */
-	POLL_LOST,					/* the connection broke */
-	POLL_ERROR					/* the server refused, or stdout failed */
-} PollResult;
+#define BACKOFF_TEXT	"0.25 s doubling to 10 s"
 
 /* an event's fields in its JSON line; e is the event, i its incident */
 #define EVENT_FIELDS \
-"e.id, e.event, e.incident_id," \
+"e.id, e.position, e.event, e.incident_id," \
 " pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at," \
 " e.actor, i.kind, i.key, i.agent, i.severity, i.summary," \
 " CASE e.event WHEN 'created' THEN 'open' WHEN 'acked' THEN 'ack'" \
 "              WHEN 'resolved' THEN 'resolved' ELSE i.status END AS status"
 
-/* "note" is there only when the event has one */
+/*
+ * "note" is there only when the event has one.  One statement, so one
+ * snapshot serves events_after() (a STABLE function) and the join.
+ */
 static const char *const events_query =
-"SELECT e.id,"
+"SELECT e.position,"
 "       CASE WHEN e.detail->>'note' IS NULL"
 "            THEN (SELECT pg_catalog.row_to_json(l) FROM (SELECT " EVENT_FIELDS ") AS l)"
 "            ELSE (SELECT pg_catalog.row_to_json(l)"
 "                    FROM (SELECT " EVENT_FIELDS ", e.detail->>'note' AS note) AS l)"
 "       END::pg_catalog.text AS line"
-"  FROM gate_bridge.incident_events e"
+"  FROM gate_bridge.events_after($1::pg_catalog.int8, " BATCH_TEXT ") AS e"
 "  JOIN gate_bridge.incidents i ON i.id = e.incident_id"
-" WHERE e.id > $1::pg_catalog.int8"
-" ORDER BY e.id"
-" LIMIT " BATCH_TEXT;
+" ORDER BY e.position";
 
-/*
- * The transactions (virtual transaction ids, which prepared transactions
- * have too) of the other sessions that hold a lock allowing them to insert
- * into the timeline.
- */
-static const char *const writers_query =
-"SELECT pg_catalog.string_agg(DISTINCT l.virtualtransaction, ',')"
-"  FROM pg_catalog.pg_locks l"
-" WHERE l.locktype = 'relation'"
-"   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d"
-"                      WHERE d.datname = pg_catalog.current_database())"
-"   AND l.relation = 'gate_bridge.incident_events'::pg_catalog.regclass"
-"   AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()"
-"   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')";
+static const char *const head_query =
+"SELECT gate_bridge.events_head()";
 
-/* How many of those transactions still hold any lock, i.e. still run. */
-static const char *const writers_alive_query =
-"SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks l"
-" WHERE l.virtualtransaction = ANY (pg_catalog.string_to_array($1, ','))";
+static const char *const resume_query =
+"SELECT gate_bridge.events_resume_point($1::pg_catalog.int8)";
+
+/* what to do after a step */
+typedef enum
+{
+	STEP_DONE,					/* caught up */
+	STEP_MORE,					/* there may be more: poll again now */
+	STEP_RETRY,					/* transient: the same statement again, later */
+	STEP_RECONNECT,				/* transient: a new connection, later */
+	STEP_FATAL					/* reported; exit 1 */
+} Step;
+
+typedef struct ListenState
+{
+	int64_t		last;			/* the position printed last, or the start */
+	bool		have_start;		/* "last" is known (--since, or the head read) */
+	bool		listening;		/* LISTEN done on this connection */
+	bool		once;
+	bool		in_outage;		/* the current outage has been reported */
+	double		delay;			/* the next retry's wait */
+	char		channel[64];
+	char		fatal[256];		/* why the server closed the connection,
+								 * when it said so between queries */
+} ListenState;
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -128,12 +120,59 @@ on_signal(int signo)
 	stop_requested = 1;
 }
 
-/* The first line of a libpq message, for one-line progress reports. */
+/*
+ * Notices as libpq prints them, except the server's word on why it closes
+ * the connection, which arrives between queries: a FATAL error
+ * (terminated, shut down), or a WARNING of class 57P (an immediate
+ * shutdown, a crash of another server process).  That is kept for the one
+ * line that reports the outage.
+ */
+static void
+receive_notice(void *arg, const PGresult *res)
+{
+	ListenState *st = (ListenState *) arg;
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (primary != NULL &&
+		((severity != NULL &&
+		  (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)) ||
+		 (state != NULL && strncmp(state, "57P", 3) == 0)))
+		snprintf(st->fatal, sizeof(st->fatal), "%s (SQLSTATE %s)",
+				 primary, state ? state : "unknown");
+	else
+		fprintf(stderr, "%s", PQresultErrorMessage(res));
+}
+
+static void
+watch_connection(PGconn *conn, ListenState *st)
+{
+	st->fatal[0] = '\0';
+	st->listening = false;
+	PQsetNoticeReceiver(conn, receive_notice, st);
+}
+
+/*
+ * The first line of a message, for one-line reports, without the severity
+ * libpq puts before a server's message it kept as text ("FATAL:  ...").
+ */
 static void
 print_first_line(FILE *out, const char *msg)
 {
-	size_t		len = strcspn(msg, "\n");
+	static const char *const severities[] = {"FATAL:  ", "PANIC:  ", "ERROR:  ", NULL};
+	const char *const *sev;
+	size_t		len;
 
+	for (sev = severities; *sev != NULL; sev++)
+		if (strncmp(msg, *sev, strlen(*sev)) == 0)
+		{
+			msg += strlen(*sev);
+			break;
+		}
+	len = strcspn(msg, "\n");
+	while (len > 0 && msg[len - 1] == ' ')
+		len--;
 	fprintf(out, "%.*s", (int) len, msg);
 }
 
@@ -148,187 +187,272 @@ pause_for(double seconds)
 	(void) select(0, NULL, NULL, NULL, &tv);
 }
 
+static bool
+sqlstate_is(const char *state, const char *const *codes)
+{
+	for (; *codes != NULL; codes++)
+		if (strcmp(state, *codes) == 0)
+			return true;
+	return false;
+}
+
 /*
- * Per connection: find the channel, LISTEN.  Returns GB_EXIT_OK, or the
- * exit status of the failure (already reported).
+ * What a failed statement calls for.  A NULL result or one without a
+ * SQLSTATE comes from libpq itself: the connection is in trouble.
  */
-static int
+static Step
+classify_failure(PGconn *conn, const PGresult *res, bool *rewound)
+{
+	static const char *const reconnect_codes[] = {
+		"57P01",				/* admin_shutdown: terminated, fast shutdown */
+		"57P02",				/* crash_shutdown */
+		"57P03",				/* cannot_connect_now: starting up */
+		"25006",				/* read_only_sql_transaction: a standby */
+		NULL
+	};
+	static const char *const retry_codes[] = {
+		"40P01",				/* deadlock_detected */
+		"40001",				/* serialization_failure */
+		"57014",				/* query_canceled: statement_timeout, cancel */
+		"55P03",				/* lock_not_available: lock_timeout */
+		NULL
+	};
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	*rewound = false;
+	if (gb_connection_lost(conn) || state == NULL)
+		return STEP_RECONNECT;
+	if (strcmp(state, "SR001") == 0)
+	{
+		*rewound = true;
+		return STEP_MORE;
+	}
+	if (strncmp(state, "08", 2) == 0 || sqlstate_is(state, reconnect_codes))
+		return STEP_RECONNECT;
+	if (sqlstate_is(state, retry_codes))
+		return STEP_RETRY;
+	return STEP_FATAL;
+}
+
+/*
+ * The start of an outage: one line on stderr, which names the failure and
+ * says that it is retried.  Later failures of the same outage say nothing.
+ */
+static void
+report_outage(ListenState *st, PGconn *conn, const PGresult *res, Step step)
+{
+	char		where[512];
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	if (st->in_outage)
+		return;
+	st->in_outage = true;
+	gb_describe_server(conn, where, sizeof(where));
+	if (state != NULL && strcmp(state, "25006") == 0)
+		fprintf(stderr, "%s: %s is read-only (a standby): %s (SQLSTATE %s); "
+				"looking for a primary (with several hosts, target_session_attrs=read-write picks it)",
+				GB_PROGNAME, where, primary ? primary : "", state);
+	else
+	{
+		if (gb_connection_lost(conn))
+			fprintf(stderr, "%s: lost the connection to %s: ", GB_PROGNAME, where);
+		else
+			fprintf(stderr, "%s: reading the event stream from %s failed: ",
+					GB_PROGNAME, where);
+		if (primary != NULL && state != NULL)
+			fprintf(stderr, "%s (SQLSTATE %s)", primary, state);
+		else if (st->fatal[0] != '\0')
+			fputs(st->fatal, stderr);
+		else
+			print_first_line(stderr, PQerrorMessage(conn));
+	}
+	fprintf(stderr, "; %s with backoff (" BACKOFF_TEXT ")\n",
+			step == STEP_RETRY ? "retrying" : "reconnecting");
+}
+
+/* A failure that ends the command: the server's message, and why. */
+static void
+report_fatal(PGconn *conn, const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	char		where[512];
+
+	if (state != NULL && strcmp(state, "42883") == 0)
+	{
+		gb_describe_server(conn, where, sizeof(where));
+		fprintf(stderr,
+				"%s: the %s extension in %s has no event stream (%s)\n"
+				"HINT:  listen reads gate_bridge.events_after(), which version 1.2 brings: update the extension with ALTER EXTENSION %s UPDATE.\n",
+				GB_PROGNAME, GB_EXTENSION, where,
+				PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY), GB_EXTENSION);
+		return;
+	}
+	gb_report_result_error(conn, res);
+	if (state != NULL && strcmp(state, "42501") == 0)
+		fprintf(stderr,
+				"HINT:  listen needs USAGE on schema gate_bridge, SELECT on gate_bridge.incidents and gate_bridge.incident_events, and EXECUTE on gate_bridge.events_after(bigint, integer), gate_bridge.events_head() and gate_bridge.events_resume_point(bigint).\n");
+}
+
+/*
+ * After a failed statement: what next.  SR001 is dealt with by the caller
+ * (rewound is set); transient failures start or continue an outage.
+ */
+static Step
+failed(ListenState *st, PGconn *conn, PGresult *res, bool *rewound)
+{
+	Step		step = classify_failure(conn, res, rewound);
+
+	if (step == STEP_FATAL)
+		report_fatal(conn, res);
+	else if (!*rewound)
+		report_outage(st, conn, res, step);
+	PQclear(res);
+	return step;
+}
+
+/* Per connection: find the channel, LISTEN. */
+static Step
 setup_connection(PGconn *conn, ListenState *st)
 {
 	PGresult   *res;
 	char	   *ident;
 	PQExpBufferData sql;
-	int			rc = GB_EXIT_OK;
 	const char *channel;
+	bool		rewound;
 
 	/* NULL when this backend has not loaded the library and nothing set it */
-	res = gb_exec(conn,
-				  "SELECT pg_catalog.current_setting('gate_bridge.notify_channel', true)",
-				  0, NULL, &rc);
-	if (res == NULL)
-		return rc;
+	res = PQexec(conn,
+				 "SELECT pg_catalog.current_setting('gate_bridge.events_channel', true)");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return failed(st, conn, res, &rewound);
 	channel = gb_value(res, 0, 0);
 	if (channel == NULL || channel[0] == '\0')
-		channel = "incident_created";
+		channel = "incident_events";
 	snprintf(st->channel, sizeof(st->channel), "%s", channel);
 	PQclear(res);
 
 	ident = PQescapeIdentifier(conn, st->channel, strlen(st->channel));
 	if (ident == NULL)
-	{
-		gb_report_result_error(conn, NULL);
-		return gb_connection_lost(conn) ? GB_EXIT_CONNECT : GB_EXIT_FAIL;
-	}
+		return failed(st, conn, NULL, &rewound);
 	initPQExpBuffer(&sql);
 	appendPQExpBuffer(&sql, "LISTEN %s", ident);
 	PQfreemem(ident);
 	gb_check_buffer(&sql);
-	res = gb_exec(conn, sql.data, 0, NULL, &rc);
+	res = PQexec(conn, sql.data);
 	termPQExpBuffer(&sql);
-	if (res == NULL)
-		return rc;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return failed(st, conn, res, &rewound);
 	PQclear(res);
-	return GB_EXIT_OK;
+	st->listening = true;
+	return STEP_DONE;
 }
 
-/* After a failed statement: the connection broke, or the server refused. */
-static PollResult
-poll_failed(PGconn *conn, PGresult *res)
+/* Run a query that returns one bigint; *out receives it. */
+static Step
+query_position(PGconn *conn, ListenState *st, const char *sql,
+			   const char *param, int64_t *out)
 {
-	PollResult	r;
-
-	if (gb_connection_lost(conn))
-		r = POLL_LOST;
-	else
-	{
-		gb_report_result_error(conn, res);
-		r = POLL_ERROR;
-	}
-	PQclear(res);
-	return r;
-}
-
-/*
- * A gap was seen below st->gap_upper: note which writers may still fill it.
- * Runs after the snapshot that showed the gap.
- */
-static PollResult
-note_gap_writers(PGconn *conn, ListenState *st)
-{
-	PGresult   *res = PQexec(conn, writers_query);
-	const char *writers;
-
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		return poll_failed(conn, res);
-	writers = gb_value(res, 0, 0);
-	resetPQExpBuffer(&st->gap_writers);
-	if (writers == NULL)
-		st->gap = GAP_SETTLED;	/* none: the next snapshot decides */
-	else
-	{
-		appendPQExpBufferStr(&st->gap_writers, writers);
-		gb_check_buffer(&st->gap_writers);
-		st->gap = GAP_WAITING;
-	}
-	PQclear(res);
-	return POLL_DONE;
-}
-
-/* GAP_WAITING: have those writers all ended? */
-static PollResult
-check_gap_writers(PGconn *conn, ListenState *st)
-{
-	const char *params[1] = {st->gap_writers.data};
-	PGresult   *res = PQexecParams(conn, writers_alive_query, 1, NULL, params,
+	const char *params[1] = {param};
+	PGresult   *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, params,
 								   NULL, NULL, 0);
+	bool		rewound;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		return poll_failed(conn, res);
-	if (strcmp(PQgetvalue(res, 0, 0), "0") == 0)
-		st->gap = GAP_SETTLED;
+		return failed(st, conn, res, &rewound);
+	if (PQntuples(res) != 1 || !gb_parse_id(gb_value(res, 0, 0), out))
+	{
+		fprintf(stderr, "%s: the server answered \"%s\" with no stream position\n",
+				GB_PROGNAME, sql);
+		PQclear(res);
+		return STEP_FATAL;
+	}
 	PQclear(res);
-	return POLL_DONE;
+	return STEP_DONE;
 }
 
 /*
- * Read and print the events after st->last, up to the first gap that may
- * still fill.
+ * The server does not hold st->last: warn, and go on from the last
+ * position it holds before it.
  */
-static PollResult
+static Step
+resume_after_rewind(PGconn *conn, ListenState *st)
+{
+	char		last[32];
+	int64_t		resume;
+	Step		step;
+
+	snprintf(last, sizeof(last), "%" PRId64, st->last);
+	step = query_position(conn, st, resume_query, last, &resume);
+	if (step != STEP_DONE)
+		return step;
+	fprintf(stderr,
+			"%s: warning: the event stream has no position %" PRId64 " any more: it was rewound "
+			"(a failover to a standby that was behind, a crash with asynchronous commit, a restore or a TRUNCATE); "
+			"continuing after position %" PRId64 ", the last one the server holds before it\n",
+			GB_PROGNAME, st->last, resume);
+	st->last = resume;
+	return STEP_MORE;
+}
+
+/* Read and print the events after st->last. */
+static Step
 poll_events(PGconn *conn, ListenState *st)
 {
 	PGresult   *res;
 	char		last[32];
 	const char *params[1] = {last};
-	PollResult	result = POLL_DONE;
-	int			col_id;
+	int			col_position;
 	int			col_line;
 	const GBColumn columns[] = {
-		{"id", &col_id}, {"line", &col_line}, {NULL, NULL}
+		{"position", &col_position}, {"line", &col_line}, {NULL, NULL}
 	};
+	Step		step = STEP_DONE;
+	bool		rewound;
 	int			n;
 	int			r;
-
-	/* before the snapshot below, so that it sees what they committed */
-	if (st->gap == GAP_WAITING)
-	{
-		result = check_gap_writers(conn, st);
-		if (result != POLL_DONE)
-			return result;
-	}
 
 	snprintf(last, sizeof(last), "%" PRId64, st->last);
 	res = PQexecParams(conn, events_query, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		return poll_failed(conn, res);
+	{
+		step = failed(st, conn, res, &rewound);
+		return rewound ? resume_after_rewind(conn, st) : step;
+	}
 	if (!gb_find_columns(res, columns))
 	{
 		PQclear(res);
-		return POLL_ERROR;
+		return STEP_FATAL;
 	}
 
 	n = PQntuples(res);
 	for (r = 0; r < n; r++)
 	{
-		int64_t		id;
+		int64_t		position;
 
-		if (!gb_parse_id(gb_value(res, r, col_id), &id))
-			continue;
-		if (id != st->last + 1 &&
-			!(st->gap == GAP_SETTLED && id <= st->gap_upper))
+		if (!gb_parse_id(gb_value(res, r, col_position), &position))
 		{
-			if (st->gap != GAP_NONE && id <= st->gap_upper)
-			{
-				result = POLL_GAP;	/* its writers are still running */
-				break;
-			}
-			/* a new gap: every gap below the highest id shown settles together */
-			if (!gb_parse_id(gb_value(res, n - 1, col_id), &st->gap_upper))
-				st->gap_upper = id;
-			result = note_gap_writers(conn, st);
-			if (result == POLL_DONE)
-				result = st->gap == GAP_SETTLED ? POLL_MORE : POLL_GAP;
+			fprintf(stderr, "%s: an event without a stream position\n", GB_PROGNAME);
+			step = STEP_FATAL;
 			break;
 		}
 		if (!gb_print_line(PQgetvalue(res, r, col_line)))
 		{
-			result = POLL_ERROR;
+			step = STEP_FATAL;
 			break;
 		}
-		st->last = id;
-		if (st->last >= st->gap_upper)
-			st->gap = GAP_NONE;
+		st->last = position;
 	}
-	if (result == POLL_DONE && n == BATCH)
-		result = POLL_MORE;
+	if (step == STEP_DONE && n == BATCH)
+		step = STEP_MORE;
 	PQclear(res);
-	return result;
+	return step;
 }
 
 /*
  * Wait for a notification or the timeout.  Returns false when the
  * connection broke.  Notifications only wake us up; their payloads are not
- * needed.
+ * needed.  One that arrived while a query ran is already buffered.
  */
 static bool
 wait_for_wakeup(PGconn *conn, double timeout)
@@ -337,8 +461,16 @@ wait_for_wakeup(PGconn *conn, double timeout)
 	fd_set		rfds;
 	struct timeval tv;
 	PGnotify   *note;
+	bool		woken = false;
 	int			ready;
 
+	while ((note = PQnotifies(conn)) != NULL)
+	{
+		PQfreemem(note);
+		woken = true;
+	}
+	if (woken)
+		return true;
 	if (sock < 0)
 		return false;
 	FD_ZERO(&rfds);
@@ -365,68 +497,27 @@ static const GBConnExtra listen_extra[] = {
 	{NULL, NULL}
 };
 
-/*
- * Connect again after a lost connection, with exponential backoff.
- * Returns NULL when asked to stop (*rc GB_EXIT_OK) or on a failure that a
- * retry will not cure (*rc set, reported).
- */
-static PGconn *
-reconnect(const char *conninfo, ListenState *st, int *rc)
+/* One step of the listener on a connection that is up. */
+static Step
+listen_step(PGconn *conn, ListenState *st)
 {
-	double		delay = BACKOFF_FIRST;
+	Step		step;
 
-	*rc = GB_EXIT_OK;
-	for (;;)
+	/* --once reads and leaves: no LISTEN, so it also runs on a standby */
+	if (!st->listening && !st->once)
 	{
-		PGconn	   *conn;
-		char		where[512];
-		int			src;
-
-		fprintf(stderr, "%s: reconnecting in %.2f s\n", GB_PROGNAME, delay);
-		pause_for(delay);
-		if (stop_requested)
-			return NULL;
-		delay = delay * 2 > BACKOFF_MAX ? BACKOFF_MAX : delay * 2;
-
-		conn = gb_connect(conninfo, listen_extra, false);
-		gb_describe_server(conn, where, sizeof(where));
-		if (PQstatus(conn) != CONNECTION_OK)
-		{
-			fprintf(stderr, "%s: could not reconnect to %s: ", GB_PROGNAME, where);
-			print_first_line(stderr, PQerrorMessage(conn));
-			fputc('\n', stderr);
-			PQfinish(conn);
-			continue;
-		}
-		src = setup_connection(conn, st);
-		if (src == GB_EXIT_CONNECT)
-		{
-			PQfinish(conn);
-			continue;
-		}
-		if (src != GB_EXIT_OK)
-		{
-			PQfinish(conn);
-			*rc = src;
-			return NULL;
-		}
-		fprintf(stderr, "%s: reconnected to %s; catching up after event %" PRId64 "\n",
-				GB_PROGNAME, where, st->last);
-		/* transactions noted on the old connection may mean nothing now */
-		st->gap = GAP_NONE;
-		return conn;
+		step = setup_connection(conn, st);
+		if (step != STEP_DONE)
+			return step;
 	}
-}
-
-static void
-report_lost(PGconn *conn)
-{
-	char		where[512];
-
-	gb_describe_server(conn, where, sizeof(where));
-	fprintf(stderr, "%s: lost the connection to %s: ", GB_PROGNAME, where);
-	print_first_line(stderr, PQerrorMessage(conn));
-	fputc('\n', stderr);
+	if (!st->have_start)
+	{
+		step = query_position(conn, st, head_query, NULL, &st->last);
+		if (step != STEP_DONE)
+			return step;
+		st->have_start = true;
+	}
+	return poll_events(conn, st);
 }
 
 enum
@@ -443,10 +534,11 @@ static bool once = false;
 static double interval = 1.0;
 
 static const GBOption options[] = {
-	{"since", OPT_SINCE, "ID", "start after event ID (default: after the newest event)"},
+	{"since", OPT_SINCE, "POSITION", "start after stream position POSITION (0: from the\n"
+	"beginning; default: the newest committed event)"},
 	{"once", OPT_ONCE, NULL, "print the events there are, then exit"},
-	{"interval", OPT_INTERVAL, "SECONDS", "poll at least this often (default 1); acked and\n"
-	"resolved events are not notified, polling finds them"},
+	{"interval", OPT_INTERVAL, "SECONDS", "poll at least this often (default 1); a\n"
+	"notification wakes it up sooner"},
 	{NULL, 0, NULL, NULL}
 };
 
@@ -457,7 +549,7 @@ listen_option(int key, const char *arg)
 	{
 		case OPT_SINCE:
 			if (!gb_parse_id(arg, &since))
-				return gb_usage_error("listen", "invalid --since \"%s\": expected an event id (0 or more)",
+				return gb_usage_error("listen", "invalid --since \"%s\": expected a stream position (0 or more)",
 									  arg);
 			have_since = true;
 			break;
@@ -478,34 +570,13 @@ listen_run(GBSession *s)
 {
 	ListenState st;
 	struct sigaction sa;
-	int			rc;
+	int			rc = GB_EXIT_OK;
 
 	memset(&st, 0, sizeof(st));
-	st.gap = GAP_NONE;
 	st.last = since;
+	st.have_start = have_since;
 	st.once = once;
-	initPQExpBuffer(&st.gap_writers);
-	rc = setup_connection(s->conn, &st);
-	if (rc != GB_EXIT_OK)
-	{
-		termPQExpBuffer(&st.gap_writers);
-		return rc;
-	}
-	if (!have_since)
-	{
-		PGresult   *res = gb_exec(s->conn,
-								  "SELECT COALESCE(pg_catalog.max(e.id), 0)"
-								  "  FROM gate_bridge.incident_events e",
-								  0, NULL, &rc);
-
-		if (res == NULL || !gb_parse_id(PQgetvalue(res, 0, 0), &st.last))
-		{
-			PQclear(res);
-			termPQExpBuffer(&st.gap_writers);
-			return rc == GB_EXIT_OK ? GB_EXIT_FAIL : rc;
-		}
-		PQclear(res);
-	}
+	st.delay = BACKOFF_FIRST;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -514,47 +585,53 @@ listen_run(GBSession *s)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	watch_connection(s->conn, &st);
 	while (!stop_requested)
 	{
-		PollResult	pr;
-		double		timeout = interval;
+		Step		step;
 
 		if (s->conn == NULL)
 		{
-			s->conn = reconnect(s->conninfo, &st, &rc);
-			if (s->conn == NULL)
-				break;
+			s->conn = gb_connect(s->conninfo, listen_extra, false);
+			watch_connection(s->conn, &st);
+			if (PQstatus(s->conn) != CONNECTION_OK)
+			{
+				report_outage(&st, s->conn, NULL, STEP_RECONNECT);
+				step = STEP_RECONNECT;
+			}
+			else
+				step = listen_step(s->conn, &st);
 		}
+		else
+			step = listen_step(s->conn, &st);
 
-		pr = poll_events(s->conn, &st);
-		if (pr == POLL_ERROR)
+		if (step == STEP_DONE || step == STEP_MORE)
+		{
+			st.in_outage = false;
+			st.delay = BACKOFF_FIRST;
+			if (step == STEP_MORE)
+				continue;
+			if (st.once)
+				break;
+			if (wait_for_wakeup(s->conn, interval))
+				continue;
+			report_outage(&st, s->conn, NULL, STEP_RECONNECT);
+			step = STEP_RECONNECT;
+		}
+		if (step == STEP_FATAL)
 		{
 			rc = GB_EXIT_FAIL;
 			break;
 		}
-		if (pr == POLL_LOST)
+		/* transient: wait, then the same statement or a new connection */
+		if (step == STEP_RECONNECT)
 		{
-			report_lost(s->conn);
-			PQfinish(s->conn);
-			s->conn = NULL;
-			continue;
-		}
-		if (pr == POLL_MORE)
-			continue;
-		if (pr == POLL_DONE && st.once)
-			break;
-		if (pr == POLL_GAP)
-			timeout = GAP_RECHECK;
-		if (stop_requested)
-			break;
-		if (!wait_for_wakeup(s->conn, timeout))
-		{
-			report_lost(s->conn);
 			PQfinish(s->conn);
 			s->conn = NULL;
 		}
+		pause_for(st.delay);
+		st.delay = st.delay * 2 > BACKOFF_MAX ? BACKOFF_MAX : st.delay * 2;
 	}
-	termPQExpBuffer(&st.gap_writers);
 	return rc;
 }
 
@@ -563,19 +640,25 @@ const GBCommand gb_command_listen = {
 	.summary = "print incident events as JSON lines as they happen",
 	.description =
 	"Print every incident event (created, acked, resolved, ...) as one JSON line,\n"
-	"in event id order, as it happens.  NOTIFY only wakes the listener up: events\n"
-	"are read from gate_bridge.incident_events, so after a lost connection (a\n"
-	"server restart, say) it reconnects with backoff and first prints what it\n"
-	"missed, without repeats.",
+	"in stream position (commit) order, as it commits.  Events are read with\n"
+	"gate_bridge.events_after(); a notification on gate_bridge.events_channel only\n"
+	"wakes it up.  Transient failures (a lost connection, a server restart, a\n"
+	"standby, a deadlock, a cancelled query) are retried with backoff, and it\n"
+	"goes on after the last event it printed: none is lost or repeated.",
 	.synopsis = "[OPTIONS]",
 	.options = options,
 	.help_tail =
-	"Each line: {\"id\",\"event\",\"incident_id\",\"at\",\"actor\",\"kind\",\"key\",\"agent\",\n"
-	"\"severity\",\"summary\",\"status\"} and \"note\" when the event has one; \"status\" is\n"
-	"the incident's status after the event, \"at\" is UTC.\n"
+	"Each line: {\"id\",\"position\",\"event\",\"incident_id\",\"at\",\"actor\",\"kind\",\"key\",\n"
+	"\"agent\",\"severity\",\"summary\",\"status\"} and \"note\" when the event has one;\n"
+	"\"status\" is the incident's status after the event, \"at\" is UTC.  Give\n"
+	"the last \"position\" printed to --since to go on where it stopped.\n"
+	"\n"
+	"For a failover, list the servers and ask for the primary:\n"
+	"  -d 'host=db1,db2 dbname=app target_session_attrs=read-write'\n"
 	"\n"
 	"SIGINT or SIGTERM end it with exit status 0.  Exit status 1: the server\n"
-	"refused a query; 3: the first connection failed (later ones are retried).\n",
+	"refused a query for good (permission denied, no stream in this version);\n"
+	"3: the first connection failed (later ones are retried).\n",
 	.conn_extra = listen_extra,
 	.option = listen_option,
 	.run = listen_run,
