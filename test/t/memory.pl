@@ -13,7 +13,9 @@
 #   - an alert storm: every row violates one key, folded in memory;
 #   - clean rows of more distinct agents than the per-backend budget memo
 #     keeps (it is emptied when full);
-#   - repeats of 3,000 distinct keys in one transaction, in turn.
+#   - repeats of 3,000 distinct keys in one transaction, in turn;
+#   - repeats of 2,000 keys in a savepoint while the table of pending counts
+#     is full of the transaction's own (which the savepoint must not write).
 #
 # Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD set) as a
 # superuser, who may read pg_backend_memory_contexts; creates and drops its
@@ -131,6 +133,33 @@ is_deeply($db->selectrow_arrayref(q{
 	SELECT count(*), sum(occurrences), max(occurrences) FROM gate_bridge.incidents
 	 WHERE agent LIKE 'mem.keys.%'}),
    [3000, 30000, 10], '3,000 incidents with 10 occurrences each');
+
+# A savepoint under a full table: the transaction's top level has counts
+# pending for 10,000 keys, which a savepoint may not write out (its
+# rollback would take them along), so it folds no new keys: each of its
+# repeats is decided in full, and it keeps nothing per key or row.  Its
+# rollback leaves the top level's counts to the commit.
+$db->do(q{
+	INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+	SELECT 'mem.sub.' || g, 2 FROM generate_series(1, 12000) g
+});
+$db->begin_work;
+$db->do(q{
+	INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+	SELECT 'mem.sub.' || g, 2 FROM generate_series(1, 10000) g, generate_series(1, 2)
+});
+$db->do('SAVEPOINT s');
+run('2,000 keys x 12 in a savepoint, table full', 64 * 1024, q{
+	INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+	SELECT 'mem.sub.' || (g % 2000 + 10001), 2 FROM generate_series(1, 24000) g
+});
+$db->do('ROLLBACK TO SAVEPOINT s');
+$db->commit;
+is_deeply($db->selectrow_arrayref(q{
+	SELECT count(*), sum(occurrences),
+		   sum(occurrences) FILTER (WHERE substr(agent, 9)::int <= 10000)
+	  FROM gate_bridge.incidents WHERE agent LIKE 'mem.sub.%'}),
+   [12000, 32000, 30000], "the top level's 20,000 violations counted, the savepoint's none");
 
 $db->disconnect;
 done_testing();
