@@ -298,7 +298,7 @@ run_suites() {
 			mapfile -t tests < <(names "$dir/test/isolation/specs" spec)
 			[ ${#tests[@]} -gt 0 ] || continue
 			mkdir -p "$out/isolation"
-			"$PG_ISOLATION_REGRESS" --bindir="$PGBIN" --inputdir="$dir/test" \
+			"$PG_ISOLATION_REGRESS" --bindir="$PGBIN" --inputdir="$dir/test/isolation" \
 				--outputdir="$out/isolation" --dbname=isolation_regression \
 				--load-extension=gate_bridge "${tests[@]}" \
 				>"$logs/$phase-isolation.out" 2>&1 || rc=$?
