@@ -392,3 +392,35 @@ $regrant$;
 
 DROP FUNCTION gate_bridge.run_gates_1_1(text, interval, boolean);
 DROP FUNCTION gate_bridge.run_gates_impl(text, interval, boolean);
+
+-------------------------------------------------------------------------------
+-- Retention
+-------------------------------------------------------------------------------
+
+/*
+ * purge_eval_results(older_than, batch_size, cut_windows): deletes the rows
+ * of eval_results created before now() - older_than, batch_size rows per
+ * transaction, committing after each batch (src/retention.c), and returns
+ * the number of rows deleted in "deleted" (the value passed in is ignored).
+ *
+ * A procedure, so that it can commit between batches: locks last one
+ * batch, each batch's dead rows can be vacuumed at once, and the xmin
+ * horizon is never held back for longer than a batch.  For the same reason
+ * it is not SECURITY DEFINER and has no SET clause (either would make
+ * PostgreSQL run it atomically); it does its work as the extension's owner
+ * with search_path pinned, as the trigger does, so EXECUTE on it is all a
+ * caller needs.  It refuses to run inside a transaction block (25001).
+ *
+ * older_than must be positive (22023) and, unless cut_windows, reach at
+ * least as far back as the window of every enabled budget (22023), so that
+ * no gate loses a row it reads.  batch_size: 1 to 100000 (22023).
+ */
+CREATE PROCEDURE gate_bridge.purge_eval_results(
+	older_than interval, batch_size integer DEFAULT 10000,
+	cut_windows boolean DEFAULT false, INOUT deleted bigint DEFAULT NULL)
+AS 'MODULE_PATHNAME', 'gate_bridge_purge_eval_results'
+LANGUAGE C;
+REVOKE ALL ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint) FROM PUBLIC;
+
+COMMENT ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint) IS
+	'Deletes eval rows created before now() - older_than, in batches that commit one by one; returns the rows deleted';

@@ -91,34 +91,27 @@ gb_interval_text(const Interval *interval)
 	return pstrdup(buf);
 }
 
-typedef enum WindowProblem
-{
-	WINDOW_OK,
-	WINDOW_TOO_LONG,			/* reaches before the earliest timestamp */
-	WINDOW_NOT_POSITIVE
-} WindowProblem;
-
 /*
  * now() - lookback, computed as the server does (calendar months and days
  * in the session's time zone), without raising its out-of-range error: a
  * lookback that could reach near the ends of the timestamp range is judged
  * from bounds on the month lengths first.
  */
-static WindowProblem
-window_start(const Interval *lookback, TimestampTz *since)
+GBWindowProblem
+gb_window_start(const Interval *lookback, TimestampTz *since)
 {
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	double		most_days = lookback->month * (lookback->month > 0 ? 31.0 : 28.0) + lookback->day + 2;
 	double		least_days = lookback->month * (lookback->month > 0 ? 28.0 : 31.0) + lookback->day - 2;
 
 	if ((double) now - most_days * USECS_PER_DAY - (double) lookback->time <= (double) MIN_TIMESTAMP)
-		return WINDOW_TOO_LONG;
+		return GB_WINDOW_TOO_LONG;
 	if ((double) now - least_days * USECS_PER_DAY - (double) lookback->time >= (double) END_TIMESTAMP)
-		return WINDOW_NOT_POSITIVE;
+		return GB_WINDOW_NOT_POSITIVE;
 	*since = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
 													 TimestampTzGetDatum(now),
 													 PointerGetDatum(lookback)));
-	return *since < now ? WINDOW_OK : WINDOW_NOT_POSITIVE;
+	return *since < now ? GB_WINDOW_OK : GB_WINDOW_NOT_POSITIVE;
 }
 
 /* The window of a lookback the caller gave; a bad one is an error (22023). */
@@ -127,16 +120,16 @@ given_window_start(const Interval *lookback)
 {
 	TimestampTz since = 0;
 
-	switch (window_start(lookback, &since))
+	switch (gb_window_start(lookback, &since))
 	{
-		case WINDOW_OK:
+		case GB_WINDOW_OK:
 			break;
-		case WINDOW_TOO_LONG:
+		case GB_WINDOW_TOO_LONG:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("lookback is too long: %s", gb_interval_text(lookback))));
 			break;
-		case WINDOW_NOT_POSITIVE:
+		case GB_WINDOW_NOT_POSITIVE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("lookback must be a positive interval, not %s",
@@ -153,18 +146,18 @@ given_window_start(const Interval *lookback)
  * one that is not positive in this month (1 mon -30 days in February) only
  * the rows stamped after now().
  */
-static TimestampTz
-budget_window_start(const Interval *lookback)
+TimestampTz
+gb_budget_window_start(const Interval *lookback)
 {
 	TimestampTz since = 0;
 
-	switch (window_start(lookback, &since))
+	switch (gb_window_start(lookback, &since))
 	{
-		case WINDOW_OK:
+		case GB_WINDOW_OK:
 			return since;
-		case WINDOW_TOO_LONG:
+		case GB_WINDOW_TOO_LONG:
 			return DT_NOBEGIN;
-		case WINDOW_NOT_POSITIVE:
+		case GB_WINDOW_NOT_POSITIVE:
 			break;
 	}
 	return GetCurrentTransactionStartTimestamp();
@@ -266,7 +259,7 @@ choose_windows(Evaluation *ev, const Interval *lookback, const GBBudget *const *
 		{
 			if (budgets == NULL || budgets[t] == NULL)
 				continue;
-			ev->m[t].since = budget_window_start(&budgets[t]->lookback_interval);
+			ev->m[t].since = gb_budget_window_start(&budgets[t]->lookback_interval);
 			ev->m[t].lookback = pstrdup(budgets[t]->lookback);
 			if (ev->lookback == NULL || ev->m[t].since < widest)
 			{

@@ -16,6 +16,7 @@
  *	payload.c		the NOTIFY payloads
  *	api.c			SQL-callable functions
  *	lifecycle.c		ack and resolve
+ *	retention.c		purge_eval_results: old eval rows deleted in batches
  *	privileged.c	running SPI work as the extension owner
  *	jsonutil.c		jsonb reading and building helpers
  *

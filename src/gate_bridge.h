@@ -141,7 +141,15 @@ extern bool gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin);
 extern void gb_budgets_unpin(GBBudgetPin *pin);
 
 /* evaluate.c */
+typedef enum GBWindowProblem
+{
+	GB_WINDOW_OK,
+	GB_WINDOW_TOO_LONG,			/* reaches before the earliest timestamp */
+	GB_WINDOW_NOT_POSITIVE
+} GBWindowProblem;
 extern char *gb_interval_text(const Interval *interval);
+extern GBWindowProblem gb_window_start(const Interval *lookback, TimestampTz *since);
+extern TimestampTz gb_budget_window_start(const Interval *lookback);
 
 /* eval_trigger.c */
 extern void gb_eval_trigger_init(void);
