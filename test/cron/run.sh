@@ -10,7 +10,12 @@
 # shortest interval the installed pg_cron offers ("5 seconds" from 1.5 on,
 # every minute before), as a role holding nothing but EXECUTE on
 # gate_bridge.run_gates, and waits for a succeeded run and the incident it
-# opens.  Prints "ok"/"not ok" lines; exits non-zero on any failure.
+# opens.  Beside it, the nightly retention job the README shows
+# (CALL gate_bridge.purge_eval_results(...)) runs at the same short
+# interval as a role holding EXECUTE on the procedure alone: pg_cron must
+# run it outside a transaction block, so that it can commit between
+# batches, and it must delete the old rows and keep the others.  Prints
+# "ok"/"not ok" lines; exits non-zero on any failure.
 . "$(dirname "$0")/../../tools/common.sh"
 set -uo pipefail
 
@@ -100,6 +105,32 @@ check "the short job is registered for the job role" \
 	"$(q "SELECT jobname, schedule, username, active FROM cron.job WHERE jobid = $short_id")"
 
 [ -n "$short_id" ] || { echo "# $n checks, $((failed + 1)) failed"; exit 1; }
+
+# Retention: old rows of another agent, the README's nightly job, and the
+# same command at the short interval as a role that may only CALL the
+# procedure.  It runs in the same minute as the gates job.
+q "SET gate_bridge.enabled = off;
+   INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
+   SELECT 'regress.cron.old', 0.95, now() - interval '100 days' - g * interval '1 hour'
+	 FROM generate_series(1, 300) g;
+   INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
+   SELECT 'regress.cron.old', 0.95, now() - interval '80 days' FROM generate_series(1, 7) g;" ||
+	{ not_ok "retention test data"; exit 1; }
+nightly=$(q "SELECT cron.schedule('gate_bridge_retention', '30 3 * * *',
+						 \$\$CALL gate_bridge.purge_eval_results('90 days')\$\$)")
+check "the nightly retention job is registered" \
+	"gate_bridge_retention|30 3 * * *|CALL gate_bridge.purge_eval_results('90 days')" \
+	"$(q "SELECT jobname, schedule, command FROM cron.job WHERE jobid = $nightly")"
+q "CREATE ROLE regress_cron_purge LOGIN;
+   GRANT USAGE ON SCHEMA gate_bridge TO regress_cron_purge;
+   GRANT EXECUTE ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint)
+	   TO regress_cron_purge;
+   GRANT USAGE ON SCHEMA cron TO regress_cron_purge;" || { not_ok "purge job role"; exit 1; }
+purge_id=$(q "SET ROLE regress_cron_purge;
+			   SELECT cron.schedule('gate_bridge_purge_now', '$short',
+						\$\$CALL gate_bridge.purge_eval_results('90 days', 100)\$\$)")
+[ -n "$purge_id" ] && ok "the short purge job is registered for its role" ||
+	not_ok "the short purge job is registered for its role"
 echo "# waiting up to ${timeout}s for pg_cron to run the job"
 status=
 for _ in $(seq "$timeout"); do
@@ -122,6 +153,27 @@ check "the run opened the agent's incident" \
 check "one incident, one created event (later runs fold into it)" "1|1" \
 	"$(q "SELECT (SELECT count(*) FROM gate_bridge.incidents),
 				 (SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created')")"
+
+purge_status=
+for _ in $(seq "$timeout"); do
+	purge_status=$(q "SELECT string_agg(DISTINCT status, ',') FROM cron.job_run_details
+					   WHERE jobid = ${purge_id:-0} AND status IN ('succeeded', 'failed')") || break
+	[ -n "$purge_status" ] && break
+	sleep 1
+done
+check "pg_cron ran the purge job and it succeeded (it could commit between batches)" \
+	"succeeded" "$purge_status"
+details=$(q "SELECT status || ': ' || return_message FROM cron.job_run_details
+			  WHERE jobid = ${purge_id:-0} ORDER BY runid LIMIT 1")
+echo "# first purge run: ${details:-none}"
+check "it deleted the rows older than 90 days and kept the others" "7|1" \
+	"$(q "SELECT count(*) FILTER (WHERE agent = 'regress.cron.old'),
+				 count(*) FILTER (WHERE agent = 'regress.cron')
+			FROM gate_bridge.eval_results")"
+q "SET ROLE regress_cron_purge; SELECT cron.unschedule('gate_bridge_purge_now')" >/dev/null
+q "SELECT cron.unschedule('gate_bridge_retention')" >/dev/null
+q "DROP OWNED BY regress_cron_purge; DROP ROLE regress_cron_purge" ||
+	not_ok "dropping the purge job role"
 
 q "SET ROLE regress_cron_gates; SELECT cron.unschedule('gate_bridge_now')" >/dev/null
 check "the short job is removed, the hourly one stays" "gate_bridge_hourly" \
