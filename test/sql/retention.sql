@@ -83,6 +83,11 @@ END
 $$;
 SELECT pg_temp.purge_in_function();
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+-- nor in a read-only transaction (or on a standby)
+SET default_transaction_read_only = on;
+CALL gate_bridge.purge_eval_results('30 days');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+RESET default_transaction_read_only;
 -- (and it is not a function)
 SELECT gate_bridge.purge_eval_results('30 days');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
