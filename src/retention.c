@@ -170,8 +170,8 @@ check_windows(TimestampTz cutoff, const Interval *older_than, bool cut_windows)
 		HeapTuple	tup = SPI_tuptable->vals[found];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		char	   *lookback = gb_interval_text(DatumGetIntervalP(SPI_getbinval(tup, desc, 3,
-																				  &isnull)));
+		Datum		d = SPI_getbinval(tup, desc, 3, &isnull);
+		char	   *lookback = gb_interval_text(DatumGetIntervalP(d));
 
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
