@@ -197,12 +197,11 @@ LANGUAGE sql AS $$
 	 WHERE t.relid = 'gate_bridge.eval_results'::regclass
 	   AND i.indexrelid = 'gate_bridge.eval_results_agent_created_at_idx'::regclass
 $$;
-SELECT pg_stat_force_next_flush();
-SELECT pg_stat_clear_snapshot();
+-- (statistics are flushed when the session goes idle, at once when forced)
+SELECT pg_stat_force_next_flush() \gset
 SELECT * FROM pg_temp.reads() \gset before_
 CALL gate_bridge.purge_eval_results('30 days', 500);
-SELECT pg_stat_force_next_flush();
-SELECT pg_stat_clear_snapshot();
+SELECT pg_stat_force_next_flush() \gset
 SELECT r.seq_scans - :before_seq_scans AS seq_scans,
 	   r.index_entries - :before_index_entries - 2000 BETWEEN 0 AND 50 + 2 * 5
 		   AS index_entries_ok
