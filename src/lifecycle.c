@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 
 #include "gate_bridge.h"
@@ -30,6 +31,7 @@ static SPIPlanPtr resolve_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr key_lock_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
+static SPIPlanPtr key_plan = NULL;
 
 static void
 prepare_plans(void)
@@ -52,6 +54,8 @@ prepare_plans(void)
 								3, t_resolve);
 	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incidents WHERE id = $1",
 							   1, t_status);
+	key_plan = gb_keep_plan("SELECT kind, agent, subject FROM gate_bridge.incidents WHERE id = $1",
+							1, t_status);
 	/* the incident's decision row, locked before the incident (incident.c) */
 	key_lock_plan = gb_keep_plan("SELECT 1 FROM gate_bridge.incident_keys k"
 								 " WHERE (k.kind, k.agent, k.subject) ="
@@ -101,13 +105,35 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 				 RecoveryInProgress() ?
 				 errhint("Connect to the primary, for example with target_session_attrs=read-write.") : 0));
 
-	/* counts folded earlier in this transaction belong to the old state */
-	gb_coalesce_flush();
-
 	gb_spi_begin(&priv);
 	prepare_plans();
 
 	values[0] = Int64GetDatum(id);
+
+	/*
+	 * A resolution takes its key's lock in the lock manager, which every
+	 * transaction folding violations into the incident holds while it
+	 * commits (pending.c): those commit first, and none folds into the
+	 * incident after the resolution.  Only committing transactions hold it,
+	 * so this waits for no idle writer.
+	 */
+	if (resolve)
+	{
+		gb_spi_run(key_plan, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("incident " INT64_FORMAT " does not exist", id)));
+		{
+			LOCKTAG		tag;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			gb_key_locktag(&tag, SPI_getvalue(tup, desc, 1),
+						   SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3));
+			(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		}
+	}
 	values[1] = CStringGetTextDatum(actor);
 	values[2] = note ? CStringGetTextDatum(note) : (Datum) 0;
 	nulls[2] = note ? ' ' : 'n';
