@@ -788,3 +788,18 @@ GRANT EXECUTE ON FUNCTION gate_bridge.incident_severity(text) TO PUBLIC;
 -- the CHECK constraints call them for whoever writes the tables
 GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_name(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION gate_bridge.valid_agent_pattern(text) TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Deciding now.  The trigger's violations are decided when their transaction
+-- commits, in key order; decide_pending() decides those of the current
+-- (sub)transaction's rows at once (a test that rolls back, say).  It acts
+-- only on the caller's own transaction, so anyone may call it.
+-------------------------------------------------------------------------------
+CREATE FUNCTION gate_bridge.decide_pending()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'gate_bridge_decide_pending'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION gate_bridge.decide_pending() IS
+	'Decides now the violations of the rows this (sub)transaction inserted, which are otherwise decided at commit; returns the number of keys decided';
+GRANT EXECUTE ON FUNCTION gate_bridge.decide_pending() TO PUBLIC;

@@ -56,6 +56,7 @@
 
 #include "access/xact.h"
 #include "common/hashfn.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/hsearch.h"
@@ -89,6 +90,8 @@ static HTAB *pending = NULL;
 
 /* the newest subtransaction that owns an entry */
 static SubTransactionId newest_subxid = InvalidSubTransactionId;
+
+static int64 decide_owned_by(SubTransactionId owner);
 
 static void
 make_hkey(char *hkey, SubTransactionId subxid, const char *kind,
@@ -370,6 +373,19 @@ lock_keys(GBPending **ps, int n)
 void
 gb_pending_decide(void)
 {
+	decide_owned_by(InvalidSubTransactionId);
+}
+
+/*
+ * Decide the pending violations of "owner" (all of them when it is
+ * InvalidSubTransactionId: at commit, and at the top level, where every
+ * entry is the top level's).  Returns the number of keys decided.
+ */
+static int64
+decide_owned_by(SubTransactionId owner)
+{
+	int64		decided = 0;
+
 	while (pending != NULL && hash_get_num_entries(pending) > 0)
 	{
 		HTAB	   *table = pending;
@@ -381,18 +397,48 @@ gb_pending_decide(void)
 		int			i;
 		GBDecideSummary summary = {0};
 
-		/* a new round starts with a table of its own */
-		pending = NULL;
-		pending_cxt = NULL;
-		newest_subxid = InvalidSubTransactionId;
-
-		ps = MemoryContextAlloc(cxt, sizeof(GBPending *) * hash_get_num_entries(table));
-		hash_seq_init(&seq, table);
-		while ((e = (PendingEntry *) hash_seq_search(&seq)) != NULL)
+		if (owner != InvalidSubTransactionId)
 		{
-			gb_key_locktag(&e->p.locktag, e->p.kind_name, pending_agent(&e->p),
-						   pending_subject(&e->p));
-			ps[n++] = &e->p;
+			/* the others stay; ours are copied out and leave the table */
+			cxt = AllocSetContextCreate(CurrentMemoryContext,
+										"gate_bridge decisions",
+										ALLOCSET_DEFAULT_SIZES);
+			ps = MemoryContextAlloc(cxt, sizeof(GBPending *) * hash_get_num_entries(table));
+			hash_seq_init(&seq, table);
+			while ((e = (PendingEntry *) hash_seq_search(&seq)) != NULL)
+			{
+				GBPending  *copy;
+
+				if (e->p.subxid != owner)
+					continue;
+				copy = MemoryContextAlloc(cxt, sizeof(GBPending));
+				memcpy(copy, &e->p, sizeof(GBPending));
+				gb_key_locktag(&copy->locktag, copy->kind_name,
+							   pending_agent(copy), pending_subject(copy));
+				ps[n++] = copy;
+				(void) hash_search(table, e->hkey, HASH_REMOVE, NULL);
+			}
+			if (n == 0)
+			{
+				MemoryContextDelete(cxt);
+				break;
+			}
+		}
+		else
+		{
+			/* a new round starts with a table of its own */
+			pending = NULL;
+			pending_cxt = NULL;
+			newest_subxid = InvalidSubTransactionId;
+
+			ps = MemoryContextAlloc(cxt, sizeof(GBPending *) * hash_get_num_entries(table));
+			hash_seq_init(&seq, table);
+			while ((e = (PendingEntry *) hash_seq_search(&seq)) != NULL)
+			{
+				gb_key_locktag(&e->p.locktag, e->p.kind_name, pending_agent(&e->p),
+							   pending_subject(&e->p));
+				ps[n++] = &e->p;
+			}
 		}
 		qsort(ps, n, sizeof(GBPending *), pending_cmp);
 
@@ -402,8 +448,28 @@ gb_pending_decide(void)
 			gb_decide_pending(ps[i], pending_agent(ps[i]), pending_subject(ps[i]),
 							  n <= GB_MAX_KEY_LOCKS, &summary);
 		gb_decide_summary(&summary);
+		/* the copies' strings stay in the table's context until it goes */
 		MemoryContextDelete(cxt);
+		decided += n;
 	}
+	return decided;
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_decide_pending);
+
+/*
+ * decide_pending(): decide now the violations that this (sub)transaction's
+ * rows brought, as commit would, and return the number of keys decided.
+ * For a test that looks at its incidents before rolling back, say.  The
+ * keys stay locked until the transaction ends.  Violations of rows that an
+ * enclosing subtransaction inserted are left for commit: deciding them here
+ * would lose them should this subtransaction roll back while their rows
+ * stay.
+ */
+Datum
+gate_bridge_decide_pending(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(decide_owned_by(GetCurrentSubTransactionId()));
 }
 
 void
