@@ -39,6 +39,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -335,6 +336,21 @@ try_fold(const Decision *d, Datum *kv, bool locked, bool defer)
 			TimestampTzGetDatum(d->last_at)};
 
 			gb_spi_run(plans.fold_id, values, NULL, SPI_OK_UPDATE);
+			if (SPI_processed == 0)
+			{
+				/*
+				 * Committed after this transaction's snapshot was taken
+				 * (REPEATABLE READ and above): its row cannot be updated
+				 * here.  Otherwise it was deleted meanwhile: decide again.
+				 */
+				if (IsolationUsesXactSnapshot())
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access to incident " INT64_FORMAT " due to a concurrent change", id),
+							 errdetail("It was created or changed after this transaction's snapshot was taken."),
+							 errhint("Retry the transaction.")));
+				return false;
+			}
 		}
 	}
 	else
