@@ -155,8 +155,8 @@ typedef struct GBDecideSummary
 {
 	int64		created;
 	int64		first_id;
-	const char *first_key;
-	const char *first_kind;
+	char		first_key[GB_KEY_MAX_BYTES + 1];	/* copied: SPI memory goes */
+	char		first_kind[16];
 	int64		last_id;
 	int64		rate_limited_logged;	/* keys logged as rate limited */
 } GBDecideSummary;
@@ -228,8 +228,7 @@ extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);
 extern void gb_decide_pending(GBPending *p, const char *agent,
-							  const char *subject, bool locked,
-							  GBDecideSummary *summary);
+							  const char *subject, GBDecideSummary *summary);
 extern void gb_decide_summary(const GBDecideSummary *summary);
 extern Oid	gb_owner(void);
 

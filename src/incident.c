@@ -55,7 +55,6 @@ typedef struct GBPlans
 {
 	SPIPlanPtr	find;
 	SPIPlanPtr	fold_key;
-	SPIPlanPtr	fold_id;
 	SPIPlanPtr	key_lock;
 	SPIPlanPtr	key_insert;
 	SPIPlanPtr	window_count;
@@ -79,7 +78,6 @@ prepare_plans(void)
 	Oid			t3[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Oid			t4[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			tfold[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
-	Oid			tid[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
 	Oid			tkey[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			tins[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
@@ -98,11 +96,6 @@ prepare_plans(void)
 		"       last_seen_at = GREATEST(last_seen_at, $5)"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
 		" RETURNING id", 5, tfold);
-	plans.fold_id = gb_keep_plan(
-		"UPDATE gate_bridge.incidents"
-		"   SET occurrences = LEAST(occurrences::int8 + $2, 2147483647)::int4,"
-		"       last_seen_at = GREATEST(last_seen_at, $3)"
-		" WHERE id = $1", 3, tid);
 	plans.key_lock = gb_keep_plan(
 		"SELECT last_rate_limited_at FROM gate_bridge.incident_keys"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 FOR NO KEY UPDATE",
@@ -325,54 +318,33 @@ fold_debug(const GBKey *k, int64 id, int64 count)
 
 /*
  * Fold the decision's violations into the key's unresolved incident, if
- * there is one.  "locked": this transaction holds the key's lock, so the
- * incident found stays unresolved until we commit; otherwise the UPDATE's
- * own row lock and condition make the fold exact.  "defer": a single
- * violation from a SQL function, recorded to be folded at commit.
+ * there is one: one UPDATE, whose row lock and condition make it exact
+ * (and whose snapshot, at REPEATABLE READ, makes a change it cannot see a
+ * serialization failure).  When the transaction holds the key's lock
+ * ("locked", pending.c), the incident cannot be resolved before it
+ * commits, so the row lock is held only for the duration of the commit.
+ * "defer": a single violation from a SQL function, recorded to be folded
+ * at commit if the key has an unresolved incident now.
  */
 static bool
-try_fold(const Decision *d, Datum *kv, bool locked, bool defer)
+try_fold(const Decision *d, Datum *kv, bool defer)
 {
 	int64		id;
+	bool		isnull;
 
-	if (locked || defer)
+	if (defer)
 	{
 		id = find_unresolved(kv);
 		if (id == 0)
 			return false;
-		if (defer)
-		{
-			fold_debug(d->k, id, 1);
-			gb_pending_add(d->v, d->k, d->severity);
-			return true;
-		}
-		{
-			Datum		values[3] = {Int64GetDatum(id), Int64GetDatum(d->count),
-			TimestampTzGetDatum(d->last_at)};
-
-			gb_spi_run(plans.fold_id, values, NULL, SPI_OK_UPDATE);
-			if (SPI_processed == 0)
-			{
-				/*
-				 * Committed after this transaction's snapshot was taken
-				 * (REPEATABLE READ and above): its row cannot be updated
-				 * here.  Otherwise it was deleted meanwhile: decide again.
-				 */
-				if (IsolationUsesXactSnapshot())
-					ereport(ERROR,
-							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-							 errmsg("could not serialize access to incident " INT64_FORMAT " due to a concurrent change", id),
-							 errdetail("It was created or changed after this transaction's snapshot was taken."),
-							 errhint("Retry the transaction.")));
-				return false;
-			}
-		}
+		fold_debug(d->k, id, 1);
+		gb_pending_add(d->v, d->k, d->severity);
+		return true;
 	}
 	else
 	{
 		Datum		values[5] = {kv[0], kv[1], kv[2], Int64GetDatum(d->count),
 		TimestampTzGetDatum(d->last_at)};
-		bool		isnull;
 
 		gb_spi_run(plans.fold_key, values, NULL, SPI_OK_UPDATE_RETURNING);
 		if (SPI_processed == 0)
@@ -389,7 +361,7 @@ try_fold(const Decision *d, Datum *kv, bool locked, bool defer)
  * a SQL function, whose creation is logged at once.
  */
 static int64
-decide(const Decision *d, bool locked, bool defer, GBDecideSummary *summary)
+decide(const Decision *d, bool defer, GBDecideSummary *summary)
 {
 	const GBKey *k = d->k;
 	GBPrivileged priv;
@@ -410,7 +382,7 @@ decide(const Decision *d, bool locked, bool defer, GBDecideSummary *summary)
 	prepare_plans();
 
 	/* the common repeat: fold into the unresolved incident */
-	if (try_fold(d, kv, locked, defer))
+	if (try_fold(d, kv, defer))
 		goto done;
 
 	/*
@@ -433,7 +405,7 @@ decide(const Decision *d, bool locked, bool defer, GBDecideSummary *summary)
 		goto created;
 	}
 
-	if (try_fold(d, kv, locked, defer))
+	if (try_fold(d, kv, defer))
 		goto done;
 
 	/* the clock again: locking the key's row may have waited */
@@ -479,8 +451,8 @@ created:
 		if (summary->created++ == 0)
 		{
 			summary->first_id = id;
-			summary->first_key = pstrdup(k->key);
-			summary->first_kind = pstrdup(k->kind);
+			strlcpy(summary->first_key, k->key, sizeof(summary->first_key));
+			strlcpy(summary->first_kind, k->kind, sizeof(summary->first_kind));
 		}
 		summary->last_id = id;
 	}
@@ -532,13 +504,13 @@ gate_bridge_on_violation(const GBViolation *v)
 	d.role = GetUserId();
 	d.v = v;
 	d.p = NULL;
-	return decide(&d, false, true, NULL);
+	return decide(&d, true, NULL);
 }
 
 /* Decide a key's pending violations (pending.c), as it commits. */
 void
 gb_decide_pending(GBPending *p, const char *agent, const char *subject,
-				  bool locked, GBDecideSummary *summary)
+				  GBDecideSummary *summary)
 {
 	GBKey		k;
 	Decision	d;
@@ -556,7 +528,7 @@ gb_decide_pending(GBPending *p, const char *agent, const char *subject,
 	d.role = p->role;
 	d.v = NULL;
 	d.p = p;
-	(void) decide(&d, locked, false, summary);
+	(void) decide(&d, false, summary);
 }
 
 /* One LOG line for a round of decisions, however many incidents it made. */

@@ -111,13 +111,14 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 	values[0] = Int64GetDatum(id);
 
 	/*
-	 * A resolution takes its key's lock in the lock manager, which every
+	 * A move takes its key's lock in the lock manager, which every
 	 * transaction folding violations into the incident holds while it
 	 * commits (pending.c): those commit first, and none folds into the
-	 * incident after the resolution.  Only committing transactions hold it,
-	 * so this waits for no idle writer.
+	 * incident after its resolution.  Only committing transactions hold it,
+	 * so this waits for no idle writer; and since a committing writer holds
+	 * it before it touches the incident's row, a transaction that moves
+	 * several incidents, in any order, cannot deadlock with it.
 	 */
-	if (resolve)
 	{
 		gb_spi_run(key_plan, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)

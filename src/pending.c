@@ -74,8 +74,9 @@
 /*
  * The most keys a round locks in the lock manager, whose table is shared
  * and small (max_locks_per_transaction for every connection).  A round of
- * more keys folds into the incidents' rows instead, each row locked by its
- * UPDATE, in the same key order.
+ * more keys relies on the incidents' row locks alone, taken in key order:
+ * exact too, but a resolve() in a transaction that resolves several
+ * incidents could then meet them in another order.
  */
 #define GB_MAX_KEY_LOCKS	256
 
@@ -446,7 +447,7 @@ decide_owned_by(SubTransactionId owner)
 			lock_keys(ps, n);
 		for (i = 0; i < n; i++)
 			gb_decide_pending(ps[i], pending_agent(ps[i]), pending_subject(ps[i]),
-							  n <= GB_MAX_KEY_LOCKS, &summary);
+							  &summary);
 		gb_decide_summary(&summary);
 		/* the copies' strings stay in the table's context until it goes */
 		MemoryContextDelete(cxt);

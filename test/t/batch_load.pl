@@ -4,8 +4,9 @@
 #
 # Four loaders COPY 100-row batches of eval rows over ten agents, in random
 # order, 30 % of them violating; half of their transactions add a second
-# statement with the agents in reverse order.  An operator resolves every
-# open incident in one statement, over and over.  gate_bridge decides a
+# statement with the agents in reverse order.  An operator acknowledges,
+# then resolves, every open incident in one transaction, in random order,
+# over and over.  gate_bridge decides a
 # transaction's violations at its commit, in one key order, and takes the
 # lock manager's locks without waiting while it holds one: none of these
 # transactions may fail with a deadlock (40P01) or anything else, whatever
@@ -118,10 +119,14 @@ sub operator
 	while (time < $deadline)
 	{
 		# every open incident, in whatever order the scan gives, in one
-		# transaction
+		# transaction: acknowledge them all, then resolve them all
 		my $ok = eval {
+			$w->begin_work;
+			$w->do("SELECT gate_bridge.ack(id, 'tap_operator') FROM gate_bridge.incidents"
+				   . " WHERE agent LIKE 'batch.%' AND status = 'open' ORDER BY random()");
 			$w->do("SELECT gate_bridge.resolve(id, 'tap_operator') FROM gate_bridge.incidents"
-				   . " WHERE agent LIKE 'batch.%' AND status <> 'resolved'");
+				   . " WHERE agent LIKE 'batch.%' AND status <> 'resolved' ORDER BY random()");
+			$w->commit;
 			1;
 		};
 		if ($ok)
@@ -133,6 +138,7 @@ sub operator
 			my $state = $w->state || 'unknown';
 
 			# an incident resolved by nobody else cannot be "already resolved"
+			eval { $w->rollback };
 			$count{resolve_failed}++;
 			$count{"operator_$state"}++;
 		}
