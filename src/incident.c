@@ -80,7 +80,7 @@ prepare_plans(void)
 	Oid			t4[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			tfold[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			tid[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
-	Oid			tkey[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Oid			tkey[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			tins[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
 	Oid			tev[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
@@ -108,9 +108,10 @@ prepare_plans(void)
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 FOR NO KEY UPDATE",
 		3, t3);
 	plans.key_insert = gb_keep_plan(
-		"INSERT INTO gate_bridge.incident_keys (kind, agent, subject, key)"
-		" VALUES ($1, $2, $3, $4)"
-		" ON CONFLICT (kind, agent, subject) DO NOTHING", 4, tkey);
+		"INSERT INTO gate_bridge.incident_keys"
+		" (kind, agent, subject, key, created, last_created_at)"
+		" VALUES ($1, $2, $3, $4, 1, $5)"
+		" ON CONFLICT (kind, agent, subject) DO NOTHING", 5, tkey);
 	plans.window_count = gb_keep_plan(
 		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incidents"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND first_seen_at > $4",
@@ -162,18 +163,28 @@ find_unresolved(Datum *kv)
 	return first_int8(&isnull);
 }
 
-/* Lock the key's decision row, creating it on first use. */
-static void
-lock_key(const GBKey *k, Datum *kv, TimestampTz *last_rate_limited_at)
+/*
+ * Lock the key's decision row.  A key seen for the first time gets its row
+ * here, already counting the incident that is about to be created at
+ * "now": no incident of it can exist (whoever creates one inserts this row
+ * first, and waits for ours), so it needs neither a second look nor a rate
+ * count.  Returns true for such a new key.
+ */
+static bool
+lock_key(const GBKey *k, Datum *kv, TimestampTz now,
+		 TimestampTz *last_rate_limited_at)
 {
 	bool		isnull;
 
 	gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
-		Datum		values[4] = {kv[0], kv[1], kv[2], CStringGetTextDatum(k->key)};
+		Datum		values[5] = {kv[0], kv[1], kv[2], CStringGetTextDatum(k->key),
+		TimestampTzGetDatum(now)};
 
 		gb_spi_run(plans.key_insert, values, NULL, SPI_OK_INSERT);
+		if (SPI_processed == 1)
+			return true;
 		gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			elog(ERROR, "could not lock the decision row for incident key \"%s\"",
@@ -183,6 +194,7 @@ lock_key(const GBKey *k, Datum *kv, TimestampTz *last_rate_limited_at)
 		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		*last_rate_limited_at = DT_NOBEGIN;
+	return false;
 }
 
 static char *
@@ -245,7 +257,7 @@ typedef struct Decision
 
 /* Create the incident and its "created" event (announced at commit). */
 static int64
-create_incident(const Decision *d, Datum *kv, TimestampTz now)
+create_incident(const Decision *d, Datum *kv, TimestampTz now, bool counted)
 {
 	const GBKey *k = d->k;
 	char	   *summary = build_summary(d->kind, k->agent, k->subject);
@@ -278,11 +290,14 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now)
 	gb_spi_run(plans.insert_incident, values, nulls, SPI_OK_INSERT_RETURNING);
 	id = first_int8(&isnull);
 
-	values[0] = kv[0];
-	values[1] = kv[1];
-	values[2] = kv[2];
-	values[3] = TimestampTzGetDatum(now);
-	gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
+	if (!counted)
+	{
+		values[0] = kv[0];
+		values[1] = kv[1];
+		values[2] = kv[2];
+		values[3] = TimestampTzGetDatum(now);
+		gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
+	}
 
 	/* the notification is sent at commit, with the event's position (stream.c) */
 	data = gb_created_data(id, k->kind, k->key, d->severity, summary, now, k->agent);
@@ -406,17 +421,22 @@ decide(const Decision *d, bool locked, bool defer, GBDecideSummary *summary)
 	 * before the incident's (lifecycle.c): whoever holds the key's row here
 	 * cannot be waiting for a resolution, and the incident it could wait
 	 * for is already resolved in its snapshot.
+	 *
+	 * The decision's time is read after the fold, which may have waited for
+	 * the previous incident's resolution: the new incident must not predate
+	 * it.
 	 */
-	lock_key(k, kv, &last_rl);
+	now = GetCurrentTimestamp();
+	if (lock_key(k, kv, now, &last_rl))
+	{
+		id = create_incident(d, kv, now, true);
+		goto created;
+	}
 
 	if (try_fold(d, kv, locked, defer))
 		goto done;
 
-	/*
-	 * The decision's time, read after the fold: that may have waited for
-	 * the previous incident's resolution, which the new incident must not
-	 * predate.
-	 */
+	/* the clock again: locking the key's row may have waited */
 	now = GetCurrentTimestamp();
 	window_start = now - (TimestampTz) gb_rate_window * USECS_PER_SEC;
 
@@ -448,7 +468,8 @@ decide(const Decision *d, bool locked, bool defer, GBDecideSummary *summary)
 		goto done;
 	}
 
-	id = create_incident(d, kv, now);
+	id = create_incident(d, kv, now, false);
+created:
 	if (summary == NULL)
 		ereport(LOG,
 				(errmsg("Created %s incident: " INT64_FORMAT " (%s)", k->kind, id, k->key),
