@@ -49,6 +49,8 @@ $$;
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
 				  VALUES ('regress.set', '{regress_inv}')$$,
 				'writer: a violating row is accepted after trying to switch the bridge off');
+-- decided at commit otherwise: decide it now, to look at it below
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET client_min_messages;
 SELECT is(current_setting('gate_bridge.enabled'), 'on',
 		  'writer: the bridge is still on');
@@ -133,6 +135,8 @@ SELECT is(current_setting('gate_bridge.enabled'), 'off', 'writer: the bridge is 
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
 				  VALUES ('regress.set', 10)$$,
 				'writer: a violating row is stored while the bridge is off');
+-- anything that row left pending would be decided here, and show below
+SELECT gate_bridge.decide_pending() \g /dev/null
 SELECT throws_ok('SET gate_bridge.rate_limit = 1000000', '42501', NULL,
 				 'writer: still cannot change the rate limit');
 SELECT throws_ok('SET gate_bridge.rate_window = 1', '42501', NULL,
@@ -154,6 +158,7 @@ SELECT lives_ok('SET gate_bridge.enabled = on', 'writer: switches the bridge bac
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
 				  VALUES ('regress.set', 10)$$,
 				'writer: a violating row is stored with the bridge on');
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET ROLE;
 SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.set_cost'),
 		  1::bigint, 'with the bridge back on, the violation opened an incident');
