@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -54,7 +55,7 @@ prepare_plans(void)
 								3, t_resolve);
 	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incidents WHERE id = $1",
 							   1, t_status);
-	key_plan = gb_keep_plan("SELECT kind, agent, subject FROM gate_bridge.incidents WHERE id = $1",
+	key_plan = gb_keep_plan("SELECT kind, agent, subject, xmin FROM gate_bridge.incidents WHERE id = $1",
 							1, t_status);
 	/* the incident's decision row, locked before the incident (incident.c) */
 	key_lock_plan = gb_keep_plan("SELECT 1 FROM gate_bridge.incident_keys k"
@@ -129,10 +130,22 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 			LOCKTAG		tag;
 			HeapTuple	tup = SPI_tuptable->vals[0];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 4, &isnull));
 
-			gb_key_locktag(&tag, SPI_getvalue(tup, desc, 1),
-						   SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3));
-			(void) LockAcquire(&tag, ExclusiveLock, false, false);
+			/*
+			 * An incident that this transaction created (and nobody has
+			 * changed since) is invisible to every other one until we
+			 * commit: nobody can fold into it meanwhile, and a writer that
+			 * waits for our creation while holding the key's lock must not
+			 * be waited for in turn.
+			 */
+			if (!TransactionIdIsCurrentTransactionId(xmin))
+			{
+				gb_key_locktag(&tag, SPI_getvalue(tup, desc, 1),
+							   SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3));
+				(void) LockAcquire(&tag, ExclusiveLock, false, false);
+			}
 		}
 	}
 	values[1] = CStringGetTextDatum(actor);
