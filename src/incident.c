@@ -22,9 +22,10 @@
  * serialised while other keys proceed in parallel.  Under READ COMMITTED
  * every SPI statement takes a fresh snapshot, so after the lock we see what
  * the previous holder committed and decide again.  ack/resolve take the key's
- * row before the incident's, the same order as here.  Repeats within one
- * transaction do not come here again (coalesce.c).  Under REPEATABLE READ and SERIALIZABLE a
- * competitor's committed change to the key row or to the incident makes the
+ * lock (pending.c) and row before the incident's, the same order as here.
+ * The trigger's violations are decided once per key, at commit
+ * (pending.c).  Under REPEATABLE READ and SERIALIZABLE a competitor's
+ * committed change to the key row or to the incident makes the
  * lock or the UPDATE fail with SQLSTATE 40001, which the client retries; a
  * stale snapshot can never produce a second unresolved incident or exceed
  * the rate limit.  The unique partial index is the last line of defence.
