@@ -27,7 +27,12 @@
  * at commit is a bug, reported with a WARNING, and released.
  *
  * Matching (patterns.c): for each budget type the most specific enabled
- * budget wins.  Results are memoised per agent name in the generation.
+ * budget wins.  Each generation indexes its budgets by pattern, with one
+ * slot per budget type (gb_pattern_index_*), so finding an agent's budgets
+ * costs a few hash probes however many budgets there are.  Results are
+ * memoised per agent name in the generation, for up to GB_MEMO_MAX_AGENTS
+ * agents: past that the memo is emptied and starts again, so that a
+ * statement over many distinct agents does not grow the backend.
  *
  * src/budgets.c
  *
@@ -66,6 +71,7 @@ typedef struct BudgetGeneration
 	MemoryContext cxt;			/* holds this struct and everything below */
 	int			nbudgets;
 	GBBudget   *budgets;
+	GBPatternIndex *index;		/* pattern -> budget, one slot per type */
 	HTAB	   *memo;			/* agent name -> AgentBudgets */
 	int			pins;
 	bool		retired;		/* replaced by a newer load */
@@ -266,6 +272,11 @@ budget_cache_load(void)
 
 	gb_spi_end(&priv);
 
+	/* the patterns live in cxt, as long as the index */
+	gen->index = gb_pattern_index_create(cxt, GB_NUM_BUDGET_TYPES, gen->nbudgets);
+	for (i = 0; i < (uint64) gen->nbudgets; i++)
+		gb_pattern_index_add(gen->index, gen->budgets[i].agent_pattern,
+							 gen->budgets[i].budget_type, (int) i);
 	gen->memo = memo_create(cxt);
 	loading_gen = NULL;
 
@@ -286,28 +297,12 @@ static void
 match_agent(const BudgetGeneration *gen, const char *agent, int agent_len,
 			const GBBudget **budgets, bool *any)
 {
-	int			best_rank[GB_NUM_BUDGET_TYPES];
-	int			i;
+	int			found[GB_NUM_BUDGET_TYPES];
+	int			t;
 
-	for (i = 0; i < GB_NUM_BUDGET_TYPES; i++)
-	{
-		best_rank[i] = -1;
-		budgets[i] = NULL;
-	}
-	*any = false;
-
-	for (i = 0; i < gen->nbudgets; i++)
-	{
-		const GBBudget *b = &gen->budgets[i];
-		int			rank = gb_pattern_rank(b->agent_pattern, agent, agent_len);
-
-		if (rank > best_rank[b->budget_type])
-		{
-			best_rank[b->budget_type] = rank;
-			budgets[b->budget_type] = b;
-			*any = true;
-		}
-	}
+	*any = gb_pattern_index_match(gen->index, agent, agent_len, found);
+	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
+		budgets[t] = found[t] < 0 ? NULL : &gen->budgets[found[t]];
 }
 
 static void
@@ -340,6 +335,7 @@ gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin)
 	AgentBudgets *entry;
 	bool		found;
 	bool		any;
+	uint32		hash;
 	char		key[GB_AGENT_MAX_BYTES + 1];
 
 	if (!cache_valid || current_gen == NULL)
@@ -360,7 +356,10 @@ gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin)
 	memcpy(key, agent, agent_len);
 	key[agent_len] = '\0';
 
-	entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_FIND, NULL);
+	/* every memo hashes names alike: one hash value serves both searches */
+	hash = get_hash_value(current_gen->memo, key);
+	entry = (AgentBudgets *) hash_search_with_hash_value(current_gen->memo, key,
+														 hash, HASH_FIND, NULL);
 	if (entry == NULL)
 	{
 		if (hash_get_num_entries(current_gen->memo) >= GB_MEMO_MAX_AGENTS)
@@ -369,7 +368,8 @@ gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin)
 			hash_destroy(current_gen->memo);
 			current_gen->memo = memo_create(current_gen->cxt);
 		}
-		entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_ENTER, &found);
+		entry = (AgentBudgets *) hash_search_with_hash_value(current_gen->memo, key,
+															 hash, HASH_ENTER, &found);
 		match_agent(current_gen, agent, agent_len, entry->budgets, &entry->any);
 	}
 	if (!entry->any)
