@@ -110,6 +110,7 @@ extern int	gb_rate_limit;
 extern int	gb_rate_window;
 extern char *gb_notify_channel;
 extern char *gb_events_channel;
+extern int	gb_max_invariants_per_row;
 extern void gb_define_gucs(void);
 
 /* severity.c */
