@@ -25,7 +25,7 @@
 # the inserts over the (agent, created_at) index and are formatted per row.
 # The target compares distinct with one; "added" is what the trigger adds
 # to each row set (its time minus the same rows' time without it).
-# GB_BUDGETS_ROUNDS rounds (default 7), each measuring every case once,
+# GB_BUDGETS_ROUNDS rounds (default 9), each measuring every case once,
 # the order rotating from round to round.  Before every measurement:
 # TRUNCATE eval_results, CHECKPOINT.  Each measurement is a new session
 # that first loads the budget cache (evaluate_agent('bench.g1.a1'), before
@@ -42,7 +42,7 @@ set -euo pipefail
 PGVER=${GB_PGVERSION:-15}
 ROWS=${GB_BUDGETS_ROWS:-100000}
 EXACT=${GB_BUDGETS_EXACT:-20000}
-ROUNDS=${GB_BUDGETS_ROUNDS:-7}
+ROUNDS=${GB_BUDGETS_ROUNDS:-9}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${GB_BUDGETS_CLUSTER:-}" ]; then
