@@ -464,6 +464,33 @@ deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
 	}
 }
 
+/*
+ * Refuse a row that names more distinct failed invariants than
+ * gate_bridge.max_invariants_per_row: each one can open an incident, so a
+ * single row could otherwise write without bound.  Like the checks of
+ * deconstruct_invariants() this holds whether or not the bridge is
+ * enabled.  A row that is not decided here (applied by replication, or
+ * bringing its own id) was accepted where it came from and is let through.
+ */
+static void
+check_invariants_limit(EvalColumns *cols, TupleTableSlot *slot, int count)
+{
+	bool		isnull;
+	Datum		id;
+
+	if (count <= gb_max_invariants_per_row || row_is_replicated())
+		return;
+	id = slot_getattr(slot, cols->id, &isnull);
+	if (!isnull && row_brings_own_id(cols, DatumGetInt64(id)))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("too many failed invariants in column \"invariants_failed\""),
+			 errdetail("The row names %d distinct failed invariants; the limit is %d.",
+					   count, gb_max_invariants_per_row),
+			 errhint("Each failed invariant can open an incident of its own. Report fewer, broader invariants per row, or have an administrator raise gate_bridge.max_invariants_per_row.")));
+}
+
 PG_FUNCTION_INFO_V1(gate_bridge_eval_results_gate);
 
 Datum
@@ -509,8 +536,11 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 
 	d = slot->tts_values[cols->invariants_failed - 1];
 	if (!slot->tts_isnull[cols->invariants_failed - 1] && !array_is_empty(d))
+	{
 		deconstruct_invariants(d, VARSIZE_ANY_EXHDR(agent_text),
 							   &inv_elems, &inv_count);
+		check_invariants_limit(cols, slot, inv_count);
+	}
 
 	if (!gb_enabled || !gb_schema_ready(false))
 		return PointerGetDatum(NULL);

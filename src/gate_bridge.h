@@ -170,6 +170,7 @@ extern int	gb_rate_limit;
 extern int	gb_rate_window;
 extern char *gb_notify_channel;
 extern char *gb_events_channel;
+extern int	gb_max_invariants_per_row;
 extern void gb_define_gucs(void);
 
 /* severity.c */
@@ -194,6 +195,13 @@ extern bool gb_agent_name_valid(size_t len);
 extern void gb_check_agent_name(size_t len, const char *what);
 extern bool gb_agent_pattern_valid(const char *pattern, size_t len);
 extern int	gb_pattern_rank(const char *pattern, const char *agent, int agent_len);
+typedef struct GBPatternIndex GBPatternIndex;
+extern GBPatternIndex *gb_pattern_index_create(MemoryContext cxt, int nslots,
+											   int npatterns);
+extern void gb_pattern_index_add(GBPatternIndex *idx, const char *pattern,
+								 int slot, int value);
+extern bool gb_pattern_index_match(GBPatternIndex *idx, const char *agent,
+								   int agent_len, int *values);
 
 /* budgets.c */
 extern void gb_budget_cache_init(void);

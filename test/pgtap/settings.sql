@@ -1,8 +1,9 @@
 -- Settings: an application role cannot switch the bridge off, loosen the
--- rate limit or divert notifications for itself; an administrator can let
+-- rate limit, raise the cap on failed invariants per row or divert
+-- notifications for itself; an administrator can let
 -- a role switch the bridge off with GRANT SET ON PARAMETER.
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 CREATE ROLE regress_set_writer;
 CREATE ROLE regress_set_operator;
@@ -70,7 +71,8 @@ VALUES ('regress.set', 'cost', 1, 2, 3);
 SELECT current_setting('gate_bridge.enabled') AS enabled_before,
 	   current_setting('gate_bridge.rate_limit') AS rate_limit_before,
 	   current_setting('gate_bridge.rate_window') AS rate_window_before,
-	   current_setting('gate_bridge.notify_channel') AS notify_channel_before \gset
+	   current_setting('gate_bridge.notify_channel') AS notify_channel_before,
+	   current_setting('gate_bridge.max_invariants_per_row') AS max_invariants_before \gset
 
 SET ROLE regress_set_writer;
 SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
@@ -85,15 +87,18 @@ SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
 	$$SET gate_bridge.rate_window = '1s'$$,
 	'SET gate_bridge.notify_channel = regress_elsewhere',
 	'RESET gate_bridge.rate_limit',
+	'SET gate_bridge.max_invariants_per_row = 10000',
+	'ALTER ROLE regress_set_writer SET gate_bridge.max_invariants_per_row = 10000',
 	'ALTER ROLE regress_set_writer SET gate_bridge.enabled = off',
 	'ALTER ROLE regress_set_writer SET gate_bridge.rate_limit = 1000000'
   ]) AS q;
 SELECT is(ARRAY[current_setting('gate_bridge.enabled'),
 				current_setting('gate_bridge.rate_limit'),
 				current_setting('gate_bridge.rate_window'),
-				current_setting('gate_bridge.notify_channel')],
+				current_setting('gate_bridge.notify_channel'),
+				current_setting('gate_bridge.max_invariants_per_row')],
 		  ARRAY[:'enabled_before', :'rate_limit_before', :'rate_window_before',
-				:'notify_channel_before'],
+				:'notify_channel_before', :'max_invariants_before'],
 		  'writer: every setting is as it was');
 SELECT lives_ok('RESET ALL', 'writer: RESET ALL runs');
 SELECT is(current_setting('gate_bridge.enabled'), :'enabled_before',
