@@ -179,6 +179,8 @@ SELECT is(gate_bridge.evaluate_agent('zzz.unknown') -> 'budget' -> 'cost' ->> 'a
 -- quality budget's critical floor, and the incident records the budget.
 -------------------------------------------------------------------------------
 INSERT INTO gate_bridge.eval_results (agent, quality) SELECT name, 0 FROM regress_agents;
+-- decided at commit otherwise; this file rolls back
+SELECT gate_bridge.decide_pending() IS NOT NULL AS decided \gset
 SELECT is((SELECT count(*)
 			 FROM regress_expected e
 			 FULL JOIN (SELECT agent, details -> 'budget' ->> 'agent_pattern' AS pattern
