@@ -394,6 +394,53 @@ DROP FUNCTION gate_bridge.run_gates_1_1(text, interval, boolean);
 DROP FUNCTION gate_bridge.run_gates_impl(text, interval, boolean);
 
 -------------------------------------------------------------------------------
+-- Deciding now.  The trigger's violations are decided when their transaction
+-- commits, in key order; decide_pending() decides those of the current
+-- (sub)transaction's rows at once (a test that rolls back, say).  It acts
+-- only on the caller's own transaction, so anyone may call it.
+-------------------------------------------------------------------------------
+CREATE FUNCTION gate_bridge.decide_pending()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'gate_bridge_decide_pending'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION gate_bridge.decide_pending() IS
+	'Decides now the violations of the rows this (sub)transaction inserted, which are otherwise decided at commit; returns the number of keys decided';
+GRANT EXECUTE ON FUNCTION gate_bridge.decide_pending() TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Playbook suggestions in PL/pgSQL, which keeps the query's plan for the
+-- session: creating an incident no longer plans it again.
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION gate_bridge.suggest_playbooks(violation_type text, agent text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	-- PL/pgSQL keeps the plan of this query for the session; a SQL function
+	-- would plan it again on every call from the incident's INSERT
+	RETURN (
+		WITH best AS (
+			SELECT DISTINCT ON (r.violation_type = '*')
+				   (r.violation_type = '*') AS any_type, r.playbooks
+			  FROM gate_bridge.playbook_rules r
+			 WHERE r.enabled
+			   AND r.violation_type IN ($1, '*')
+			   AND gate_bridge.pattern_rank(r.agent_pattern, $2) IS NOT NULL
+			 ORDER BY (r.violation_type = '*'),
+					  gate_bridge.pattern_rank(r.agent_pattern, $2) DESC
+		), items AS (
+			SELECT p.name, min(b.any_type::int * 1000000 + p.n) AS ord
+			  FROM best b, unnest(b.playbooks) WITH ORDINALITY AS p(name, n)
+			 GROUP BY p.name
+		)
+		SELECT COALESCE((SELECT array_agg(i.name ORDER BY i.ord) FROM items i),
+						ARRAY['rerun_eval']));
+END
+$fn$;
+
+-------------------------------------------------------------------------------
 -- Retention
 -------------------------------------------------------------------------------
 

@@ -27,7 +27,12 @@
  * at commit is a bug, reported with a WARNING, and released.
  *
  * Matching (patterns.c): for each budget type the most specific enabled
- * budget wins.  Results are memoised per agent name in the generation.
+ * budget wins.  Each generation indexes its budgets by pattern, with one
+ * slot per budget type (gb_pattern_index_*), so finding an agent's budgets
+ * costs a few hash probes however many budgets there are.  Results are
+ * memoised per agent name in the generation, for up to GB_MEMO_MAX_AGENTS
+ * agents: past that the memo is emptied and starts again, so that a
+ * statement over many distinct agents does not grow the backend.
  *
  * src/budgets.c
  *
@@ -38,10 +43,10 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -52,13 +57,41 @@
 
 /* memoised agents before the memo is emptied, to bound memory */
 #define GB_MEMO_MAX_AGENTS	10000
+/* the memo's agent names are copied into blocks of this size */
+#define GB_MEMO_NAME_BLOCK	8000
 
-typedef struct AgentBudgets
+/*
+ * The memo: agent name -> the budgets that apply, as indexes into the
+ * generation's budgets (-1: none of the type).  A simplehash keyed by the
+ * name's bytes, which point into name blocks of the memo's own context.
+ */
+typedef struct MemoKey
 {
-	char		agent[GB_AGENT_MAX_BYTES + 1];	/* hash key */
+	const char *data;
+	uint32		len;
+} MemoKey;
+
+typedef struct MemoEntry
+{
+	MemoKey		key;
+	uint32		hash;
+	char		status;			/* simplehash's */
 	bool		any;
-	const GBBudget *budgets[GB_NUM_BUDGET_TYPES];
-} AgentBudgets;
+	int32		budgets[GB_NUM_BUDGET_TYPES];
+} MemoEntry;
+
+#define SH_PREFIX				gbmemo
+#define SH_ELEMENT_TYPE			MemoEntry
+#define SH_KEY_TYPE				MemoKey
+#define SH_KEY					key
+#define SH_HASH_KEY(tb, k)		hash_bytes((const unsigned char *) (k).data, (int) (k).len)
+#define SH_EQUAL(tb, a, b)		((a).len == (b).len && memcmp((a).data, (b).data, (a).len) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a)		((a)->hash)
+#define SH_SCOPE				static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
 /* One load of gate_bridge.budgets. */
 typedef struct BudgetGeneration
@@ -66,7 +99,11 @@ typedef struct BudgetGeneration
 	MemoryContext cxt;			/* holds this struct and everything below */
 	int			nbudgets;
 	GBBudget   *budgets;
-	HTAB	   *memo;			/* agent name -> AgentBudgets */
+	GBPatternIndex *index;		/* pattern -> budget, one slot per type */
+	gbmemo_hash *memo;			/* agent name -> budgets */
+	MemoryContext memo_names;	/* the memo's names, emptied with it */
+	char	   *name_block;		/* where the next name goes */
+	int			name_free;		/* bytes left there */
 	int			pins;
 	bool		retired;		/* replaced by a newer load */
 } BudgetGeneration;
@@ -167,21 +204,36 @@ gb_budget_cache_init(void)
 	RegisterSubXactCallback(budgets_subxact_callback, NULL);
 }
 
-static HTAB *
-memo_create(MemoryContext cxt)
+/*
+ * Empty the memo.  Its table keeps the size it grew to (at most enough for
+ * GB_MEMO_MAX_AGENTS), and the name blocks go.
+ */
+static void
+memo_reset(BudgetGeneration *gen)
 {
-	HASHCTL		ctl;
+	gbmemo_reset(gen->memo);
+	MemoryContextReset(gen->memo_names);
+	gen->name_block = NULL;
+	gen->name_free = 0;
+}
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = GB_AGENT_MAX_BYTES + 1;
-	ctl.entrysize = sizeof(AgentBudgets);
-	ctl.hcxt = cxt;
-	return hash_create("gate_bridge agent budgets", 256, &ctl,
-#if PG_VERSION_NUM >= 140000
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-#else
-					   HASH_ELEM | HASH_CONTEXT);
-#endif
+/* a copy of the name, for a memo key */
+static const char *
+memo_name(BudgetGeneration *gen, const char *agent, int agent_len)
+{
+	char	   *copy;
+
+	Assert(agent_len <= GB_MEMO_NAME_BLOCK);
+	if (gen->name_free < agent_len)
+	{
+		gen->name_block = MemoryContextAlloc(gen->memo_names, GB_MEMO_NAME_BLOCK);
+		gen->name_free = GB_MEMO_NAME_BLOCK;
+	}
+	copy = gen->name_block;
+	memcpy(copy, agent, agent_len);
+	gen->name_block += agent_len;
+	gen->name_free -= agent_len;
+	return copy;
 }
 
 static double
@@ -266,7 +318,14 @@ budget_cache_load(void)
 
 	gb_spi_end(&priv);
 
-	gen->memo = memo_create(cxt);
+	/* the patterns live in cxt, as long as the index */
+	gen->index = gb_pattern_index_create(cxt, GB_NUM_BUDGET_TYPES, gen->nbudgets);
+	for (i = 0; i < (uint64) gen->nbudgets; i++)
+		gb_pattern_index_add(gen->index, gen->budgets[i].agent_pattern,
+							 gen->budgets[i].budget_type, (int) i);
+	gen->memo = gbmemo_create(cxt, 256, NULL);
+	gen->memo_names = AllocSetContextCreate(cxt, "gate_bridge agent memo",
+											ALLOCSET_DEFAULT_SIZES);
 	loading_gen = NULL;
 
 	if (current_gen != NULL)
@@ -282,32 +341,14 @@ budget_cache_load(void)
 	cache_valid = (cache_inval_count == inval_before);
 }
 
+/* budgets[type] := what applies to the agent, NULL for none of the type */
 static void
-match_agent(const BudgetGeneration *gen, const char *agent, int agent_len,
-			const GBBudget **budgets, bool *any)
+budgets_of(const BudgetGeneration *gen, const int32 *found, const GBBudget **budgets)
 {
-	int			best_rank[GB_NUM_BUDGET_TYPES];
-	int			i;
+	int			t;
 
-	for (i = 0; i < GB_NUM_BUDGET_TYPES; i++)
-	{
-		best_rank[i] = -1;
-		budgets[i] = NULL;
-	}
-	*any = false;
-
-	for (i = 0; i < gen->nbudgets; i++)
-	{
-		const GBBudget *b = &gen->budgets[i];
-		int			rank = gb_pattern_rank(b->agent_pattern, agent, agent_len);
-
-		if (rank > best_rank[b->budget_type])
-		{
-			best_rank[b->budget_type] = rank;
-			budgets[b->budget_type] = b;
-			*any = true;
-		}
-	}
+	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
+		budgets[t] = found[t] < 0 ? NULL : &gen->budgets[found[t]];
 }
 
 static void
@@ -337,44 +378,50 @@ pin_current(GBBudgetPin *pin)
 bool
 gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin)
 {
-	AgentBudgets *entry;
+	BudgetGeneration *gen;
+	MemoEntry  *entry;
+	MemoKey		key;
+	uint32		hash;
 	bool		found;
 	bool		any;
-	char		key[GB_AGENT_MAX_BYTES + 1];
+	int32		matched[GB_NUM_BUDGET_TYPES];
 
 	if (!cache_valid || current_gen == NULL)
 		budget_cache_load();
+	gen = current_gen;
 
-	if (current_gen->nbudgets == 0)
+	if (gen->nbudgets == 0)
 		return false;
 
-	if (!gb_agent_name_valid(agent_len) || memchr(agent, '\0', agent_len) != NULL)
+	if (!gb_agent_name_valid(agent_len))
 	{
-		/* cannot be a hash key; such rows are refused by a CHECK anyway */
-		match_agent(current_gen, agent, agent_len, pin->budgets, &any);
-		if (any)
-			pin_current(pin);
-		return any;
+		/* not memoised, to bound the memo; refused by a CHECK anyway */
+		any = gb_pattern_index_match(gen->index, agent, agent_len, matched);
+		if (!any)
+			return false;
+		budgets_of(gen, matched, pin->budgets);
+		pin_current(pin);
+		return true;
 	}
 
-	memcpy(key, agent, agent_len);
-	key[agent_len] = '\0';
-
-	entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_FIND, NULL);
+	key.data = agent;
+	key.len = (uint32) agent_len;
+	hash = hash_bytes((const unsigned char *) agent, agent_len);
+	entry = gbmemo_lookup_hash(gen->memo, key, hash);
 	if (entry == NULL)
 	{
-		if (hash_get_num_entries(current_gen->memo) >= GB_MEMO_MAX_AGENTS)
-		{
-			/* nothing outside points into the memo: pins copy the pointers */
-			hash_destroy(current_gen->memo);
-			current_gen->memo = memo_create(current_gen->cxt);
-		}
-		entry = (AgentBudgets *) hash_search(current_gen->memo, key, HASH_ENTER, &found);
-		match_agent(current_gen, agent, agent_len, entry->budgets, &entry->any);
+		any = gb_pattern_index_match(gen->index, agent, agent_len, matched);
+		if (gen->memo->members >= GB_MEMO_MAX_AGENTS)
+			memo_reset(gen);
+		key.data = memo_name(gen, agent, agent_len);
+		entry = gbmemo_insert_hash(gen->memo, key, hash, &found);
+		Assert(!found);
+		entry->any = any;
+		memcpy(entry->budgets, matched, sizeof(entry->budgets));
 	}
 	if (!entry->any)
 		return false;
-	memcpy(pin->budgets, entry->budgets, sizeof(pin->budgets));
+	budgets_of(gen, entry->budgets, pin->budgets);
 	pin_current(pin);
 	return true;
 }

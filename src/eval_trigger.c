@@ -190,15 +190,6 @@ typedef struct RowViolation
 	const char *invariant;		/* invariant incidents only */
 } RowViolation;
 
-static const char *
-text_attr(const RowViolation *rv, AttrNumber attno)
-{
-	bool		isnull;
-	Datum		d = slot_getattr(rv->slot, attno, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
 static void
 push_budget(JsonbParseState **st, const GBBudget *b)
 {
@@ -224,62 +215,120 @@ push_budget(JsonbParseState **st, const GBBudget *b)
 	pushJsonbValue(st, WJB_END_OBJECT, NULL);
 }
 
-/* incidents.details: {violation, budget, context, eval_result} */
+/*
+ * incidents.details: {violation, budget, context, eval_result}, from the
+ * violation's figures and the eval row's columns.
+ */
 static Jsonb *
-row_details(void *arg)
+build_details(GBKind kind, const char *agent, const char *subject,
+			  GBSeverity severity, double actual, double threshold,
+			  const GBBudget *budget, Jsonb *context, int64 eval_id,
+			  const char *eval_run_id, const char *planner_version,
+			  const char *triggered_by, const TimestampTz *created_at)
 {
-	RowViolation *rv = (RowViolation *) arg;
 	JsonbParseState *st = NULL;
 	JsonbValue *res;
-	bool		isnull;
-	Datum		d;
 	char		buf[MAXDATELEN + 1];
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 
 	gb_jb_key(&st, "violation");
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	gb_jb_text(&st, "agent", rv->agent);
-	if (rv->invariant)
+	gb_jb_text(&st, "agent", agent);
+	if (kind == GB_KIND_INVARIANT)
 	{
 		gb_jb_text(&st, "budget_type", "invariants");
-		gb_jb_text(&st, "invariant", rv->invariant);
+		gb_jb_text(&st, "invariant", subject);
 	}
 	else
-		gb_jb_text(&st, "budget_type", gb_budget_type_name(rv->budget->budget_type));
-	gb_jb_text(&st, "severity", gb_severity_name(rv->severity));
-	gb_jb_float8(&st, "actual", rv->actual);
-	if (rv->budget)
-		gb_jb_float8(&st, "threshold", rv->threshold);
+		gb_jb_text(&st, "budget_type", subject);
+	gb_jb_text(&st, "severity", gb_severity_name(severity));
+	gb_jb_float8(&st, "actual", actual);
+	if (budget)
+		gb_jb_float8(&st, "threshold", threshold);
 	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 
-	push_budget(&st, rv->budget);
+	push_budget(&st, budget);
 
-	d = slot_getattr(rv->slot, rv->cols->context, &isnull);
-	if (isnull)
+	if (context == NULL)
 	{
 		gb_jb_key(&st, "context");
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
 	else
-		gb_jb_jsonb(&st, "context", DatumGetJsonbP(d));
+		gb_jb_jsonb(&st, "context", context);
 
 	gb_jb_key(&st, "eval_result");
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	d = slot_getattr(rv->slot, rv->cols->id, &isnull);
-	if (!isnull)
-		gb_jb_int8(&st, "id", DatumGetInt64(d));
-	gb_jb_text(&st, "eval_run_id", text_attr(rv, rv->cols->eval_run_id));
-	gb_jb_text(&st, "planner_version", text_attr(rv, rv->cols->planner_version));
-	gb_jb_text(&st, "triggered_by", text_attr(rv, rv->cols->triggered_by));
-	d = slot_getattr(rv->slot, rv->cols->created_at, &isnull);
+	gb_jb_int8(&st, "id", eval_id);
+	gb_jb_text(&st, "eval_run_id", eval_run_id);
+	gb_jb_text(&st, "planner_version", planner_version);
+	gb_jb_text(&st, "triggered_by", triggered_by);
 	gb_jb_text(&st, "created_at",
-			   isnull ? NULL : JsonEncodeDateTime(buf, d, TIMESTAMPTZOID, NULL));
+			   created_at ? JsonEncodeDateTime(buf, TimestampTzGetDatum(*created_at),
+											   TIMESTAMPTZOID, NULL) : NULL);
 	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 
 	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
+}
+
+static SPIPlanPtr eval_row_plan = NULL;
+
+static const char *
+spi_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/*
+ * The details of an incident created at commit for violations the trigger
+ * found: the eval row of the first of them is read again, in the SPI
+ * connection of the decision.  Should it be gone (deleted by the same
+ * transaction), the details say what is known.
+ */
+Jsonb *
+gb_row_details(const GBPending *p, const char *agent, const char *subject)
+{
+	Datum		id = Int64GetDatum(p->eval_id);
+	const GBBudget *budget = p->has_budget ? &p->budget : NULL;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	TimestampTz created_at;
+
+	if (eval_row_plan == NULL)
+	{
+		Oid			t[1] = {INT8OID};
+
+		eval_row_plan = gb_keep_plan(
+			"SELECT context, eval_run_id, planner_version, triggered_by, created_at"
+			"  FROM gate_bridge.eval_results WHERE id = $1", 1, t);
+	}
+	gb_spi_run(eval_row_plan, &id, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return build_details(p->kind, agent, subject, p->row_severity, p->actual,
+							 p->threshold, budget, NULL, p->eval_id,
+							 NULL, NULL, NULL, NULL);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	created_at = isnull ? 0 : DatumGetTimestampTz(d);
+	{
+		bool		ctx_null;
+		Datum		ctx = SPI_getbinval(tup, desc, 1, &ctx_null);
+
+		return build_details(p->kind, agent, subject, p->row_severity,
+							 p->actual, p->threshold, budget,
+							 ctx_null ? NULL : DatumGetJsonbP(ctx), p->eval_id,
+							 spi_text(tup, desc, 2), spi_text(tup, desc, 3),
+							 spi_text(tup, desc, 4), isnull ? NULL : &created_at);
+	}
 }
 
 static void
@@ -287,6 +336,8 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 	   const char *subject)
 {
 	GBViolation v;
+	GBRowViolation row;
+	bool		id_null;
 
 	/*
 	 * The first violation of a row: is it a new evaluation, or a replicated
@@ -316,13 +367,18 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 	if (rv->origin < 0)
 		return;
 
+	row.eval_id = DatumGetInt64(slot_getattr(rv->slot, rv->cols->id, &id_null));
+	row.actual = rv->actual;
+	row.threshold = rv->threshold;
+	row.budget = rv->budget;
 	v.kind = kind;
 	v.agent = rv->agent;
 	v.violation_type = violation_type;
 	v.subject = subject;
 	v.severity = rv->severity;
-	v.build_details = row_details;
-	v.details_arg = rv;
+	v.build_details = NULL;
+	v.details_arg = NULL;
+	v.row = &row;
 	(void) gate_bridge_on_violation(&v);
 }
 
@@ -408,6 +464,33 @@ deconstruct_invariants(Datum d, int agent_len, Datum **elems, int *nelems)
 	}
 }
 
+/*
+ * Refuse a row that names more distinct failed invariants than
+ * gate_bridge.max_invariants_per_row: each one can open an incident, so a
+ * single row could otherwise write without bound.  Like the checks of
+ * deconstruct_invariants() this holds whether or not the bridge is
+ * enabled.  A row that is not decided here (applied by replication, or
+ * bringing its own id) was accepted where it came from and is let through.
+ */
+static void
+check_invariants_limit(EvalColumns *cols, TupleTableSlot *slot, int count)
+{
+	bool		isnull;
+	Datum		id;
+
+	if (count <= gb_max_invariants_per_row || row_is_replicated())
+		return;
+	id = slot_getattr(slot, cols->id, &isnull);
+	if (!isnull && row_brings_own_id(cols, DatumGetInt64(id)))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("too many failed invariants in column \"invariants_failed\""),
+			 errdetail("The row names %d distinct failed invariants; the limit is %d.",
+					   count, gb_max_invariants_per_row),
+			 errhint("Each failed invariant can open an incident of its own. Report fewer, broader invariants per row, or have an administrator raise gate_bridge.max_invariants_per_row.")));
+}
+
 PG_FUNCTION_INFO_V1(gate_bridge_eval_results_gate);
 
 Datum
@@ -453,8 +536,11 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 
 	d = slot->tts_values[cols->invariants_failed - 1];
 	if (!slot->tts_isnull[cols->invariants_failed - 1] && !array_is_empty(d))
+	{
 		deconstruct_invariants(d, VARSIZE_ANY_EXHDR(agent_text),
 							   &inv_elems, &inv_count);
+		check_invariants_limit(cols, slot, inv_count);
+	}
 
 	if (!gb_enabled || !gb_schema_ready(false))
 		return PointerGetDatum(NULL);

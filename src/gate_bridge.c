@@ -11,7 +11,7 @@
  *	evaluate.c		gates over time windows: evaluate_agent, run_gates
  *	eval_trigger.c	the trigger on gate_bridge.eval_results
  *	incident.c		the decision: dedup, rate limit, record, notify
- *	coalesce.c		folding repeats of a key within one transaction
+ *	pending.c		violations decided at commit, in key order
  *	stream.c		stream positions in commit order, announcements
  *	payload.c		the NOTIFY payloads
  *	api.c			SQL-callable functions
@@ -43,7 +43,7 @@ static void
 gb_xact_callback(XactEvent event, void *arg)
 {
 	(void) arg;
-	gb_coalesce_xact(event);
+	gb_pending_xact(event);
 	gb_stream_xact(event);
 }
 
@@ -52,7 +52,7 @@ gb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
 {
 	(void) arg;
-	gb_coalesce_subxact(event, mySubid, parentSubid);
+	gb_pending_subxact(event, mySubid, parentSubid);
 	gb_stream_subxact(event, mySubid, parentSubid);
 }
 

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "storage/lock.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -78,6 +79,19 @@ typedef struct GBBudgetPin
 	int			slot;			/* private to budgets.c */
 } GBBudgetPin;
 
+/*
+ * What the trigger knows of a violation found in an eval row.  It is
+ * decided at commit (pending.c); the incident's details are built then,
+ * from these figures and the eval row, read again by its id.
+ */
+typedef struct GBRowViolation
+{
+	int64		eval_id;
+	double		actual;
+	double		threshold;
+	const GBBudget *budget;		/* NULL: an invariant without a budget */
+} GBRowViolation;
+
 /* A violation handed to gate_bridge_on_violation(). */
 typedef struct GBViolation
 {
@@ -90,6 +104,8 @@ typedef struct GBViolation
 	/* builds incidents.details; called only when an incident is created */
 	Jsonb	   *(*build_details) (void *arg);
 	void	   *details_arg;
+	/* set by the trigger: decided at commit, details built from this */
+	const GBRowViolation *row;
 } GBViolation;
 
 /*
@@ -104,12 +120,57 @@ typedef struct GBKey
 	const char *key;
 } GBKey;
 
+/*
+ * Violations of one key waiting for their transaction's commit (pending.c):
+ * how many, and what the first of them was, to create an incident from.
+ */
+typedef struct GBPending
+{
+	SubTransactionId subxid;	/* the (sub)transaction that recorded them */
+	GBKind		kind;
+	char		kind_name[16];
+	char		agent_subject[GB_KEY_MAX_BYTES + 2];	/* agent NUL subject */
+	char	   *key;
+	char		violation_type[32];
+	char		severity[8];	/* sev1, sev2, sev3 */
+	int64		count;
+	TimestampTz first_at;
+	TimestampTz last_at;
+	Oid			role;			/* who inserted the first one */
+	LOCKTAG		locktag;		/* set when decided */
+	/* from the trigger */
+	bool		from_row;
+	int64		eval_id;
+	double		actual;
+	double		threshold;
+	GBSeverity	row_severity;
+	bool		has_budget;
+	GBBudget	budget;
+	/* otherwise, the details as built */
+	Jsonb	   *details;
+} GBPending;
+
+/* What a round of decisions did, logged as one line (incident.c). */
+typedef struct GBDecideSummary
+{
+	int64		created;
+	int64		first_id;
+	char		first_key[GB_KEY_MAX_BYTES + 1];	/* copied: SPI memory goes */
+	char		first_kind[16];
+	int64		last_id;
+	int64		rate_limited_logged;	/* keys logged as rate limited */
+} GBDecideSummary;
+
+/* pending.c: the advisory lock tags of keys are in this space (field 4) */
+#define GB_KEY_LOCK_SPACE	0x4742
+
 /* guc.c */
 extern bool gb_enabled;
 extern int	gb_rate_limit;
 extern int	gb_rate_window;
 extern char *gb_notify_channel;
 extern char *gb_events_channel;
+extern int	gb_max_invariants_per_row;
 extern void gb_define_gucs(void);
 
 /* severity.c */
@@ -134,6 +195,13 @@ extern bool gb_agent_name_valid(size_t len);
 extern void gb_check_agent_name(size_t len, const char *what);
 extern bool gb_agent_pattern_valid(const char *pattern, size_t len);
 extern int	gb_pattern_rank(const char *pattern, const char *agent, int agent_len);
+typedef struct GBPatternIndex GBPatternIndex;
+extern GBPatternIndex *gb_pattern_index_create(MemoryContext cxt, int nslots,
+											   int npatterns);
+extern void gb_pattern_index_add(GBPatternIndex *idx, const char *pattern,
+								 int slot, int value);
+extern bool gb_pattern_index_match(GBPatternIndex *idx, const char *agent,
+								   int agent_len, int *values);
 
 /* budgets.c */
 extern void gb_budget_cache_init(void);
@@ -153,16 +221,18 @@ extern TimestampTz gb_budget_window_start(const Interval *lookback);
 
 /* eval_trigger.c */
 extern void gb_eval_trigger_init(void);
+extern Jsonb *gb_row_details(const GBPending *p, const char *agent,
+							 const char *subject);
 
-/* coalesce.c */
-extern bool gb_coalesce_try(const GBKey *k);
-extern void gb_coalesce_remember_dedup(const GBKey *k, int64 incident_id);
-extern void gb_coalesce_remember_rate_limited(const GBKey *k,
-											  TimestampTz valid_until);
-extern void gb_coalesce_flush(void);
-extern void gb_coalesce_xact(XactEvent event);
-extern void gb_coalesce_subxact(SubXactEvent event, SubTransactionId mySubid,
-								SubTransactionId parentSubid);
+/* pending.c */
+extern void gb_key_locktag(LOCKTAG *tag, const char *kind, const char *agent,
+						   const char *subject);
+extern void gb_pending_add(const GBViolation *v, const GBKey *k,
+						   const char *severity);
+extern void gb_pending_decide(void);
+extern void gb_pending_xact(XactEvent event);
+extern void gb_pending_subxact(SubXactEvent event, SubTransactionId mySubid,
+							   SubTransactionId parentSubid);
 
 /* privileged.c */
 extern bool gb_schema_ready(bool error);
@@ -173,6 +243,9 @@ extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);
+extern void gb_decide_pending(GBPending *p, const char *agent,
+							  const char *subject, GBDecideSummary *summary);
+extern void gb_decide_summary(const GBDecideSummary *summary);
 extern Oid	gb_owner(void);
 
 /* payload.c */

@@ -4,9 +4,10 @@
  *		gate_bridge settings.
  *
  * Every setting is PGC_SUSET: an application role must not be able to
- * switch the bridge off, loosen the rate limit or divert notifications for
- * its own session.  An administrator can delegate one with
- * GRANT SET ON PARAMETER (PostgreSQL 15 and later) or ALTER ROLE ... SET.
+ * switch the bridge off, loosen the rate limit, raise the cap on the
+ * incidents one row can open or divert notifications for its own session.
+ * An administrator can delegate one with GRANT SET ON PARAMETER
+ * (PostgreSQL 15 and later) or ALTER ROLE ... SET.
  *
  * src/guc.c
  *
@@ -23,6 +24,7 @@ int			gb_rate_limit = 3;
 int			gb_rate_window = 3600;
 char	   *gb_notify_channel = NULL;
 char	   *gb_events_channel = NULL;
+int			gb_max_invariants_per_row = 64;
 
 static bool
 check_notify_channel(char **newval, void **extra, GucSource source)
@@ -93,6 +95,16 @@ gb_define_gucs(void)
 							   PGC_SUSET,
 							   0,
 							   check_notify_channel, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.max_invariants_per_row",
+							gettext_noop("Maximum number of distinct failed invariants one evaluation row may name."),
+							gettext_noop("Each failed invariant can open an incident; a row naming more is refused."),
+							&gb_max_invariants_per_row,
+							64,
+							1, 10000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("gate_bridge");

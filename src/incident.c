@@ -22,9 +22,10 @@
  * serialised while other keys proceed in parallel.  Under READ COMMITTED
  * every SPI statement takes a fresh snapshot, so after the lock we see what
  * the previous holder committed and decide again.  ack/resolve take the key's
- * row before the incident's, the same order as here.  Repeats within one
- * transaction do not come here again (coalesce.c).  Under REPEATABLE READ and SERIALIZABLE a
- * competitor's committed change to the key row or to the incident makes the
+ * lock (pending.c) and row before the incident's, the same order as here.
+ * The trigger's violations are decided once per key, at commit
+ * (pending.c).  Under REPEATABLE READ and SERIALIZABLE a competitor's
+ * committed change to the key row or to the incident makes the
  * lock or the UPDATE fail with SQLSTATE 40001, which the client retries; a
  * stale snapshot can never produce a second unresolved incident or exceed
  * the rate limit.  The unique partial index is the last line of defence.
@@ -39,11 +40,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "gate_bridge.h"
@@ -51,7 +54,8 @@
 
 typedef struct GBPlans
 {
-	SPIPlanPtr	dedup;
+	SPIPlanPtr	find;
+	SPIPlanPtr	fold_key;
 	SPIPlanPtr	key_lock;
 	SPIPlanPtr	key_insert;
 	SPIPlanPtr	window_count;
@@ -72,45 +76,51 @@ static GBPlans plans;
 static void
 prepare_plans(void)
 {
+	Oid			t3[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Oid			t4[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Oid			tkey[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Oid			tins[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID};
+	Oid			tfold[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+	Oid			tkey[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Oid			tins[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
 	Oid			tev[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
 
 	if (plans.insert_event != NULL)
 		return;
 
-	plans.dedup = gb_keep_plan(
+	plans.find = gb_keep_plan(
+		"SELECT id FROM gate_bridge.incidents"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'",
+		3, t3);
+	plans.fold_key = gb_keep_plan(
 		"UPDATE gate_bridge.incidents"
-		"   SET occurrences = CASE WHEN occurrences < 2147483647"
-		"                          THEN occurrences + 1 ELSE occurrences END,"
-		"       last_seen_at = GREATEST(last_seen_at, $4)"
+		"   SET occurrences = LEAST(occurrences::int8 + $4, 2147483647)::int4,"
+		"       last_seen_at = GREATEST(last_seen_at, $5)"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
-		" RETURNING id", 4, t4);
+		" RETURNING id", 5, tfold);
 	plans.key_lock = gb_keep_plan(
 		"SELECT last_rate_limited_at FROM gate_bridge.incident_keys"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 FOR NO KEY UPDATE",
-		3, t4);
+		3, t3);
 	plans.key_insert = gb_keep_plan(
-		"INSERT INTO gate_bridge.incident_keys (kind, agent, subject, key)"
-		" VALUES ($1, $2, $3, $4)"
-		" ON CONFLICT (kind, agent, subject) DO NOTHING", 4, tkey);
+		"INSERT INTO gate_bridge.incident_keys"
+		" (kind, agent, subject, key, created, last_created_at)"
+		" VALUES ($1, $2, $3, $4, 1, $5)"
+		" ON CONFLICT (kind, agent, subject) DO NOTHING", 5, tkey);
 	plans.window_count = gb_keep_plan(
 		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incidents"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND first_seen_at > $4",
 		4, t4);
 	plans.rate_limited = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
-		"   SET rate_limited = rate_limited + 1, last_rate_limited_at = $4"
-		" WHERE kind = $1 AND agent = $2 AND subject = $3", 4, t4);
+		"   SET rate_limited = rate_limited + $4, last_rate_limited_at = $5"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3", 5, tfold);
 	plans.insert_incident = gb_keep_plan(
 		"INSERT INTO gate_bridge.incidents"
 		" (kind, key, agent, violation_type, severity, status, summary,"
 		"  details, playbooks, occurrences, first_seen_at, last_seen_at, subject)"
 		" VALUES ($1, $2, $3, $4, $5, 'open', $6, $7,"
-		"         gate_bridge.suggest_playbooks($4, $3), 1, $8, $8, $9)"
-		" RETURNING id", 9, tins);
+		"         gate_bridge.suggest_playbooks($4, $3), $10, $8, $8, $9)"
+		" RETURNING id", 10, tins);
 	plans.created = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
 		"   SET created = created + 1, last_created_at = $4"
@@ -127,38 +137,48 @@ first_int8(bool *isnull)
 									   SPI_tuptable->tupdesc, 1, isnull));
 }
 
-/* Fold into the unresolved incident for the key, if there is one. */
-static bool
-try_dedup(const GBKey *k, Datum *kv, int64 *id)
+/*
+ * The key's unresolved incident, or 0, as the latest committed state has
+ * it whatever the isolation level: a REPEATABLE READ transaction must not
+ * fold into an incident that was resolved after its snapshot was taken.
+ */
+static int64
+find_unresolved(Datum *kv)
 {
-	Datum		values[4] = {kv[0], kv[1], kv[2],
-	TimestampTzGetDatum(GetCurrentTimestamp())};
 	bool		isnull;
+	int			ret;
 
-	gb_spi_run(plans.dedup, values, NULL, SPI_OK_UPDATE_RETURNING);
+	ret = SPI_execute_snapshot(plans.find, kv, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, false, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "gate_bridge statement failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-		return false;
-	*id = first_int8(&isnull);
-	ereport(DEBUG1,
-			(errmsg("Skipping duplicate %s incident: %s", k->kind, k->key),
-			 errdetail("Folded into incident " INT64_FORMAT ".", *id),
-			 errhidestmt(true)));
-	gb_coalesce_remember_dedup(k, *id);
-	return true;
+		return 0;
+	return first_int8(&isnull);
 }
 
-/* Lock the key's decision row, creating it on first use. */
-static void
-lock_key(const GBKey *k, Datum *kv, TimestampTz *last_rate_limited_at)
+/*
+ * Lock the key's decision row.  A key seen for the first time gets its row
+ * here, already counting the incident that is about to be created at
+ * "now": no incident of it can exist (whoever creates one inserts this row
+ * first, and waits for ours), so it needs neither a second look nor a rate
+ * count.  Returns true for such a new key.
+ */
+static bool
+lock_key(const GBKey *k, Datum *kv, TimestampTz now,
+		 TimestampTz *last_rate_limited_at)
 {
 	bool		isnull;
 
 	gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 	{
-		Datum		values[4] = {kv[0], kv[1], kv[2], CStringGetTextDatum(k->key)};
+		Datum		values[5] = {kv[0], kv[1], kv[2], CStringGetTextDatum(k->key),
+		TimestampTzGetDatum(now)};
 
 		gb_spi_run(plans.key_insert, values, NULL, SPI_OK_INSERT);
+		if (SPI_processed == 1)
+			return true;
 		gb_spi_run(plans.key_lock, kv, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			elog(ERROR, "could not lock the decision row for incident key \"%s\"",
@@ -168,6 +188,7 @@ lock_key(const GBKey *k, Datum *kv, TimestampTz *last_rate_limited_at)
 		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		*last_rate_limited_at = DT_NOBEGIN;
+	return false;
 }
 
 static char *
@@ -201,56 +222,81 @@ build_key(const GBViolation *v)
 }
 
 static char *
-build_summary(const GBViolation *v)
+build_summary(GBKind kind, const char *agent, const char *subject)
 {
-	switch (v->kind)
+	switch (kind)
 	{
 		case GB_KIND_BUDGET:
-			return psprintf("Budget violation: %s %s", v->agent, v->subject);
+			return psprintf("Budget violation: %s %s", agent, subject);
 		case GB_KIND_INVARIANT:
-			return psprintf("Invariant failed: %s %s", v->agent, v->subject);
+			return psprintf("Invariant failed: %s %s", agent, subject);
 		default:
-			return psprintf("Planner regression: %s", v->subject);
+			return psprintf("Planner regression: %s", subject);
 	}
 }
 
-/* Create the incident, its "created" event and its notification. */
-static int64
-create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
-				const char *severity, TimestampTz now, Oid caller)
+/* One decision's input: a single violation, or a key's pending ones. */
+typedef struct Decision
 {
-	char	   *summary = build_summary(v);
-	Jsonb	   *details = v->build_details(v->details_arg);
-	Datum		values[9];
-	char		nulls[9];
+	const GBKey *k;
+	GBKind		kind;
+	const char *violation_type;
+	const char *severity;
+	int64		count;
+	TimestampTz last_at;
+	Oid			role;
+	const GBViolation *v;		/* a single violation: its details */
+	GBPending  *p;				/* pending violations: theirs */
+} Decision;
+
+/* Create the incident and its "created" event (announced at commit). */
+static int64
+create_incident(const Decision *d, Datum *kv, TimestampTz now, bool counted)
+{
+	const GBKey *k = d->k;
+	char	   *summary = build_summary(d->kind, k->agent, k->subject);
+	Jsonb	   *details;
+	Datum		values[10];
+	char		nulls[10];
 	char	   *data;
 	char	   *actor;
 	int64		id;
 	bool		isnull;
 
+	if (d->v != NULL)
+		details = d->v->build_details(d->v->details_arg);
+	else if (d->p->from_row)
+		details = gb_row_details(d->p, k->agent, k->subject);
+	else
+		details = d->p->details;
+
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = kv[0];
 	values[1] = CStringGetTextDatum(k->key);
 	values[2] = kv[1];
-	values[3] = CStringGetTextDatum(v->violation_type);
-	values[4] = CStringGetTextDatum(severity);
+	values[3] = CStringGetTextDatum(d->violation_type);
+	values[4] = CStringGetTextDatum(d->severity);
 	values[5] = CStringGetTextDatum(summary);
 	values[6] = JsonbPGetDatum(details);
 	values[7] = TimestampTzGetDatum(now);
 	values[8] = kv[2];
+	values[9] = Int32GetDatum((int32) Min(d->count, PG_INT32_MAX));
 	gb_spi_run(plans.insert_incident, values, nulls, SPI_OK_INSERT_RETURNING);
 	id = first_int8(&isnull);
 
-	values[0] = kv[0];
-	values[1] = kv[1];
-	values[2] = kv[2];
-	values[3] = TimestampTzGetDatum(now);
-	gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
+	if (!counted)
+	{
+		values[0] = kv[0];
+		values[1] = kv[1];
+		values[2] = kv[2];
+		values[3] = TimestampTzGetDatum(now);
+		gb_spi_run(plans.created, values, NULL, SPI_OK_UPDATE);
+	}
 
 	/* the notification is sent at commit, with the event's position (stream.c) */
-	data = gb_created_data(id, k->kind, k->key, severity, summary, now, k->agent);
+	data = gb_created_data(id, k->kind, k->key, d->severity, summary, now, k->agent);
 
-	actor = GetUserNameFromId(caller, true);
+	actor = GetUserNameFromId(d->role, true);
 	values[0] = Int64GetDatum(id);
 	values[1] = CStringGetTextDatum("created");
 	values[2] = TimestampTzGetDatum(now);
@@ -258,84 +304,112 @@ create_incident(const GBViolation *v, const GBKey *k, Datum *kv,
 	values[4] = CStringGetTextDatum(data);
 	nulls[3] = actor ? ' ' : 'n';
 	gb_spi_run(plans.insert_event, values, nulls, SPI_OK_INSERT);
-
-	gb_coalesce_remember_dedup(k, id);
-
-	ereport(LOG,
-			(errmsg("Created %s incident: " INT64_FORMAT " (%s)", k->kind, id, k->key),
-			 errhidestmt(true)));
 	return id;
 }
 
-/*
- * Decide what a violation does.  Returns the id of the incident created, or
- * 0 when none was (deduplicated, rate limited, or the bridge is disabled).
- */
-int64
-gate_bridge_on_violation(const GBViolation *v)
+static void
+fold_debug(const GBKey *k, int64 id, int64 count)
 {
-	const char *severity;
-	GBKey		k;
+	ereport(DEBUG1,
+			(errmsg("Skipping duplicate %s incident: %s", k->kind, k->key),
+			 errdetail(INT64_FORMAT " violation(s) folded into incident " INT64_FORMAT ".",
+					   count, id),
+			 errhidestmt(true)));
+}
+
+/*
+ * Fold the decision's violations into the key's unresolved incident, if
+ * there is one: one UPDATE, whose row lock and condition make it exact
+ * (and whose snapshot, at REPEATABLE READ, makes a change it cannot see a
+ * serialization failure).  When the transaction holds the key's lock
+ * ("locked", pending.c), the incident cannot be resolved before it
+ * commits, so the row lock is held only for the duration of the commit.
+ * "defer": a single violation from a SQL function, recorded to be folded
+ * at commit if the key has an unresolved incident now.
+ */
+static bool
+try_fold(const Decision *d, Datum *kv, bool defer)
+{
+	int64		id;
+	bool		isnull;
+
+	if (defer)
+	{
+		id = find_unresolved(kv);
+		if (id == 0)
+			return false;
+		fold_debug(d->k, id, 1);
+		gb_pending_add(d->v, d->k, d->severity);
+		return true;
+	}
+	else
+	{
+		Datum		values[5] = {kv[0], kv[1], kv[2], Int64GetDatum(d->count),
+		TimestampTzGetDatum(d->last_at)};
+
+		gb_spi_run(plans.fold_key, values, NULL, SPI_OK_UPDATE_RETURNING);
+		if (SPI_processed == 0)
+			return false;
+		id = first_int8(&isnull);
+	}
+	fold_debug(d->k, id, d->count);
+	return true;
+}
+
+/*
+ * The decision for a key: fold, rate limit or create.  Returns the id of
+ * the incident created, or 0.  summary is NULL for a single violation from
+ * a SQL function, whose creation is logged at once.
+ */
+static int64
+decide(const Decision *d, bool defer, GBDecideSummary *summary)
+{
+	const GBKey *k = d->k;
 	GBPrivileged priv;
 	Datum		kv[3];
 	int64		id = 0;
 	TimestampTz now;
 	TimestampTz last_rl;
 	TimestampTz window_start;
-	Datum		values[4];
+	Datum		values[5];
 	int64		recent;
 	bool		isnull;
 
-	/* bad input is refused whether or not the bridge is enabled */
-	severity = gb_incident_severity_name(v->severity);
-	k.kind = gb_kind_name(v->kind);
-	k.agent = v->agent;
-	k.subject = v->subject;
-	k.key = build_key(v);
-
-	if (!gb_enabled)
-		return 0;
-
-	/* a repeat within this transaction: counted in memory (coalesce.c) */
-	if (gb_coalesce_try(&k))
-		return 0;
-
-	kv[0] = CStringGetTextDatum(k.kind);
-	kv[1] = CStringGetTextDatum(k.agent);
-	kv[2] = CStringGetTextDatum(k.subject);
+	kv[0] = CStringGetTextDatum(k->kind);
+	kv[1] = CStringGetTextDatum(k->agent);
+	kv[2] = CStringGetTextDatum(k->subject);
 
 	gb_spi_begin(&priv);
 	prepare_plans();
 
 	/* the common repeat: fold into the unresolved incident */
-	if (try_dedup(&k, kv, &id))
-	{
-		id = 0;
+	if (try_fold(d, kv, defer))
 		goto done;
-	}
 
 	/*
 	 * Serialise with every other decision for this key, then look again.
-	 * The dedup above may have waited for the incident while it was being
-	 * resolved, and then keeps that row locked although it no longer
-	 * matches.  That is safe because ack/resolve take the key's row before
-	 * the incident's (lifecycle.c): whoever holds the key's row here cannot
-	 * be waiting for a resolution, and the incident it could wait for is
-	 * already resolved in its snapshot.
+	 * An unlocked fold above may have waited for the incident while it was
+	 * being resolved, and then keeps that row locked although it no longer
+	 * matches.  That is safe because resolve() takes the key's lock and row
+	 * before the incident's (lifecycle.c): whoever holds the key's row here
+	 * cannot be waiting for a resolution, and the incident it could wait
+	 * for is already resolved in its snapshot.
+	 *
+	 * The decision's time is read after the fold, which may have waited for
+	 * the previous incident's resolution: the new incident must not predate
+	 * it.
 	 */
-	lock_key(&k, kv, &last_rl);
-
-	if (try_dedup(&k, kv, &id))
+	now = GetCurrentTimestamp();
+	if (lock_key(k, kv, now, &last_rl))
 	{
-		id = 0;
-		goto done;
+		id = create_incident(d, kv, now, true);
+		goto created;
 	}
 
-	/*
-	 * The decision's time, read after the dedup: that may have waited for
-	 * the previous incident's resolution, which the new incident must not
-	 * predate.
-	 */
+	if (try_fold(d, kv, defer))
+		goto done;
+
+	/* the clock again: locking the key's row may have waited */
 	now = GetCurrentTimestamp();
 	window_start = now - (TimestampTz) gb_rate_window * USECS_PER_SEC;
 
@@ -347,27 +421,136 @@ gate_bridge_on_violation(const GBViolation *v)
 	recent = first_int8(&isnull);
 	if (recent >= gb_rate_limit)
 	{
-		TimestampTz oldest = DatumGetTimestampTz(
-			SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		bool		first_in_window = (last_rl <= window_start);
 
-		values[3] = TimestampTzGetDatum(now);
+		values[3] = Int64GetDatum(d->count);
+		values[4] = TimestampTzGetDatum(now);
 		gb_spi_run(plans.rate_limited, values, NULL, SPI_OK_UPDATE);
-		/* rate limited until the oldest counted incident leaves the window */
-		if (!isnull)
-			gb_coalesce_remember_rate_limited(&k,
-											  oldest + (TimestampTz) gb_rate_window * USECS_PER_SEC);
-		/* one LOG line per key and window; the rest at DEBUG1 */
-		ereport(last_rl <= window_start ? LOG : DEBUG1,
-				(errmsg("Rate limited %s incident: %s", k.kind, k.key),
+		/*
+		 * One LOG line per key and window, and one per round of decisions
+		 * (the others are counted in its summary); the rest at DEBUG1.
+		 */
+		if (first_in_window && summary != NULL &&
+			summary->rate_limited_logged++ > 0)
+			first_in_window = false;
+		ereport(first_in_window ? LOG : DEBUG1,
+				(errmsg("Rate limited %s incident: %s", k->kind, k->key),
 				 errdetail(INT64_FORMAT " incidents were created for this key in the last %d s; gate_bridge.rate_limit is %d.",
 						   recent, gb_rate_window, gb_rate_limit),
 				 errhidestmt(true)));
 		goto done;
 	}
 
-	id = create_incident(v, &k, kv, severity, now, priv.save_userid);
+	id = create_incident(d, kv, now, false);
+created:
+	if (summary == NULL)
+		ereport(LOG,
+				(errmsg("Created %s incident: " INT64_FORMAT " (%s)", k->kind, id, k->key),
+				 errhidestmt(true)));
+	else
+	{
+		if (summary->created++ == 0)
+		{
+			summary->first_id = id;
+			strlcpy(summary->first_key, k->key, sizeof(summary->first_key));
+			strlcpy(summary->first_kind, k->kind, sizeof(summary->first_kind));
+		}
+		summary->last_id = id;
+	}
 
 done:
 	gb_spi_end(&priv);
 	return id;
+}
+
+/*
+ * Decide what a violation does.  Returns the id of the incident created, or
+ * 0 when none was (deduplicated, rate limited, decided at commit, or the
+ * bridge is disabled).
+ */
+int64
+gate_bridge_on_violation(const GBViolation *v)
+{
+	const char *severity;
+	GBKey		k;
+	Decision	d;
+
+	/* bad input is refused whether or not the bridge is enabled */
+	severity = gb_incident_severity_name(v->severity);
+	k.kind = gb_kind_name(v->kind);
+	k.agent = v->agent;
+	k.subject = v->subject;
+	k.key = build_key(v);
+
+	if (!gb_enabled)
+		return 0;
+
+	/* from the trigger: decided at commit, in key order (pending.c) */
+	if (v->row != NULL)
+	{
+		gb_pending_add(v, &k, severity);
+		return 0;
+	}
+
+	/*
+	 * From a SQL function: a repeat is folded at commit too; a violation
+	 * that may create an incident is decided now, to return its id.
+	 */
+	d.k = &k;
+	d.kind = v->kind;
+	d.violation_type = v->violation_type;
+	d.severity = severity;
+	d.count = 1;
+	d.last_at = GetCurrentTimestamp();
+	d.role = GetUserId();
+	d.v = v;
+	d.p = NULL;
+	return decide(&d, true, NULL);
+}
+
+/* Decide a key's pending violations (pending.c), as it commits. */
+void
+gb_decide_pending(GBPending *p, const char *agent, const char *subject,
+				  GBDecideSummary *summary)
+{
+	GBKey		k;
+	Decision	d;
+
+	k.kind = p->kind_name;
+	k.agent = agent;
+	k.subject = subject;
+	k.key = p->key;
+	d.k = &k;
+	d.kind = p->kind;
+	d.violation_type = p->violation_type;
+	d.severity = p->severity;
+	d.count = p->count;
+	d.last_at = p->last_at;
+	d.role = p->role;
+	d.v = NULL;
+	d.p = p;
+	(void) decide(&d, false, summary);
+}
+
+/* One LOG line for a round of decisions, however many incidents it made. */
+void
+gb_decide_summary(const GBDecideSummary *s)
+{
+	if (s->created == 1)
+		ereport(LOG,
+				(errmsg("Created %s incident: " INT64_FORMAT " (%s)",
+						s->first_kind, s->first_id, s->first_key),
+				 errhidestmt(true)));
+	else if (s->created > 1)
+		ereport(LOG,
+				(errmsg("Created " INT64_FORMAT " incidents: " INT64_FORMAT " (%s) to " INT64_FORMAT,
+						s->created, s->first_id, s->first_key, s->last_id),
+				 errhidestmt(true)));
+	if (s->rate_limited_logged > 1)
+		ereport(LOG,
+				(errmsg("Rate limited " INT64_FORMAT " more incident keys at this commit",
+						s->rate_limited_logged - 1),
+				 errdetail("gate_bridge.rate_limit is %d per %d s.",
+						   gb_rate_limit, gb_rate_window),
+				 errhidestmt(true)));
 }

@@ -15,11 +15,13 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 
 #include "gate_bridge.h"
@@ -30,6 +32,7 @@ static SPIPlanPtr resolve_plan = NULL;
 static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr key_lock_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
+static SPIPlanPtr key_plan = NULL;
 
 static void
 prepare_plans(void)
@@ -52,6 +55,8 @@ prepare_plans(void)
 								3, t_resolve);
 	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incidents WHERE id = $1",
 							   1, t_status);
+	key_plan = gb_keep_plan("SELECT kind, agent, subject, xmin FROM gate_bridge.incidents WHERE id = $1",
+							1, t_status);
 	/* the incident's decision row, locked before the incident (incident.c) */
 	key_lock_plan = gb_keep_plan("SELECT 1 FROM gate_bridge.incident_keys k"
 								 " WHERE (k.kind, k.agent, k.subject) ="
@@ -101,13 +106,48 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 				 RecoveryInProgress() ?
 				 errhint("Connect to the primary, for example with target_session_attrs=read-write.") : 0));
 
-	/* counts folded earlier in this transaction belong to the old state */
-	gb_coalesce_flush();
-
 	gb_spi_begin(&priv);
 	prepare_plans();
 
 	values[0] = Int64GetDatum(id);
+
+	/*
+	 * A move takes its key's lock in the lock manager, which every
+	 * transaction folding violations into the incident holds while it
+	 * commits (pending.c): those commit first, and none folds into the
+	 * incident after its resolution.  Only committing transactions hold it,
+	 * so this waits for no idle writer; and since a committing writer holds
+	 * it before it touches the incident's row, a transaction that moves
+	 * several incidents, in any order, cannot deadlock with it.
+	 */
+	{
+		gb_spi_run(key_plan, values, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("incident " INT64_FORMAT " does not exist", id)));
+		{
+			LOCKTAG		tag;
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 4, &isnull));
+
+			/*
+			 * An incident that this transaction created (and nobody has
+			 * changed since) is invisible to every other one until we
+			 * commit: nobody can fold into it meanwhile, and a writer that
+			 * waits for our creation while holding the key's lock must not
+			 * be waited for in turn.
+			 */
+			if (!TransactionIdIsCurrentTransactionId(xmin))
+			{
+				gb_key_locktag(&tag, SPI_getvalue(tup, desc, 1),
+							   SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3));
+				(void) LockAcquire(&tag, ExclusiveLock, false, false);
+			}
+		}
+	}
 	values[1] = CStringGetTextDatum(actor);
 	values[2] = note ? CStringGetTextDatum(note) : (Datum) 0;
 	nulls[2] = note ? ' ' : 'n';

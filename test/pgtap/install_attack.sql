@@ -288,6 +288,9 @@ INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, cri
 VALUES ('warehouse.regress_install', 'quality', 0.9, 0.8, 0.5);
 INSERT INTO gate_bridge.eval_results (agent, quality, invariants_failed)
 VALUES ('warehouse.regress_install', 0.1, '{regress_inv}');
+-- The row's violations are decided at commit, under the search_path then in
+-- force: decide them now, with the same search_path.
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET search_path;
 
 SELECT results_eq($$

@@ -1,8 +1,9 @@
 -- Privileges: the three deployment roles, with exactly the grants the
 -- README documents, can do what they are for and nothing else; PUBLIC gets
--- nothing but the pure helpers.
+-- nothing but the pure helpers and decide_pending(), which acts only on the
+-- caller's own transaction.
 BEGIN;
-SELECT plan(307);
+SELECT plan(312);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -98,14 +99,14 @@ SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
 						 'incident_events_id_seq', 'incident_events_position_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 20 functions x 5 roles: EXECUTE on the pure helpers comes from PUBLIC;
--- the operator adds ack and resolve, operator and reader the event stream's
--- functions; nothing else for anyone.  The trigger
+-- 21 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
+-- comes from PUBLIC; the operator adds ack and resolve, operator and reader
+-- the event stream's functions; nothing else for anyone.  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
 -- fire it all the same.
 SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 		CASE WHEN f.name IN ('pattern_rank', 'incident_severity', 'valid_agent_name',
-							 'valid_agent_pattern')
+							 'valid_agent_pattern', 'decide_pending')
 				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
 				  OR (r.role IN ('regress_priv_operator', 'regress_priv_reader')
 					  AND f.name IN ('events_after', 'events_head', 'events_resume_point'))
@@ -131,7 +132,8 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('events_recorded',		  ARRAY[]::name[]),
 	('events_after',		  ARRAY['bigint', 'integer']),
 	('events_head',			  ARRAY[]::name[]),
-	('events_resume_point',	  ARRAY['bigint'])
+	('events_resume_point',	  ARRAY['bigint']),
+	('decide_pending',		  ARRAY[]::name[])
   ) AS f(name, args)
  ORDER BY r.role, f.name;
 
@@ -164,11 +166,12 @@ SELECT set_eq($$
 			 WHERE p.parname LIKE 'gate\_bridge.%' AND p.paracl IS NOT NULL) o,
 		   aclexplode(o.acl) a
 	 WHERE a.grantee = 0
-$$, $$ VALUES ('gate_bridge.incident_severity(text) EXECUTE'),
+$$, $$ VALUES ('gate_bridge.decide_pending() EXECUTE'),
+			  ('gate_bridge.incident_severity(text) EXECUTE'),
 			  ('gate_bridge.pattern_rank(text,text) EXECUTE'),
 			  ('gate_bridge.valid_agent_name(text) EXECUTE'),
 			  ('gate_bridge.valid_agent_pattern(text) EXECUTE') $$,
-'PUBLIC holds EXECUTE on pattern_rank, incident_severity and the name rules of the CHECK constraints, and nothing else');
+'PUBLIC holds EXECUTE on pattern_rank, incident_severity, the name rules of the CHECK constraints and decide_pending, and nothing else');
 
 -------------------------------------------------------------------------------
 -- The writer: its inserts create incidents, and it can do nothing else.
@@ -188,10 +191,14 @@ SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality, invarian
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality)
 				  VALUES ('regress.priv', 0.7)$$,
 				'writer: a repeat violation of the same budget is accepted');
+-- The trigger's violations are decided at commit; the writer decides them
+-- now (decide_pending() is PUBLIC's), so that they can be looked at below.
+-- The decisions run as the extension owner too.
+SELECT gate_bridge.decide_pending() \g /dev/null
 SELECT is(current_user, 'regress_priv_writer',
-		  'writer: the trigger''s switch to the extension owner does not outlive it');
+		  'writer: the trigger''s and the decisions'' switch to the extension owner does not outlive them');
 SELECT is(current_setting('search_path'), :'search_path_before',
-		  'writer: the trigger''s pinned search_path does not outlive it');
+		  'writer: the trigger''s and the decisions'' pinned search_path does not outlive them');
 
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv.orm')
 				  RETURNING id$$,

@@ -3,7 +3,7 @@
 -- wired as the C code expects, and no function with a body can be steered
 -- by the caller's search_path.
 BEGIN;
-SELECT plan(52);
+SELECT plan(54);
 
 SELECT has_schema('gate_bridge');
 
@@ -39,6 +39,7 @@ SELECT has_function('gate_bridge', f.name, f.args,
 	('suggest_playbooks',	  ARRAY['text', 'text']),
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
+	('decide_pending',		  ARRAY[]::text[]),
 	('gate_bridge_on_violation',	  ARRAY[]::text[]),
 	('budgets_changed',		  ARRAY[]::text[]),
 	('playbook_rules_guard',  ARRAY[]::text[])
@@ -55,6 +56,7 @@ SELECT function_returns('gate_bridge', f.name, f.args, f.result)
 	('suggest_playbooks',	  ARRAY['text', 'text'], 'text[]'),
 	('incident_severity',	  ARRAY['text'], 'text'),
 	('pattern_rank',		  ARRAY['text', 'text'], 'integer'),
+	('decide_pending',		  ARRAY[]::text[], 'bigint'),
 	('gate_bridge_on_violation',	  ARRAY[]::text[], 'trigger'),
 	('budgets_changed',		  ARRAY[]::text[], 'trigger'),
 	('playbook_rules_guard',  ARRAY[]::text[], 'trigger')

@@ -168,12 +168,15 @@ CREATE AGGREGATE regress_evil.count(*) (
 -------------------------------------------------------------------------------
 -- The writer's inserts: a budget and an invariant incident are created
 -- (budget cache load, key row, window count, incident, playbooks, timeline),
--- then a repeat is folded in (dedup).
+-- and the repeat is folded in (dedup).  The violations are decided at
+-- commit, under the search_path then in force; decide_pending() decides them
+-- now, with the writer's.
 SET search_path = regress_evil, pg_catalog;
 INSERT INTO gate_bridge.eval_results (agent, quality, invariants_failed)
 VALUES ('warehouse.regress_sp', 0.1, '{regress_inv}');
 INSERT INTO gate_bridge.eval_results (agent, quality)
 VALUES ('warehouse.regress_sp', 0.2);
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET search_path;
 RESET ROLE;
 
@@ -196,6 +199,7 @@ SET ROLE regress_sp_writer;
 SET search_path = regress_evil, pg_catalog;
 INSERT INTO gate_bridge.eval_results (agent, quality)
 VALUES ('warehouse.regress_sp', 0.1);
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET search_path;
 RESET ROLE;
 

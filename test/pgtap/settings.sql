@@ -1,8 +1,9 @@
 -- Settings: an application role cannot switch the bridge off, loosen the
--- rate limit or divert notifications for itself; an administrator can let
+-- rate limit, raise the cap on failed invariants per row or divert
+-- notifications for itself; an administrator can let
 -- a role switch the bridge off with GRANT SET ON PARAMETER.
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 CREATE ROLE regress_set_writer;
 CREATE ROLE regress_set_operator;
@@ -49,6 +50,8 @@ $$;
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
 				  VALUES ('regress.set', '{regress_inv}')$$,
 				'writer: a violating row is accepted after trying to switch the bridge off');
+-- decided at commit otherwise: decide it now, to look at it below
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET client_min_messages;
 SELECT is(current_setting('gate_bridge.enabled'), 'on',
 		  'writer: the bridge is still on');
@@ -68,7 +71,8 @@ VALUES ('regress.set', 'cost', 1, 2, 3);
 SELECT current_setting('gate_bridge.enabled') AS enabled_before,
 	   current_setting('gate_bridge.rate_limit') AS rate_limit_before,
 	   current_setting('gate_bridge.rate_window') AS rate_window_before,
-	   current_setting('gate_bridge.notify_channel') AS notify_channel_before \gset
+	   current_setting('gate_bridge.notify_channel') AS notify_channel_before,
+	   current_setting('gate_bridge.max_invariants_per_row') AS max_invariants_before \gset
 
 SET ROLE regress_set_writer;
 SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
@@ -83,15 +87,18 @@ SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
 	$$SET gate_bridge.rate_window = '1s'$$,
 	'SET gate_bridge.notify_channel = regress_elsewhere',
 	'RESET gate_bridge.rate_limit',
+	'SET gate_bridge.max_invariants_per_row = 10000',
+	'ALTER ROLE regress_set_writer SET gate_bridge.max_invariants_per_row = 10000',
 	'ALTER ROLE regress_set_writer SET gate_bridge.enabled = off',
 	'ALTER ROLE regress_set_writer SET gate_bridge.rate_limit = 1000000'
   ]) AS q;
 SELECT is(ARRAY[current_setting('gate_bridge.enabled'),
 				current_setting('gate_bridge.rate_limit'),
 				current_setting('gate_bridge.rate_window'),
-				current_setting('gate_bridge.notify_channel')],
+				current_setting('gate_bridge.notify_channel'),
+				current_setting('gate_bridge.max_invariants_per_row')],
 		  ARRAY[:'enabled_before', :'rate_limit_before', :'rate_window_before',
-				:'notify_channel_before'],
+				:'notify_channel_before', :'max_invariants_before'],
 		  'writer: every setting is as it was');
 SELECT lives_ok('RESET ALL', 'writer: RESET ALL runs');
 SELECT is(current_setting('gate_bridge.enabled'), :'enabled_before',
@@ -133,6 +140,8 @@ SELECT is(current_setting('gate_bridge.enabled'), 'off', 'writer: the bridge is 
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
 				  VALUES ('regress.set', 10)$$,
 				'writer: a violating row is stored while the bridge is off');
+-- anything that row left pending would be decided here, and show below
+SELECT gate_bridge.decide_pending() \g /dev/null
 SELECT throws_ok('SET gate_bridge.rate_limit = 1000000', '42501', NULL,
 				 'writer: still cannot change the rate limit');
 SELECT throws_ok('SET gate_bridge.rate_window = 1', '42501', NULL,
@@ -154,6 +163,7 @@ SELECT lives_ok('SET gate_bridge.enabled = on', 'writer: switches the bridge bac
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
 				  VALUES ('regress.set', 10)$$,
 				'writer: a violating row is stored with the bridge on');
+SELECT gate_bridge.decide_pending() \g /dev/null
 RESET ROLE;
 SELECT is((SELECT count(*) FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.set_cost'),
 		  1::bigint, 'with the bridge back on, the violation opened an incident');

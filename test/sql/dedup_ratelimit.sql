@@ -145,6 +145,7 @@ BEGIN
 		PERFORM gate_bridge.on_planner_regression('v9', '{}', '{}', '{}');
 		INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
 		VALUES ('dedup.inv', '{no_pii}');
+		COMMIT;		-- the trigger's violations are decided at commit
 	END LOOP;
 END
 $$;
@@ -159,6 +160,7 @@ INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error)
 VALUES ('dedup.rollback', 'latency', 100);
 BEGIN;
 INSERT INTO gate_bridge.eval_results (agent, latency_p95_ms) VALUES ('dedup.rollback', 200);
+-- decided at commit: nothing yet
 SELECT key, status FROM gate_bridge.incidents WHERE agent = 'dedup.rollback';
 ROLLBACK;
 SELECT count(*) FROM gate_bridge.incidents WHERE agent = 'dedup.rollback';
@@ -171,6 +173,7 @@ BEGIN
 		  WHERE agent = 'dedup.rollback' AND status <> 'resolved';
 		INSERT INTO gate_bridge.eval_results (agent, latency_p95_ms)
 		VALUES ('dedup.rollback', 200);
+		COMMIT;
 	END LOOP;
 END
 $$;
@@ -197,6 +200,7 @@ BEGIN
 		  WHERE agent = 'billing' AND status <> 'resolved';
 		INSERT INTO gate_bridge.eval_results (agent, invariants_failed)
 		VALUES ('billing', '{bot_no_pii}');
+		COMMIT;
 	END LOOP;
 END
 $$;

@@ -48,8 +48,9 @@ INSERT INTO gate_bridge.eval_results (agent, quality) SELECT 'fold.b', 0.1 FROM 
 COMMIT;
 SELECT key, status, occurrences FROM gate_bridge.incidents ORDER BY key, id;
 
--- resolve in the same transaction: counts up to then go to the old
--- incident, later violations open a new one
+-- resolve in the same transaction: the transaction's violations are
+-- decided when it commits, after the resolution, so all twelve open a new
+-- incident
 BEGIN;
 INSERT INTO gate_bridge.eval_results (agent, quality) SELECT 'fold.b', 0.1 FROM generate_series(1, 5);
 SELECT gate_bridge.resolve(id, 'regress') FROM gate_bridge.incidents

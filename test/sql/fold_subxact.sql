@@ -1,7 +1,9 @@
--- Folded counts under subtransactions.  A count written by a flush belongs
--- to the (sub)transaction that wrote it: when that one rolls back, the
--- counts it wrote for its ancestors come back, to be written again; the
--- overflow of the table of pending counts (10,000 keys) inside a
+-- Pending violations under subtransactions.  The trigger's violations are
+-- decided at commit; until then they belong to the (sub)transaction that
+-- inserted their rows: a savepoint rolled back (or a PL/pgSQL exception
+-- block) takes its violations with it, a released one hands them to its
+-- parent; ack() and resolve() in between change nothing of that; the table
+-- of pending keys (10,000 at the top level) overflowing inside a
 -- subtransaction loses nothing.  After every case the audit holds for every
 -- key: occurrences (all its incidents) + rate_limited = the violating rows
 -- that were committed.
@@ -74,6 +76,7 @@ DO $$
 BEGIN
 	FOR i IN 1..3 LOOP
 		CALL public.sx_violate('{sx.rl}', 1);
+		COMMIT;		-- decided at commit
 		PERFORM gate_bridge.resolve(id, 'regress') FROM gate_bridge.incidents
 		  WHERE agent = 'sx.rl' AND status <> 'resolved';
 	END LOOP;

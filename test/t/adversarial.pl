@@ -39,6 +39,7 @@
 #	P0002		unknown incident; 55000 wrong lifecycle move
 #	22P02/22P05	invalid JSON, invalid or untranslatable Unicode escape
 #	22021		invalid UTF-8 bytes; 22007 bad interval; 54001 absurd nesting
+#	54000		more failed invariants in one row than max_invariants_per_row
 #
 # Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD set, as a
 # superuser); creates and drops its own database.
@@ -270,9 +271,15 @@ my @cases = (
 	{name => 'eval row: a NULL invariant name',
 	 sql => insert_sql(qw(agent invariants_failed)), bind => ['adv.row.nullinv', [undef]],
 	 error => '23514'},
+	{name => 'eval row: 64 distinct failed invariants (gate_bridge.max_invariants_per_row)',
+	 sql => insert_sql(qw(agent invariants_failed)),
+	 bind => ['adv.row.many', [map { "inv$_" } 1 .. 64]], rows => 1, incidents => 64},
+	{name => 'eval row: 1000 failed invariants naming 64 distinct ones',
+	 sql => insert_sql(qw(agent invariants_failed)),
+	 bind => ['adv.row.repeats', [map { 'inv' . ($_ % 64) } 1 .. 1000]], rows => 1, incidents => 64},
 	{name => 'eval row: 1000 distinct failed invariants',
 	 sql => insert_sql(qw(agent invariants_failed)),
-	 bind => ['adv.row.many', [map { "inv$_" } 1 .. 1000]], rows => 1, incidents => 1000},
+	 bind => ['adv.row.toomany', [map { "inv$_" } 1 .. 1000]], error => '54000'},
 	{name => 'eval row: context of 1 MB',
 	 sql => insert_sql(qw(agent quality context)),
 	 bind => ['adv.row.bigctx', 0.1, js({pad => $BIG_NASTY})], rows => 1, incidents => 1,

@@ -764,10 +764,13 @@ ok($weird_ev, 'listen: quotes, backslashes, control characters and UTF-8 survive
 
 # An event id taken by a transaction still in flight: the events committed
 # after it are not held back, and it is printed when it commits, after them.
+# A violation is decided when its transaction commits: decide_pending()
+# creates the incident, and takes its event id, while still in flight.
 my $dba = db($dbname);
 my $dbb = db($dbname);
 $dba->begin_work;
 violate($dba);
+$dba->do('SELECT gate_bridge.decide_pending()');
 my ($held) = $dba->selectrow_array('SELECT max(id) FROM gate_bridge.incident_events');
 violate($dbb);
 my $after = max_event($dbb);
@@ -783,9 +786,10 @@ my ($at_after) = grep { $ids[$_] == $after } 0 .. $#ids;
 ok(defined $at_held && defined $at_after && $at_held > $at_after,
 	'listen: the lower id, committed later, comes after it (position order)');
 
-# A rolled-back transaction
+# A rolled-back transaction, that had taken an event id
 $dba->begin_work;
 violate($dba);
+$dba->do('SELECT gate_bridge.decide_pending()');
 violate($dbb);
 my $after_rb = max_event($dbb);
 $dba->rollback;
@@ -795,7 +799,9 @@ $dba->disconnect;
 $dbb->disconnect;
 
 # A burst of concurrent writers: violations (a quarter rolled back) and
-# acks and resolves, racing each other and the listener.
+# acks and resolves, racing each other and the listener.  The writers
+# decide their violations before they sleep, so that their events are in
+# flight meanwhile and those rolled back leave gaps in the ids.
 {
 	my $violate = "$tmp/violate.pgb";
 	my $move = "$tmp/move.pgb";
@@ -805,6 +811,7 @@ $dbb->disconnect;
 \set r random(0, 3)
 BEGIN;
 INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.live.burst.' || :a, 0.1);
+SELECT gate_bridge.decide_pending();
 SELECT pg_sleep(random() * 0.01);
 \if :r = 0
 ROLLBACK;

@@ -358,7 +358,8 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 	is(q1("SELECT count(*) FROM gate_bridge.incidents WHERE agent = ?", "$agent.bad"), 0,
 	   "$runner: and its violation opened no incident");
 
-	# 40P01.  The batch folds into two open incidents, first A, then B.
+	# 40P01.  The batch folds into two open incidents as it commits, first
+	# A, then B (key order).
 	# This test holds B's row; once the runner waits for it (holding A),
 	# this test asks for A.  The runner's deadlock check fires first and
 	# aborts its transaction; this test gets A, commits, and the runner's
@@ -391,13 +392,16 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 
 	# 40001.  The runner works at REPEATABLE READ; this test folds a
 	# violation into incident C and keeps it uncommitted; the runner's
-	# batch waits for C's row; this test commits, and the runner, whose
-	# snapshot cannot see that change, fails with 40001 and retries.
+	# batch waits for C's row as it commits; this test commits, and the
+	# runner, whose snapshot cannot see that change, fails with 40001 and
+	# retries.  (A violation is folded when its transaction commits:
+	# decide_pending() folds this test's at once, holding C's row.)
 	my $key_c = open_latency_incident("$agent.serial");
 	$locker = connect_db($DBNAME);
 	$locker->begin_work;
 	$locker->do("INSERT INTO gate_bridge.eval_results (agent, eval_run_id, latency_p95_ms)"
 				. " VALUES (?, 'locker', 9000)", undef, "$agent.serial");
+	$locker->do('SELECT gate_bridge.decide_pending()');
 	$run = start_example("$short-40001", [example("$runner.py")],
 		env => client_env(PGAPPNAME => "clients_${short}_40001",
 						  PGOPTIONS => '-c default_transaction_isolation=repeatable\ read'),

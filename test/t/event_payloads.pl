@@ -128,9 +128,11 @@ for my $agent (@AGENTS)
 my $version = "v2 \"\\\t\x{2713}" . ('9' x (247 - utf8_length("v2 \"\\\t\x{2713}")));
 $dbh->do("SELECT gate_bridge.on_planner_regression(?, '{}', '{}', '{\"severity\": \"warning\"}')",
 		 undef, $version);
-# rolled back: none of it is announced
+# rolled back: none of it is announced (the violation decided in flight,
+# which otherwise happens at commit)
 $dbh->begin_work;
 $insert->execute('pl.rolled.back', 9000, undef, undef);
+$dbh->do('SELECT gate_bridge.decide_pending()');
 $dbh->do("SELECT gate_bridge.ack(id) FROM gate_bridge.incidents WHERE agent = 'pl.plain'");
 $dbh->rollback;
 # acks and resolutions, some in one transaction

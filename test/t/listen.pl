@@ -11,7 +11,9 @@
 #	  out of commit order) nothing is skipped.
 #	- A writer idle in a transaction after creating an incident holds back
 #	  no other event (they print within 5 s); its event, the lower id,
-#	  prints once it commits, after the others.
+#	  prints once it commits, after the others.  (A violation is decided
+#	  when its transaction commits; these writers call decide_pending() to
+#	  have their incident, and its event, created while still in flight.)
 #	- A notification wakes it up (an acked event with --interval 60), and
 #	  polling finds an event that was not announced.
 #	- It survives, printing every event once and in order, and reporting
@@ -269,6 +271,8 @@ my $wa = $node->connect($db);
 my $wb = $node->connect($db);
 $wa->begin_work;
 my $inflight = violate($wa, 'inflight');
+# decided at commit otherwise: create the incident now, uncommitted
+$wa->do('SELECT gate_bridge.decide_pending()');
 my $committed = violate($wb, 'committed');
 my ($inflight_id) = $wa->selectrow_array(
 	'SELECT max(e.id) FROM gate_bridge.incident_events e JOIN gate_bridge.incidents i ON i.id = e.incident_id WHERE i.agent = $1',
@@ -333,6 +337,8 @@ $wa = $node->connect($db);
 $wb = $node->connect($db);
 $wa->begin_work;
 my $idle = violate($wa, 'idle');
+# decided at commit otherwise: create the incident now, uncommitted
+$wa->do('SELECT gate_bridge.decide_pending()');
 my ($idle_id) = $wa->selectrow_array(
 	'SELECT max(e.id) FROM gate_bridge.incident_events e JOIN gate_bridge.incidents i ON i.id = e.incident_id WHERE i.agent = $1',
 	undef, $idle);

@@ -15,7 +15,9 @@
 #   three rows a transaction, and ack and resolve incidents (so that keys
 #   open new incidents); about 10 % of their transactions roll back, some
 #   of them holding an ack or a resolve, and every row of the agent
-#   lst.ghost is written in one of those.
+#   lst.ghost is written in one of those.  (Violations are decided as their
+#   transaction commits: the ones that roll back decide theirs beforehand
+#   with decide_pending(), so that they do hold incidents and events.)
 # - Meanwhile this test ends the listener's backend with
 #   pg_terminate_backend() about every 1.3 s, and half way stops the
 #   listener with SIGTERM and starts it again on the same state file.
@@ -230,6 +232,8 @@ sub writer
 				   map { ($_, $rollback ? 'rolled back' : "writer $n") } @agents);
 			if ($rollback)
 			{
+				# decided at commit otherwise: create the incidents now
+				$w->do('SELECT gate_bridge.decide_pending()');
 				$operate->() if rand() < 0.3;
 				# this transaction's own events: nobody else's uncommitted
 				# rows are visible, and every committed event has a position

@@ -4,10 +4,11 @@
 #
 # One eval row with several failed invariants, or one on_gate_failure()
 # call with several violations, takes a decision (and a lock) for each key
-# in turn and holds them to commit.  Plain single-statement, autocommit
-# writers must not fail with a deadlock (SQLSTATE 40P01) merely because two
-# of them list the same failed invariants, or the same violations, in a
-# different order: the application would lose the eval row.
+# and holds them to commit (the eval row's as it commits, in key order).
+# Plain single-statement, autocommit writers must not fail with a deadlock
+# (SQLSTATE 40P01) merely because two of them list the same failed
+# invariants, or the same violations, in a different order: the
+# application would lose the eval row.
 #
 # Writers insert rows (or call the function) with the same keys in opposite
 # orders for a couple of seconds and count their errors.

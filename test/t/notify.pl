@@ -11,10 +11,14 @@
 # finished, the listener's notifications must match the incidents exactly:
 # one per created incident, none for anything rolled back, every payload
 # valid JSON with the documented keys in the documented order and under
-# 8000 bytes.  The decisions must add up: never two unresolved incidents for
-# a key, never more than gate_bridge.rate_limit created for a key in any
-# window of gate_bridge.rate_window, and every committed violation either
-# counted in an incident's occurrences or counted as rate limited.
+# 8000 bytes.  The trigger's violations are decided as their transaction
+# commits; in half of the transactions (and savepoints) the writer decides
+# them beforehand with decide_pending(), so that incidents are also created
+# in flight, and then rolled back or committed.  The decisions must add up:
+# never two unresolved incidents for a key, never more than
+# gate_bridge.rate_limit created for a key in any window of
+# gate_bridge.rate_window, and every committed violation either counted in
+# an incident's occurrences or counted as rate limited.
 #
 # The storm runs twice: with every writer at READ COMMITTED, where no
 # writer may get an error at all (operators losing an ack/resolve race
@@ -54,7 +58,8 @@ my @AGENTS = ('tap.alpha', 'tap.beta',
 my $INVARIANT = 'drift';
 
 # An agent whose violations are only ever written in transactions that roll
-# back: each of them creates an incident (nothing is ever committed for its
+# back: each of them that is decided before the rollback (decide_pending(),
+# the SQL function) creates an incident (nothing is ever committed for its
 # keys to fold into or to count against the limit), and none may survive.
 my $GHOST = 'tap.ghost';
 
@@ -150,6 +155,8 @@ sub writer
 			$w->begin_work;
 			my $v = $violating->($agent);
 
+			# decided at commit, or now, in flight
+			$w->do('SELECT gate_bridge.decide_pending()') if rand() < 0.5;
 			$insert->execute($agent, 0.95, undef);
 			if ($ghost || rand() < 0.3)
 			{
@@ -169,6 +176,8 @@ sub writer
 			$w->begin_work;
 			$w->do('SAVEPOINT sp');
 			$violating->($agent);
+			# discarded undecided, or decided in the savepoint and undone
+			$w->do('SELECT gate_bridge.decide_pending()') if rand() < 0.5;
 			$w->do('ROLLBACK TO SAVEPOINT sp');
 			$insert->execute($agent, 0.95, undef);
 			$w->commit;
