@@ -83,7 +83,7 @@
 #   GB_BENCH_BURST_KEYS       rows (new keys) of the burst INSERT [5000]
 #   GB_BENCH_BURST_ROUNDS     [5]
 #   GB_BENCH_BULK_ROWS        rows of the bulk INSERT [1000000]
-#   GB_BENCH_BULK_ROUNDS      [3]
+#   GB_BENCH_BULK_ROUNDS      [5]
 #   GB_BENCH_HISTORY          resolved incidents of the history [10000000];
 #                             e.g. 1000000 for a quick run
 #   GB_BENCH_HISTORY_KEYS     keys they belong to [100000]
@@ -91,6 +91,9 @@
 #                             loading takes about 2.5 times as long) [0]
 #   GB_BENCH_HISTORY_REOPEN_KEYS  keys the reopen cycles pick from [1000]
 #   GB_BENCH_HISTORY_ROUNDS   [3]
+#   GB_BENCH_HISTORY_VACUUM   before each measurement: analyze = VACUUM
+#                             (INDEX_CLEANUP ON, ANALYZE), plain = VACUUM
+#                             (stale statistics; see bench/RESULTS.md) [analyze]
 #   GB_BENCH_HISTORY_SECS     seconds per operation, database and round [5]
 #   GB_BENCH_BATCH_SECS       seconds per side and round of the batch case [10]
 #   GB_BENCH_BATCH_ROUNDS     [2]
