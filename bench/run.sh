@@ -7,7 +7,7 @@
 # flushes, a storm under an old snapshot, a burst of new keys, a bulk load,
 # a large incident history, and concurrent batch loaders with an operator.
 #
-#   bench/run.sh                                  every case: about NN minutes
+#   bench/run.sh                                  every case: about 28 minutes
 #   GB_BENCH_CASES="storm-8@sync burst" bench/run.sh          some of them
 #
 # Debian 12, as root (or with sudo).  It installs missing Debian packages
@@ -88,7 +88,7 @@
 #                             e.g. 1000000 for a quick run
 #   GB_BENCH_HISTORY_KEYS     keys they belong to [100000]
 #   GB_BENCH_HISTORY_EVENTS   1: their timeline rows too (2.5 per incident;
-#                             loading takes about 2.5 times as long) [0]
+#                             the load took 2.5 times as long in a trial) [0]
 #   GB_BENCH_HISTORY_REOPEN_KEYS  keys the reopen cycles pick from [1000]
 #   GB_BENCH_HISTORY_ROUNDS   [3]
 #   GB_BENCH_HISTORY_VACUUM   before each measurement: analyze = VACUUM
