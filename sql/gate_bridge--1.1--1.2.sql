@@ -471,3 +471,248 @@ REVOKE ALL ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolea
 
 COMMENT ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint) IS
 	'Deletes eval rows created before now() - older_than, in batches that commit one by one; returns the rows deleted';
+
+-------------------------------------------------------------------------------
+-- No hot row.  A violation that folds into an unresolved incident appends
+-- a row to incident_folds instead of updating the incident's row; the
+-- table becomes incident_rows, and gate_bridge.incidents a view with the
+-- same columns that adds the folds in.
+-------------------------------------------------------------------------------
+ALTER TABLE gate_bridge.incidents RENAME TO incident_rows;
+ALTER SEQUENCE gate_bridge.incidents_id_seq RENAME TO incident_rows_id_seq;
+ALTER TABLE gate_bridge.incident_rows RENAME CONSTRAINT incidents_pkey TO incident_rows_pkey;
+COMMENT ON TABLE gate_bridge.incident_rows IS
+	'Incidents opened by gate_bridge, without the violations folded in since the row was written; read gate_bridge.incidents';
+
+/*
+ * Violations folded into an unresolved incident, one row per committing
+ * transaction and incident: how many, and when the last one was seen.  Only
+ * appended to while a key is decided, so that the writers of one key never
+ * update one row (each transaction would otherwise wait for the previous
+ * one's commit to be flushed, and a long-lived snapshot would keep every
+ * version of that row).  gate_bridge.compact_folds() adds them into
+ * incident_rows; gate_bridge.tick() and resolve() call it.  No foreign key:
+ * checking one would lock the incident's row for every fold; the triggers
+ * below remove the folds of deleted incidents.
+ */
+CREATE TABLE gate_bridge.incident_folds (
+	incident_id		bigint NOT NULL,
+	occurrences		integer NOT NULL,
+	last_seen_at	timestamptz NOT NULL
+);
+
+CREATE INDEX incident_folds_incident_id_idx
+	ON gate_bridge.incident_folds (incident_id);
+
+COMMENT ON TABLE gate_bridge.incident_folds IS
+	'Violations folded into incidents and not yet added to incident_rows; gate_bridge.incidents shows the sum';
+
+-- Incidents as they stand: the row plus its folds.  Same columns, in the
+-- same order, as the table gate_bridge.incidents of 1.1.
+CREATE VIEW gate_bridge.incidents AS
+	SELECT r.id, r.kind, r.key, r.agent, r.violation_type, r.severity, r.status,
+		   r.summary, r.details, r.playbooks,
+		   pg_catalog.int4(LEAST(r.occurrences::bigint OPERATOR(pg_catalog.+)
+									COALESCE((SELECT pg_catalog.sum(f.occurrences)
+												FROM gate_bridge.incident_folds f
+											   WHERE f.incident_id OPERATOR(pg_catalog.=) r.id), 0),
+								 2147483647)) AS occurrences,
+		   r.first_seen_at,
+		   GREATEST(r.last_seen_at,
+					(SELECT pg_catalog.max(f.last_seen_at)
+					   FROM gate_bridge.incident_folds f
+					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
+		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
+		   r.subject
+	  FROM gate_bridge.incident_rows r;
+
+COMMENT ON VIEW gate_bridge.incidents IS
+	'Incidents opened by gate_bridge; change them through gate_bridge.ack() and gate_bridge.resolve()';
+
+/*
+ * compact_folds(incident_id): adds the folds of one incident (NULL: of
+ * every incident) into incident_rows and removes them; returns the number
+ * of folds removed.  It never waits: an incident whose row another
+ * transaction holds (a resolve, another compaction) is left for the next
+ * call, and folds committed after the statement's snapshot stay.  Whoever
+ * holds an incident's row is the only one that removes its folds, so two
+ * calls never count a fold twice.
+ */
+CREATE FUNCTION gate_bridge.compact_folds(incident_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	removed bigint;
+BEGIN
+	WITH held AS (
+		SELECT r.id
+		  FROM gate_bridge.incident_rows r
+		 WHERE r.id IN (SELECT f.incident_id FROM gate_bridge.incident_folds f
+						 WHERE $1 IS NULL OR f.incident_id = $1)
+		   FOR NO KEY UPDATE OF r SKIP LOCKED
+	), gone AS (
+		DELETE FROM gate_bridge.incident_folds f
+		 WHERE f.incident_id IN (SELECT h.id FROM held h)
+		RETURNING f.incident_id, f.occurrences, f.last_seen_at
+	), sums AS (
+		SELECT g.incident_id, sum(g.occurrences) AS n, max(g.last_seen_at) AS last_seen_at,
+			   count(*) AS folds
+		  FROM gone g
+		 GROUP BY g.incident_id
+	), added AS (
+		UPDATE gate_bridge.incident_rows r
+		   SET occurrences = LEAST(r.occurrences::bigint + s.n, 2147483647)::integer,
+			   last_seen_at = GREATEST(r.last_seen_at, s.last_seen_at)
+		  FROM sums s
+		 WHERE r.id = s.incident_id
+		RETURNING s.folds
+	)
+	SELECT COALESCE(sum(a.folds), 0) INTO removed FROM added a;
+	RETURN removed;
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.compact_folds(bigint) IS
+	'Adds the folded violations of an incident (NULL: of all) into its row; never waits; returns the folds removed';
+
+-- The folds of deleted incidents go with them.
+CREATE FUNCTION gate_bridge.incident_rows_removed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF TG_OP = 'TRUNCATE' THEN
+		TRUNCATE gate_bridge.incident_folds;
+	ELSE
+		DELETE FROM gate_bridge.incident_folds f USING removed_rows o
+		 WHERE f.incident_id = o.id;
+	END IF;
+	RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER incident_rows_deleted
+	AFTER DELETE ON gate_bridge.incident_rows
+	REFERENCING OLD TABLE AS removed_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.incident_rows_removed();
+CREATE TRIGGER incident_rows_truncated
+	AFTER TRUNCATE ON gate_bridge.incident_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.incident_rows_removed();
+
+/*
+ * tick(): the time-driven work, for pg_cron every minute and for the
+ * long-running clients.  Returns the number of lifecycle transitions made.
+ * Today it compacts the folds, which is no transition.
+ */
+CREATE FUNCTION gate_bridge.tick()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	PERFORM gate_bridge.compact_folds(NULL);
+	RETURN 0;
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.tick() IS
+	'Time-driven work (compaction of folded violations); safe to call concurrently and often; returns the transitions made';
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.incident_folds', '');
+
+CREATE OR REPLACE VIEW gate_bridge.open_incidents AS
+	SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity, i.status,
+		   i.summary, i.playbooks, i.occurrences, i.first_seen_at, i.last_seen_at,
+		   i.acked_at, i.acked_by, i.details
+	  FROM gate_bridge.incidents i
+	 WHERE i.status <> 'resolved'
+	 ORDER BY i.severity, i.first_seen_at, i.id;
+
+CREATE OR REPLACE VIEW gate_bridge.incident_counts AS
+	SELECT pg_catalog.count(*) FILTER (WHERE i.severity OPERATOR(pg_catalog.=) 'sev1') AS sev1,
+		   pg_catalog.count(*) FILTER (WHERE i.severity OPERATOR(pg_catalog.=) 'sev2') AS sev2,
+		   pg_catalog.count(*) FILTER (WHERE i.severity OPERATOR(pg_catalog.=) 'sev3') AS sev3,
+		   pg_catalog.count(*) FILTER (WHERE i.status OPERATOR(pg_catalog.=) 'open') AS open,
+		   pg_catalog.count(*) FILTER (WHERE i.status OPERATOR(pg_catalog.=) 'ack') AS ack
+	  FROM gate_bridge.incident_rows i
+	 WHERE i.status <> 'resolved';
+
+CREATE OR REPLACE VIEW gate_bridge.stats AS
+	SELECT v.kind,
+		   COALESCE(k.created, 0)::bigint AS created,
+		   COALESCE(d.deduplicated, 0)::bigint AS deduplicated,
+		   COALESCE(k.rate_limited, 0)::bigint AS rate_limited
+	  FROM (VALUES ('budget'), ('invariant'), ('planner')) AS v(kind)
+	  LEFT JOIN (SELECT ik.kind, pg_catalog.sum(ik.created) AS created,
+						pg_catalog.sum(ik.rate_limited) AS rate_limited
+				   FROM gate_bridge.incident_keys ik GROUP BY ik.kind) k
+			 ON k.kind OPERATOR(pg_catalog.=) v.kind
+	  LEFT JOIN (SELECT i.kind,
+						pg_catalog.sum(i.occurrences OPERATOR(pg_catalog.-) 1
+									   OPERATOR(pg_catalog.+) COALESCE(f.n, 0)) AS deduplicated
+				   FROM gate_bridge.incident_rows i
+				   LEFT JOIN (SELECT f.incident_id, pg_catalog.sum(f.occurrences) AS n
+								FROM gate_bridge.incident_folds f GROUP BY f.incident_id) f
+						  ON f.incident_id OPERATOR(pg_catalog.=) i.id
+				  GROUP BY i.kind) d
+			 ON d.kind OPERATOR(pg_catalog.=) v.kind;
+
+REVOKE ALL ON gate_bridge.incidents, gate_bridge.incident_folds FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.compact_folds(bigint), gate_bridge.incident_rows_removed(),
+	gate_bridge.tick() FROM PUBLIC;
+
+/*
+ * Whoever could read or change the table gate_bridge.incidents can do the
+ * same with the view of that name: its grants, table and column ones, are
+ * given again on the view.  Grants made by an extension script count as
+ * the object's initial privileges, which pg_dump leaves out; the view's
+ * initial privileges are set back to what a fresh install has, so that a
+ * dump keeps these grants.
+ */
+DO $regrant$
+DECLARE
+	g record;
+	init pg_catalog.aclitem[];
+BEGIN
+	SELECT p.initprivs INTO init
+	  FROM pg_catalog.pg_init_privs p
+	 WHERE p.objoid OPERATOR(pg_catalog.=) 'gate_bridge.incidents'::pg_catalog.regclass
+	   AND p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND p.objsubid OPERATOR(pg_catalog.=) 0;
+	FOR g IN
+		SELECT a.privilege_type, a.grantee, a.is_grantable, NULL::name AS col
+		  FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+		 WHERE c.oid OPERATOR(pg_catalog.=) 'gate_bridge.incident_rows'::pg_catalog.regclass
+		   AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+		UNION ALL
+		SELECT a.privilege_type, a.grantee, a.is_grantable, t.attname
+		  FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) c.oid
+		 CROSS JOIN LATERAL pg_catalog.aclexplode(t.attacl) a
+		 WHERE c.oid OPERATOR(pg_catalog.=) 'gate_bridge.incident_rows'::pg_catalog.regclass
+		   AND t.attnum OPERATOR(pg_catalog.>) 0 AND NOT t.attisdropped
+		   AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+	LOOP
+		-- a view has no TRUNCATE, REFERENCES or TRIGGER to speak of
+		CONTINUE WHEN g.privilege_type NOT IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE');
+		EXECUTE pg_catalog.format('GRANT %s%s ON gate_bridge.incidents TO %s%s',
+								  g.privilege_type,
+								  CASE WHEN g.col IS NULL THEN ''
+									   ELSE ' (' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(g.col) OPERATOR(pg_catalog.||) ')' END,
+								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+	UPDATE pg_catalog.pg_init_privs p
+	   SET initprivs = init
+	 WHERE p.objoid OPERATOR(pg_catalog.=) 'gate_bridge.incidents'::pg_catalog.regclass
+	   AND p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND p.objsubid OPERATOR(pg_catalog.=) 0;
+	DELETE FROM pg_catalog.pg_init_privs p
+	 WHERE p.objoid OPERATOR(pg_catalog.=) 'gate_bridge.incidents'::pg_catalog.regclass
+	   AND p.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+	   AND p.objsubid OPERATOR(pg_catalog.>) 0;
+END
+$regrant$;

@@ -138,6 +138,7 @@ typedef struct GBPending
 	TimestampTz last_at;
 	Oid			role;			/* who inserted the first one */
 	LOCKTAG		locktag;		/* set when decided */
+	bool		locked;			/* locktag is held in ShareLock */
 	/* from the trigger */
 	bool		from_row;
 	int64		eval_id;

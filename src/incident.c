@@ -9,15 +9,18 @@
  * "billing" and "billing_bot" with invariants "bot_no_pii" and "no_pii"
  * spell the same text, so it decides nothing.  For its key a violation
  * either
- *	- folds into the unresolved incident: occurrences + 1, last_seen_at;
+ *	- folds into the unresolved incident: occurrences + 1, last_seen_at
+ *	  (a row appended to incident_folds, which the view incidents adds in);
  *	- is rate limited: gate_bridge.rate_limit incidents were already created
  *	  for the key within gate_bridge.rate_window;
  *	- or creates an incident and its "created" timeline row, which is
  *	  numbered and announced when the transaction commits (stream.c).
  *
  * Concurrency.  The common repeat is a violation for a key that already has
- * an unresolved incident; that costs one UPDATE through the partial unique
- * index.  Otherwise the key's row in gate_bridge.incident_keys is locked
+ * an unresolved incident; that costs one INSERT into incident_folds, which
+ * finds the incident through the partial unique index and locks no row
+ * (one UPDATE of the incident's row when the key's lock is not held, see
+ * try_fold()).  Otherwise the key's row in gate_bridge.incident_keys is locked
  * (FOR NO KEY UPDATE), so creation and rate limiting for one key are
  * serialised while other keys proceed in parallel.  Under READ COMMITTED
  * every SPI statement takes a fresh snapshot, so after the lock we see what
@@ -56,6 +59,7 @@ typedef struct GBPlans
 {
 	SPIPlanPtr	find;
 	SPIPlanPtr	fold_key;
+	SPIPlanPtr	fold_row;
 	SPIPlanPtr	key_lock;
 	SPIPlanPtr	key_insert;
 	SPIPlanPtr	window_count;
@@ -88,11 +92,16 @@ prepare_plans(void)
 		return;
 
 	plans.find = gb_keep_plan(
-		"SELECT id FROM gate_bridge.incidents"
+		"SELECT id FROM gate_bridge.incident_rows"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'",
 		3, t3);
 	plans.fold_key = gb_keep_plan(
-		"UPDATE gate_bridge.incidents"
+		"INSERT INTO gate_bridge.incident_folds (incident_id, occurrences, last_seen_at)"
+		" SELECT id, LEAST($4, 2147483647)::int4, $5 FROM gate_bridge.incident_rows"
+		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
+		" RETURNING incident_id", 5, tfold);
+	plans.fold_row = gb_keep_plan(
+		"UPDATE gate_bridge.incident_rows"
 		"   SET occurrences = LEAST(occurrences::int8 + $4, 2147483647)::int4,"
 		"       last_seen_at = GREATEST(last_seen_at, $5)"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
@@ -107,7 +116,7 @@ prepare_plans(void)
 		" VALUES ($1, $2, $3, $4, 1, $5)"
 		" ON CONFLICT (kind, agent, subject) DO NOTHING", 5, tkey);
 	plans.window_count = gb_keep_plan(
-		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incidents"
+		"SELECT count(*), min(first_seen_at) FROM gate_bridge.incident_rows"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND first_seen_at > $4",
 		4, t4);
 	plans.rate_limited = gb_keep_plan(
@@ -115,7 +124,7 @@ prepare_plans(void)
 		"   SET rate_limited = rate_limited + $4, last_rate_limited_at = $5"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3", 5, tfold);
 	plans.insert_incident = gb_keep_plan(
-		"INSERT INTO gate_bridge.incidents"
+		"INSERT INTO gate_bridge.incident_rows"
 		" (kind, key, agent, violation_type, severity, status, summary,"
 		"  details, playbooks, occurrences, first_seen_at, last_seen_at, subject)"
 		" VALUES ($1, $2, $3, $4, $5, 'open', $6, $7,"
@@ -245,6 +254,7 @@ typedef struct Decision
 	int64		count;
 	TimestampTz last_at;
 	Oid			role;
+	bool		locked;			/* the key's lock is held (pending.c) */
 	const GBViolation *v;		/* a single violation: its details */
 	GBPending  *p;				/* pending violations: theirs */
 } Decision;
@@ -319,11 +329,15 @@ fold_debug(const GBKey *k, int64 id, int64 count)
 
 /*
  * Fold the decision's violations into the key's unresolved incident, if
- * there is one: one UPDATE, whose row lock and condition make it exact
- * (and whose snapshot, at REPEATABLE READ, makes a change it cannot see a
- * serialization failure).  When the transaction holds the key's lock
- * ("locked", pending.c), the incident cannot be resolved before it
- * commits, so the row lock is held only for the duration of the commit.
+ * there is one.  When the transaction holds the key's lock ("locked",
+ * pending.c), the incident cannot be resolved before it commits: the fold
+ * is one row appended to incident_folds, found with the latest committed
+ * state whatever the isolation level, and no writer of the key waits for
+ * another.  Otherwise (a round of more keys than the lock manager takes)
+ * it is one UPDATE of the incident's row, whose row lock and condition make
+ * it exact (and whose snapshot, at REPEATABLE READ, makes a change it
+ * cannot see a serialization failure); the row lock is then held for the
+ * duration of the commit.
  * "defer": a single violation from a SQL function, recorded to be folded
  * at commit if the key has an unresolved incident now.
  */
@@ -342,12 +356,26 @@ try_fold(const Decision *d, Datum *kv, bool defer)
 		gb_pending_add(d->v, d->k, d->severity);
 		return true;
 	}
+	else if (d->locked)
+	{
+		Datum		values[5] = {kv[0], kv[1], kv[2], Int64GetDatum(d->count),
+		TimestampTzGetDatum(d->last_at)};
+		int			ret;
+
+		ret = SPI_execute_snapshot(plans.fold_key, values, NULL, GetLatestSnapshot(),
+								   InvalidSnapshot, false, false, 0);
+		if (ret != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "gate_bridge statement failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 0)
+			return false;
+		id = first_int8(&isnull);
+	}
 	else
 	{
 		Datum		values[5] = {kv[0], kv[1], kv[2], Int64GetDatum(d->count),
 		TimestampTzGetDatum(d->last_at)};
 
-		gb_spi_run(plans.fold_key, values, NULL, SPI_OK_UPDATE_RETURNING);
+		gb_spi_run(plans.fold_row, values, NULL, SPI_OK_UPDATE_RETURNING);
 		if (SPI_processed == 0)
 			return false;
 		id = first_int8(&isnull);
@@ -503,6 +531,7 @@ gate_bridge_on_violation(const GBViolation *v)
 	d.count = 1;
 	d.last_at = GetCurrentTimestamp();
 	d.role = GetUserId();
+	d.locked = false;
 	d.v = v;
 	d.p = NULL;
 	return decide(&d, true, NULL);
@@ -527,6 +556,7 @@ gb_decide_pending(GBPending *p, const char *agent, const char *subject,
 	d.count = p->count;
 	d.last_at = p->last_at;
 	d.role = p->role;
+	d.locked = p->locked;
 	d.v = NULL;
 	d.p = p;
 	(void) decide(&d, false, summary);

@@ -33,6 +33,7 @@ static SPIPlanPtr status_plan = NULL;
 static SPIPlanPtr key_lock_plan = NULL;
 static SPIPlanPtr event_plan = NULL;
 static SPIPlanPtr key_plan = NULL;
+static SPIPlanPtr compact_plan = NULL;
 
 static void
 prepare_plans(void)
@@ -44,26 +45,27 @@ prepare_plans(void)
 
 	if (event_plan != NULL)
 		return;
-	ack_plan = gb_keep_plan("UPDATE gate_bridge.incidents"
+	ack_plan = gb_keep_plan("UPDATE gate_bridge.incident_rows"
 							"   SET status = 'ack', acked_at = clock_timestamp(), acked_by = $2"
 							" WHERE id = $1 AND status = 'open' RETURNING id",
 							2, t_ack);
-	resolve_plan = gb_keep_plan("UPDATE gate_bridge.incidents"
+	resolve_plan = gb_keep_plan("UPDATE gate_bridge.incident_rows"
 								"   SET status = 'resolved', resolved_at = clock_timestamp(),"
 								"       resolved_by = $2, resolution_note = $3"
 								" WHERE id = $1 AND status <> 'resolved' RETURNING id",
 								3, t_resolve);
-	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incidents WHERE id = $1",
+	status_plan = gb_keep_plan("SELECT status FROM gate_bridge.incident_rows WHERE id = $1",
 							   1, t_status);
-	key_plan = gb_keep_plan("SELECT kind, agent, subject, xmin FROM gate_bridge.incidents WHERE id = $1",
+	key_plan = gb_keep_plan("SELECT kind, agent, subject, xmin FROM gate_bridge.incident_rows WHERE id = $1",
 							1, t_status);
 	/* the incident's decision row, locked before the incident (incident.c) */
 	key_lock_plan = gb_keep_plan("SELECT 1 FROM gate_bridge.incident_keys k"
 								 " WHERE (k.kind, k.agent, k.subject) ="
 								 "       (SELECT i.kind, i.agent, i.subject"
-								 "          FROM gate_bridge.incidents i WHERE i.id = $1)"
+								 "          FROM gate_bridge.incident_rows i WHERE i.id = $1)"
 								 "   FOR NO KEY UPDATE OF k",
 								 1, t_status);
+	compact_plan = gb_keep_plan("SELECT gate_bridge.compact_folds($1)", 1, t_status);
 	event_plan = gb_keep_plan("INSERT INTO gate_bridge.incident_events"
 							  " (incident_id, event, at, actor, detail)"
 							  " VALUES ($1, $2, clock_timestamp(), $3,"
@@ -188,6 +190,14 @@ move(int64 id, bool resolve, const char *actor, const char *note)
 				 errmsg("could not serialize access to incident " INT64_FORMAT " due to a concurrent change", id),
 				 errhint("Retry the transaction.")));
 	}
+
+	/*
+	 * A resolved incident takes in its folded violations (every fold of it
+	 * has committed: they are made under the key's lock).  We hold its row,
+	 * so nobody else compacts it meanwhile.
+	 */
+	if (resolve)
+		gb_spi_run(compact_plan, values, NULL, SPI_OK_SELECT);
 
 	values[1] = CStringGetTextDatum(resolve ? "resolved" : "acked");
 	{

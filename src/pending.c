@@ -443,6 +443,8 @@ decide_owned_by(SubTransactionId owner)
 		}
 		qsort(ps, n, sizeof(GBPending *), pending_cmp);
 
+		for (i = 0; i < n; i++)
+			ps[i]->locked = (n <= GB_MAX_KEY_LOCKS);
 		if (n <= GB_MAX_KEY_LOCKS)
 			lock_keys(ps, n);
 		for (i = 0; i < n; i++)
