@@ -111,7 +111,7 @@ chown postgres "$WORK/data/postgresql.conf"
 rows() {
 	local kind=$1 side=$2 n=$3 t
 	echo "TRUNCATE gate_bridge.eval_results"
-	echo "VACUUM gate_bridge.incidents"
+	echo "VACUUM gate_bridge.incident_rows"
 	echo "ALTER TABLE gate_bridge.eval_results DISABLE TRIGGER USER"
 	case $side in
 		on) for t in $EXT_TRIGGERS; do echo "ALTER TABLE gate_bridge.eval_results ENABLE TRIGGER $t"; done ;;

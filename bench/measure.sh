@@ -328,7 +328,7 @@ measure() {
 	local log="$OUT/$case-$side-$round.log"
 	[ "$clients" -gt 1 ] || jobs=1
 	q -c 'TRUNCATE gate_bridge.eval_results' \
-	  -c 'VACUUM gate_bridge.incidents, gate_bridge.incident_keys, gate_bridge.incident_events' \
+	  -c 'VACUUM gate_bridge.incident_rows, gate_bridge.incident_keys, gate_bridge.incident_events' \
 	  -c 'CHECKPOINT'
 	set_side "$side"
 	[ "$side" != snap ] || start_snapshot
@@ -340,7 +340,7 @@ measure() {
 	wait_no_backends
 	t1=$(reaped_ticks)
 	if [[ $base == snapshot-* ]]; then
-		extra=$(q -c "SELECT '  dead versions in incidents ' || dead_tuple_count FROM pgstattuple('gate_bridge.incidents')")
+		extra=$(q -c "SELECT '  dead versions in incidents ' || dead_tuple_count FROM pgstattuple('gate_bridge.incident_rows')")
 		[ "$side" != snap ] ||
 			extra+=$(q -c "SELECT ', snapshot ' || age(backend_xmin) || ' xids old' FROM pg_stat_activity
 							WHERE application_name = 'gb_bench_snapshot'")
@@ -399,7 +399,7 @@ run_burst() {
 	for round in $(seq 1 "$BURST_ROUNDS"); do
 		for side in "$@"; do
 			qd $db -c 'TRUNCATE gate_bridge.eval_results, gate_bridge.incident_events,
-						gate_bridge.incidents, gate_bridge.incident_keys' -c 'CHECKPOINT'
+						gate_bridge.incident_rows, gate_bridge.incident_keys' -c 'CHECKPOINT'
 			set_side "$side" $db
 			ms=$(psql_ms $db burst.sql keys="$BURST_KEYS")
 			n=$(qd $db -c 'SELECT count(*) FROM gate_bridge.incidents')
@@ -490,11 +490,11 @@ run_history() {
 		for i in "${pids[@]}"; do
 			wait "$i" || { echo "loading the history failed:" >&2; cat "$OUT"/history-load-*.log >&2; exit 1; }
 		done
-		qd $full -c "SELECT setval(pg_get_serial_sequence('gate_bridge.incidents', 'id'), max(id)) FROM gate_bridge.incidents" >/dev/null
+		qd $full -c "SELECT setval(pg_get_serial_sequence('gate_bridge.incident_rows', 'id'), max(id)) FROM gate_bridge.incidents" >/dev/null
 		[ "$HISTORY_EVENTS" != 1 ] ||
 			qd $full -c "SELECT setval('gate_bridge.incident_events_position_seq', max(position)) FROM gate_bridge.incident_events" \
 				-c "SELECT setval(pg_get_serial_sequence('gate_bridge.incident_events', 'id'), max(id)) FROM gate_bridge.incident_events" >/dev/null
-		qd $full -c 'VACUUM (FREEZE, ANALYZE) gate_bridge.incidents, gate_bridge.incident_keys, gate_bridge.incident_events'
+		qd $full -c 'VACUUM (FREEZE, ANALYZE) gate_bridge.incident_rows, gate_bridge.incident_keys, gate_bridge.incident_events'
 		echo "-- history: $total resolved incidents over $HISTORY_KEYS keys ($per_key each)$([ "$HISTORY_EVENTS" != 1 ] || echo ", with their events"), loaded and vacuumed in $(($(date +%s) - t0)) s"
 		apply_profile "$was" >/dev/null
 	fi
@@ -505,7 +505,7 @@ run_history() {
 				SELECT 'bench.hist.' || lpad(k::text, 6, '0'), 0.65 FROM generate_series(1, $REOPEN_KEYS) AS k" \
 			-c "SELECT count(gate_bridge.resolve(id, 'bench.oncall')) FROM gate_bridge.incidents
 				 WHERE status <> 'resolved' AND agent <> 'bench.hist.000000'" >/dev/null
-		qd "$db" -c 'VACUUM ANALYZE gate_bridge.incidents, gate_bridge.incident_keys, gate_bridge.incident_events'
+		qd "$db" -c 'VACUUM ANALYZE gate_bridge.incident_rows, gate_bridge.incident_keys, gate_bridge.incident_events'
 		echo "-- $db: $(qd "$db" -c "SELECT count(*) || ' incidents (' || count(*) FILTER (WHERE status <> 'resolved') || ' unresolved), incidents ' || pg_size_pretty(pg_total_relation_size('gate_bridge.incidents')) || ' with indexes, events ' || pg_size_pretty(pg_total_relation_size('gate_bridge.incident_events')) FROM gate_bridge.incidents")"
 	done
 	qp -c CHECKPOINT
@@ -524,7 +524,7 @@ run_history() {
 				# (bench/RESULTS.md).  GB_BENCH_HISTORY_VACUUM=plain: a
 				# plain VACUUM instead, to see that.
 				qd "$db" -c 'TRUNCATE gate_bridge.eval_results' \
-					-c "VACUUM $HISTORY_VACUUM gate_bridge.incidents, gate_bridge.incident_keys, gate_bridge.incident_events" \
+					-c "VACUUM $HISTORY_VACUUM gate_bridge.incident_rows, gate_bridge.incident_keys, gate_bridge.incident_events" \
 					-c 'CHECKPOINT'
 				log="$OUT/$case-$op-$db-$round.log"
 				pgbench -n -M prepared -r -f "history-$op.sql" -c 1 -j 1 -T "$HISTORY_SECS" \
@@ -577,7 +577,7 @@ run_batch() {
 	for round in $(seq 1 "$BATCH_ROUNDS"); do
 		for side in "$@"; do
 			qd $db -c 'TRUNCATE gate_bridge.eval_results, gate_bridge.incident_events,
-						gate_bridge.incidents, gate_bridge.incident_keys' -c 'CHECKPOINT'
+						gate_bridge.incident_rows, gate_bridge.incident_keys' -c 'CHECKPOINT'
 			set_side "$side" $db
 			log="$OUT/$case-$side-$round.log"
 			"$PYTHON" batch.py $db "$BATCH_SECS" "$side" >"$log" 2>&1 ||

@@ -330,7 +330,7 @@ SELECT throws_ok(q, '42501', NULL, 'operator: ' || q)
 	$$UPDATE gate_bridge.incidents SET status = 'resolved', resolved_at = now() WHERE key = 'BUDGET_regress.priv_quality'$$,
 	$$DELETE FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
 	$$INSERT INTO gate_bridge.incidents (kind, key, violation_type, severity, summary) VALUES ('budget', 'BUDGET_regress_forged', 'quality', 'sev1', 'forged')$$,
-	$$TRUNCATE gate_bridge.incidents CASCADE$$,
+	$$TRUNCATE gate_bridge.incident_rows CASCADE$$,
 	$$INSERT INTO gate_bridge.incident_events (incident_id, event) SELECT id, 'resolved' FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
 	$$UPDATE gate_bridge.incident_events SET actor = 'someone else'$$,
 	$$DELETE FROM gate_bridge.incident_events$$,

@@ -3,7 +3,7 @@
 -- incident_severity.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 CREATE FUNCTION pg_temp.incident(incident_id bigint)
@@ -263,5 +263,5 @@ SELECT p, a, gate_bridge.pattern_rank(p, a)
 			   ('a.*', 'a'), ('a.*', 'ab.c'), ('a.b.*', 'a.b.c'), ('a.b', 'a.b'),
 			   ('a.b', 'a.bc'), ('a.b', 'A.B'), (NULL, 'a'), ('a.*', NULL)) AS t(p, a);
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 -- rules of agent names and patterns that the CHECK constraints call.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Runs one statement; returns "ok" or the error's SQLSTATE and message,
@@ -159,5 +159,5 @@ REVOKE ALL ON gate_bridge.eval_results FROM regress_budgets_writer;
 REVOKE ALL ON SCHEMA gate_bridge FROM regress_budgets_writer;
 DROP ROLE regress_budgets_writer;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -1,7 +1,7 @@
 -- Deduplication and rate limiting, counted in gate_bridge.stats.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 CREATE FUNCTION pg_temp.incidents(key_like text)
@@ -223,5 +223,5 @@ SELECT k.kind, k.key, k.created, count(i.id) AS incidents
  GROUP BY k.kind, k.key, k.agent, k.subject, k.created
 HAVING k.created <> count(i.id);
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 -- message and its SQLSTATE, and a refused statement leaves nothing behind.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Runs one statement; returns "ok" or the error's SQLSTATE and message.
@@ -85,7 +85,7 @@ SELECT n, pg_temp.try(stmt) AS result
  ORDER BY n;
 SELECT octet_length(key) AS longest_key FROM gate_bridge.incidents
  WHERE kind = 'invariant' ORDER BY 1 DESC LIMIT 1;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -------------------------------------------------------------------------------
@@ -263,5 +263,5 @@ DROP TABLE gate_misuse;
 INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('e.after', 0.1);
 SELECT key, severity FROM gate_bridge.incidents;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

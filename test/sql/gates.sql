@@ -1,7 +1,7 @@
 -- Gate evaluation over time windows: evaluate_agent and run_gates.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Loading test rows must not open incidents through the trigger; incidents
@@ -309,7 +309,7 @@ SELECT count(*) FROM gate_bridge.run_gates();
 -- that agent's rows in the window through (agent, created_at), and nothing
 -- else of eval_results.
 -------------------------------------------------------------------------------
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 SET gate_bridge.enabled = off;
 -- 200 agents x 60 rows, one every 12 hours over 30 days: 14 in a 7-day window
@@ -387,5 +387,5 @@ SELECT r.seq_scans - :before_seq_scans AS seq_scans,
 COMMIT;
 
 -- Leave the tables empty for the tests that follow.
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

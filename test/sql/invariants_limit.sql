@@ -3,7 +3,7 @@
 -- statement is stored; repeats of a name count once.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 SHOW gate_bridge.max_invariants_per_row;
@@ -94,5 +94,5 @@ RESET ROLE;
 DROP ROLE regress_cap_writer;
 SHOW gate_bridge.max_invariants_per_row;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 -- timeline; the dashboard views.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Times are not printed: each is checked against the ones before it.
@@ -174,5 +174,5 @@ SELECT t.event, t.in_order
   JOIN gate_bridge.incidents i ON i.id = t.incident_id
  WHERE i.key = 'PLANNER_life-v1' ORDER BY t.id;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

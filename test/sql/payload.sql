@@ -8,7 +8,7 @@
 -- plain ASCII are shown by label, never printed.)
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- The agents under test, by label.
@@ -157,5 +157,5 @@ SELECT max(octet_length(pg_temp.payload(i))) AS largest_payload,
 	   count(*) FILTER (WHERE octet_length(pg_temp.payload(i)) >= 8000) AS too_large
   FROM gate_bridge.incidents i;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

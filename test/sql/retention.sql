@@ -4,7 +4,7 @@
 -- windows and the incidents alone; reads only the rows it deletes.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Rows of several ages for three agents (ages far from every cutoff used
@@ -129,7 +129,7 @@ SELECT * FROM pg_temp.ages();
 -- with the longest window is named) unless cut_windows; disabled budgets do
 -- not count; older_than equal to the lookback is allowed.
 -------------------------------------------------------------------------------
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 SET gate_bridge.enabled = off;
 INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, created_at)
@@ -182,7 +182,7 @@ SELECT b.agent, b.gate = gate_bridge.evaluate_agent(b.agent) AS same_gate
 -- rows, 50 agents, in 5 batches of at most 500), one probe per agent and at
 -- most two entries per batch more, and never the table sequentially.
 -------------------------------------------------------------------------------
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
 SELECT 'load.' || (g % 50), 0.9,
@@ -236,5 +236,5 @@ DROP OWNED BY regress_retention_operator, regress_retention_writer;
 DROP ROLE regress_retention_operator, regress_retention_writer;
 
 -- Leave the tables empty for the tests that follow.
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 -- and gate_bridge.enabled = off.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 SHOW gate_bridge.enabled;
@@ -166,5 +166,5 @@ SELECT i.key, ev.event, ev.detail ->> 'key' = i.key AS detail_ok
   FROM gate_bridge.incidents i JOIN gate_bridge.incident_events ev ON ev.incident_id = i.id
  WHERE i.agent = 'off.channel';
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 -- at which tier, and what incident each violation opens.
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Every eval row with what it opened (budget kind), one line per violation.
@@ -381,5 +381,5 @@ SELECT count(*) AS incidents,
   FROM gate_bridge.incidents i;
 SELECT count(*) AS events FROM gate_bridge.incident_events WHERE event = 'created';
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incidents,
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -467,7 +467,7 @@ is((backend($main))[0], $pid, 'pg_cancel_backend: it kept its connection');
 							 AND relation = 'gate_bridge.incidents'::regclass}, (backend($main))[0]),
 	   1, 'deadlock: holding its lock on incidents');
 	my $t = time;
-	$x->do('LOCK TABLE gate_bridge.incidents IN ACCESS EXCLUSIVE MODE');
+	$x->do('LOCK TABLE gate_bridge.incident_rows IN ACCESS EXCLUSIVE MODE');
 	diag(sprintf('the deadlock was broken after %.1f s', time - $t));
 	$x->rollback;
 	$x->disconnect;
@@ -544,7 +544,7 @@ for my $mode ('fast', 'immediate')
 # ---------------------------------------------------------------------------
 
 my $stored = (positions_of($main))[-1];
-$node->sql($db, 'TRUNCATE gate_bridge.incidents, gate_bridge.incident_events RESTART IDENTITY CASCADE');
+$node->sql($db, 'TRUNCATE gate_bridge.incident_rows, gate_bridge.incident_events RESTART IDENTITY CASCADE');
 violate($node->dbh($db), 'truncated') for 1 .. 3;
 check_listener($main, 'TRUNCATE ... RESTART IDENTITY');
 my @o = outage_lines($main, $errs);

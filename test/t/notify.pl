@@ -307,7 +307,7 @@ sub storm
 		return $got;
 	};
 
-	$dbh->do('TRUNCATE gate_bridge.eval_results, gate_bridge.incidents,'
+	$dbh->do('TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows,'
 			 . ' gate_bridge.incident_events, gate_bridge.incident_keys'
 			 . ' RESTART IDENTITY CASCADE');
 	$listener->do('SELECT 1');

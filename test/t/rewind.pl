@@ -483,7 +483,7 @@ sub crash_tail
 
 	# c. TRUNCATE ... RESTART IDENTITY under the consumer's stored position
 	my $stored = $consumer->{position};
-	$cluster->sql($DB, 'TRUNCATE gate_bridge.incidents, gate_bridge.incident_events,'
+	$cluster->sql($DB, 'TRUNCATE gate_bridge.incident_rows, gate_bridge.incident_events,'
 				  . ' gate_bridge.incident_keys RESTART IDENTITY CASCADE');
 	my @new = make_events($cluster, 'c_after', 2);
 	cmp_ok($new[0], '>', $stored, "c: positions go on after the TRUNCATE ($new[0] after $stored)");
