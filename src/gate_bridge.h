@@ -244,6 +244,11 @@ extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);
+/* folds.c */
+extern int64 gb_fold_append(const char *kind, const char *agent,
+							const char *subject, int64 count,
+							TimestampTz last_at);
+
 extern void gb_decide_pending(GBPending *p, const char *agent,
 							  const char *subject, GBDecideSummary *summary);
 extern void gb_decide_summary(const GBDecideSummary *summary);

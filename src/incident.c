@@ -58,7 +58,6 @@
 typedef struct GBPlans
 {
 	SPIPlanPtr	find;
-	SPIPlanPtr	fold_key;
 	SPIPlanPtr	fold_row;
 	SPIPlanPtr	key_lock;
 	SPIPlanPtr	key_insert;
@@ -95,11 +94,6 @@ prepare_plans(void)
 		"SELECT id FROM gate_bridge.incident_rows"
 		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'",
 		3, t3);
-	plans.fold_key = gb_keep_plan(
-		"INSERT INTO gate_bridge.incident_folds (incident_id, occurrences, last_seen_at)"
-		" SELECT id, LEAST($4, 2147483647)::int4, $5 FROM gate_bridge.incident_rows"
-		" WHERE kind = $1 AND agent = $2 AND subject = $3 AND status <> 'resolved'"
-		" RETURNING incident_id", 5, tfold);
 	plans.fold_row = gb_keep_plan(
 		"UPDATE gate_bridge.incident_rows"
 		"   SET occurrences = LEAST(occurrences::int8 + $4, 2147483647)::int4,"
@@ -358,17 +352,10 @@ try_fold(const Decision *d, Datum *kv, bool defer)
 	}
 	else if (d->locked)
 	{
-		Datum		values[5] = {kv[0], kv[1], kv[2], Int64GetDatum(d->count),
-		TimestampTzGetDatum(d->last_at)};
-		int			ret;
-
-		ret = SPI_execute_snapshot(plans.fold_key, values, NULL, GetLatestSnapshot(),
-								   InvalidSnapshot, false, false, 0);
-		if (ret != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "gate_bridge statement failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 0)
+		id = gb_fold_append(d->k->kind, d->k->agent, d->k->subject,
+							d->count, d->last_at);
+		if (id == 0)
 			return false;
-		id = first_int8(&isnull);
 	}
 	else
 	{
@@ -403,6 +390,21 @@ decide(const Decision *d, bool defer, GBDecideSummary *summary)
 	int64		recent;
 	bool		isnull;
 
+	/*
+	 * The commonest decision of all, a repeat folded under the key's lock,
+	 * needs neither SPI nor a change of user (folds.c).
+	 */
+	if (!defer && d->locked)
+	{
+		(void) gb_schema_ready(true);
+		id = gb_fold_append(k->kind, k->agent, k->subject, d->count, d->last_at);
+		if (id != 0)
+		{
+			fold_debug(k, id, d->count);
+			return 0;
+		}
+	}
+
 	kv[0] = CStringGetTextDatum(k->kind);
 	kv[1] = CStringGetTextDatum(k->agent);
 	kv[2] = CStringGetTextDatum(k->subject);
@@ -410,8 +412,8 @@ decide(const Decision *d, bool defer, GBDecideSummary *summary)
 	gb_spi_begin(&priv);
 	prepare_plans();
 
-	/* the common repeat: fold into the unresolved incident */
-	if (try_fold(d, kv, defer))
+	/* the common repeat: fold into the unresolved incident (tried above when locked) */
+	if (!(!defer && d->locked) && try_fold(d, kv, defer))
 		goto done;
 
 	/*
