@@ -550,34 +550,29 @@ AS 'MODULE_PATHNAME', 'gate_bridge_incident_severity'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Ordered, without repeats: the most specific rule for the violation type,
--- then the most specific "*" rule; rerun_eval when no rule matches.
+-- then the most specific "*" rule; rerun_eval when no rule matches.  In C,
+-- from a per-backend cache of the enabled rules (src/playbooks.c): every
+-- incident created asks for it.
 CREATE FUNCTION gate_bridge.suggest_playbooks(violation_type text, agent text)
 RETURNS text[]
-LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-	-- PL/pgSQL keeps the plan of this query for the session; a SQL function
-	-- would plan it again on every call from the incident's INSERT
-	RETURN (
-		WITH best AS (
-			SELECT DISTINCT ON (r.violation_type = '*')
-				   (r.violation_type = '*') AS any_type, r.playbooks
-			  FROM gate_bridge.playbook_rules r
-			 WHERE r.enabled
-			   AND r.violation_type IN ($1, '*')
-			   AND gate_bridge.pattern_rank(r.agent_pattern, $2) IS NOT NULL
-			 ORDER BY (r.violation_type = '*'),
-					  gate_bridge.pattern_rank(r.agent_pattern, $2) DESC
-		), items AS (
-			SELECT p.name, min(b.any_type::int * 1000000 + p.n) AS ord
-			  FROM best b, unnest(b.playbooks) WITH ORDINALITY AS p(name, n)
-			 GROUP BY p.name
-		)
-		SELECT COALESCE((SELECT array_agg(i.name ORDER BY i.ord) FROM items i),
-						ARRAY['rerun_eval']));
-END
-$fn$;
+AS 'MODULE_PATHNAME', 'gate_bridge_suggest_playbooks'
+LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
+CREATE FUNCTION gate_bridge.playbook_rules_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'gate_bridge_playbook_rules_changed'
+LANGUAGE C;
+
+-- Tells every backend's playbook cache that the rules changed (on commit),
+-- also in replica mode; and, for logical replication, which applies rows
+-- with row triggers only, a row trigger that fires in replica mode alone.
+CREATE TRIGGER playbook_rules_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gate_bridge.playbook_rules
+	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.playbook_rules_changed();
+ALTER TABLE gate_bridge.playbook_rules ENABLE ALWAYS TRIGGER playbook_rules_changed;
+CREATE TRIGGER playbook_rules_replicated
+	AFTER INSERT OR UPDATE OR DELETE ON gate_bridge.playbook_rules
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.playbook_rules_changed();
+ALTER TABLE gate_bridge.playbook_rules ENABLE REPLICA TRIGGER playbook_rules_replicated;
 
 CREATE FUNCTION gate_bridge.on_budget_violation(
 	violation jsonb, budget jsonb DEFAULT NULL, context jsonb DEFAULT '{}')

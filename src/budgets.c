@@ -434,27 +434,36 @@ gb_budgets_unpin(GBBudgetPin *pin)
 	pin->slot = -1;
 }
 
-PG_FUNCTION_INFO_V1(gate_bridge_budgets_changed);
-
 /*
- * Statement trigger on gate_bridge.budgets: every backend's cache is stale
- * once this transaction commits.
+ * The body of the triggers that tell every backend's cache that its table
+ * changed (budgets here, playbook rules in playbooks.c): a relcache
+ * invalidation of the table, which reaches the other backends when this
+ * transaction commits and this one at once.
  */
 Datum
-gate_bridge_budgets_changed(PG_FUNCTION_ARGS)
+gb_cache_changed_trigger(FunctionCallInfo fcinfo, const char *name)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("gate_bridge_budgets_changed: not called by trigger manager")));
+				 errmsg("%s: not called by trigger manager", name)));
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("gate_bridge_budgets_changed: must be fired AFTER")));
+				 errmsg("%s: must be fired AFTER", name)));
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
 
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_budgets_changed);
+
+/* Trigger on gate_bridge.budgets: every backend's cache is stale. */
+Datum
+gate_bridge_budgets_changed(PG_FUNCTION_ARGS)
+{
+	return gb_cache_changed_trigger(fcinfo, "gate_bridge_budgets_changed");
 }

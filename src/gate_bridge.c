@@ -61,6 +61,7 @@ _PG_init(void)
 {
 	gb_define_gucs();
 	gb_budget_cache_init();
+	gb_playbook_cache_init();
 	gb_eval_trigger_init();
 	RegisterXactCallback(gb_xact_callback, NULL);
 	RegisterSubXactCallback(gb_subxact_callback, NULL);

@@ -244,6 +244,10 @@ extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);
+/* playbooks.c; budgets.c */
+extern void gb_playbook_cache_init(void);
+extern Datum gb_cache_changed_trigger(FunctionCallInfo fcinfo, const char *name);
+
 /* folds.c */
 extern int64 gb_fold_append(const char *kind, const char *agent,
 							const char *subject, int64 count,
