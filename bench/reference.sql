@@ -5,9 +5,9 @@
 --                 lo_manage() (it acts on UPDATE and DELETE only); the price
 --                 of any AFTER ROW trigger written in C
 --   bench_noop    a PL/pgSQL trigger that returns NULL
---   bench_update  a PL/pgSQL trigger that runs only the statement the
---                 extension runs for a repeated violation: the UPDATE of the
---                 unresolved incident of the key
+--   bench_update  a PL/pgSQL trigger that runs only the statement 1.1 ran
+--                 for a repeated violation: the UPDATE of the unresolved
+--                 incident's row (1.2 appends a fold instead)
 
 CREATE EXTENSION lo;
 
@@ -21,7 +21,7 @@ $fn$;
 CREATE FUNCTION public.bench_update() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-	UPDATE gate_bridge.incidents
+	UPDATE gate_bridge.incident_rows
 	   SET occurrences = CASE WHEN occurrences < 2147483647
 							  THEN occurrences + 1 ELSE occurrences END,
 		   last_seen_at = GREATEST(last_seen_at, clock_timestamp())
