@@ -482,7 +482,8 @@ COMMENT ON TABLE gate_bridge.incident_rows IS
 
 /*
  * Violations folded into an unresolved incident, one row per committing
- * transaction and incident: how many, and when the last one was seen.  Only
+ * transaction and incident (one per round of decisions, see
+ * decide_pending()): how many, and when the last one was seen.  Only
  * appended to while a key is decided, so that the writers of one key never
  * update one row (each transaction would otherwise wait for the previous
  * one's commit to be flushed, and a long-lived snapshot would keep every
@@ -494,11 +495,19 @@ COMMENT ON TABLE gate_bridge.incident_rows IS
 CREATE TABLE gate_bridge.incident_folds (
 	incident_id		bigint NOT NULL,
 	occurrences		integer NOT NULL,
-	last_seen_at	timestamptz NOT NULL
+	last_seen_at	timestamptz NOT NULL,
+	-- the folding transaction (its full id) and a number within it: a key
+	-- without a sequence that every writer would share
+	transaction_id	bigint NOT NULL,
+	seq				integer NOT NULL
 );
 
-CREATE INDEX incident_folds_incident_id_idx
-	ON gate_bridge.incident_folds (incident_id);
+-- The folds of an incident; and the replica identity, without which a
+-- publication of the table could not replicate (nor allow) the deletes of
+-- compaction.
+CREATE UNIQUE INDEX incident_folds_key
+	ON gate_bridge.incident_folds (incident_id, transaction_id, seq);
+ALTER TABLE gate_bridge.incident_folds REPLICA IDENTITY USING INDEX incident_folds_key;
 
 COMMENT ON TABLE gate_bridge.incident_folds IS
 	'Violations folded into incidents and not yet added to incident_rows; gate_bridge.incidents shows the sum';

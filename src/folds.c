@@ -5,7 +5,7 @@
  *
  * The repeat of an alert storm is the commonest decision there is: find the
  * key's unresolved incident and append one row (incident_id, occurrences,
- * last_seen_at) to incident_folds.  Through SPI that is a planned INSERT
+ * last_seen_at, with its key) to incident_folds.  Through SPI that is a planned INSERT
  * ... SELECT with its executor start-up and shut-down, a switch of user
  * and search_path, for a row of three columns.  Here it is one index probe
  * and one heap and index insertion, with the table access method and the
@@ -134,13 +134,13 @@ insert_index_entries(Relation rel, HeapTuple tup)
 		Datum		values[INDEX_MAX_KEYS];
 		bool		isnull[INDEX_MAX_KEYS];
 
-		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL ||
-			info->ii_Unique)
+		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL)
 			elog(ERROR, "index \"%s\" of gate_bridge.incident_folds is not as this library expects",
 				 RelationGetRelationName(idx));
 		FormIndexDatum(info, slot, NULL, values, isnull);
 		(void) index_insert(idx, values, isnull, &tup->t_self, rel,
-							UNIQUE_CHECK_NO, false, info);
+							info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+							false, info);
 		index_close(idx, NoLock);
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -156,21 +156,39 @@ int64
 gb_fold_append(const char *kind, const char *agent, const char *subject,
 			   int64 count, TimestampTz last_at)
 {
+	static FullTransactionId seq_xact;
+	static int32 seq = 0;
 	int64		id = find_unresolved_direct(kind, agent, subject);
+	FullTransactionId xact;
 	Relation	folds;
-	Datum		values[3];
-	bool		isnull[3] = {false, false, false};
+	Datum		values[5];
+	bool		isnull[5] = {false, false, false, false, false};
 	HeapTuple	tup;
 
 	if (id == 0)
 		return 0;
 
+	/* (incident_id, transaction_id, seq) is the table's key */
+	xact = GetTopFullTransactionId();
+	if (!FullTransactionIdEquals(xact, seq_xact))
+	{
+		seq_xact = xact;
+		seq = 0;
+	}
+	if (seq == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many folds in one transaction")));
+	seq++;
+
 	folds = table_open(relation_oid("incident_folds"), RowExclusiveLock);
-	if (RelationGetDescr(folds)->natts != 3)
+	if (RelationGetDescr(folds)->natts != 5)
 		elog(ERROR, "gate_bridge.incident_folds is not as this library expects");
 	values[0] = Int64GetDatum(id);
 	values[1] = Int32GetDatum((int32) Min(count, PG_INT32_MAX));
 	values[2] = TimestampTzGetDatum(last_at);
+	values[3] = Int64GetDatum((int64) U64FromFullTransactionId(xact));
+	values[4] = Int32GetDatum(seq);
 	tup = heap_form_tuple(RelationGetDescr(folds), values, isnull);
 	simple_heap_insert(folds, tup);
 	insert_index_entries(folds, tup);
