@@ -4,7 +4,8 @@
 -- Tables
 \d gate_bridge.eval_results
 \d gate_bridge.budgets
-\d gate_bridge.incidents
+\d gate_bridge.incident_rows
+\d gate_bridge.incident_folds
 \d gate_bridge.incident_events
 \d gate_bridge.incident_keys
 \d gate_bridge.playbook_rules
@@ -17,7 +18,8 @@ SELECT c.relname, obj_description(c.oid, 'pg_class') AS comment
 SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'gate_bridge'
  ORDER BY indexname;
 
--- Views
+-- Views; gate_bridge.incidents is the row plus its folds
+\d+ gate_bridge.incidents
 \d+ gate_bridge.open_incidents
 \d+ gate_bridge.incident_counts
 \d+ gate_bridge.stats

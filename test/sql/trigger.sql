@@ -329,7 +329,7 @@ BEGIN
 	RETURN NULL;
 END
 $fn$;
-CREATE TRIGGER reent AFTER INSERT ON gate_bridge.incidents
+CREATE TRIGGER reent AFTER INSERT ON gate_bridge.incident_rows
 	FOR EACH ROW EXECUTE FUNCTION public.reent_trigger();
 INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms)
 VALUES ('reent.a', 0.5, 5000);
@@ -370,7 +370,7 @@ SELECT key, details #>> '{budget,agent_pattern}' AS pattern,
 	   (details #>> '{budget,lookback}')::interval AS lookback
   FROM gate_bridge.incidents WHERE agent IN ('reent.c', 'reent.d', 'reent.e') ORDER BY id;
 SELECT count(*) AS budgets_of_e FROM gate_bridge.budgets WHERE agent_pattern = 'reent.e';
-DROP TRIGGER reent ON gate_bridge.incidents;
+DROP TRIGGER reent ON gate_bridge.incident_rows;
 DROP FUNCTION public.reent_trigger();
 
 -- Every incident opened here has exactly one "created" event.
