@@ -3,7 +3,7 @@
 -- nothing but the pure helpers and decide_pending(), which acts only on the
 -- caller's own transaction.
 BEGIN;
-SELECT plan(312);
+SELECT plan(375);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -52,11 +52,13 @@ SELECT schema_privs_are('gate_bridge', r.role,
 							 THEN ARRAY[]::name[] ELSE ARRAY['USAGE']::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 10 relations x 5 roles: no table-level privilege for the writer either,
--- its INSERT is granted column by column (below).
+-- 12 relations x 5 roles: no table-level privilege for the writer either,
+-- its INSERT is granted column by column (below).  The view incidents is
+-- granted; the tables under it, incident_rows and incident_folds, to no one.
 SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
   FROM gb_roles r
- CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_events',
+ CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_rows',
+						 'incident_folds', 'incident_events',
 						 'incident_keys', 'playbook_rules', 'open_incidents',
 						 'incident_counts', 'stats', 'stream_status']::name[]) AS t(rel)
   LEFT JOIN (VALUES
@@ -95,11 +97,11 @@ SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
 -- the identity without any sequence privilege).
 SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
   FROM gb_roles r
- CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incidents_id_seq',
+ CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incident_rows_id_seq',
 						 'incident_events_id_seq', 'incident_events_position_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 21 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
+-- 24 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
 -- comes from PUBLIC; the operator adds ack and resolve, operator and reader
 -- the event stream's functions; nothing else for anyone.  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
@@ -133,7 +135,10 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('events_after',		  ARRAY['bigint', 'integer']),
 	('events_head',			  ARRAY[]::name[]),
 	('events_resume_point',	  ARRAY['bigint']),
-	('decide_pending',		  ARRAY[]::name[])
+	('decide_pending',		  ARRAY[]::name[]),
+	('compact_folds',		  ARRAY['bigint']),
+	('tick',				  ARRAY[]::name[]),
+	('incident_rows_removed', ARRAY[]::name[])
   ) AS f(name, args)
  ORDER BY r.role, f.name;
 
@@ -227,17 +232,20 @@ SELECT throws_ok(format(c, 'gate_bridge.eval_results'), '42501', NULL,
 					'DELETE FROM %s WHERE id = 1',
 					'TRUNCATE %s']) AS c;
 
--- 5 tables x 5 commands
+-- 6 tables x 5 commands, and the view incidents x 4 (a view has no
+-- TRUNCATE)
 SELECT throws_ok(format(c.cmd, t.rel, t.col), '42501', NULL,
 				 format('writer: %s', format(c.cmd, t.rel, t.col)))
-  FROM (VALUES (1, 'incidents', 'status'), (2, 'incident_events', 'event'),
-			   (3, 'incident_keys', 'created'), (4, 'budgets', 'enabled'),
-			   (5, 'playbook_rules', 'enabled')) AS t(tn, rel, col)
+  FROM (VALUES (1, 'incident_rows', 'status'), (2, 'incident_folds', 'occurrences'),
+			   (3, 'incident_events', 'event'),
+			   (4, 'incident_keys', 'created'), (5, 'budgets', 'enabled'),
+			   (6, 'playbook_rules', 'enabled'), (7, 'incidents', 'status')) AS t(tn, rel, col)
  CROSS JOIN unnest(ARRAY['SELECT * FROM gate_bridge.%s',
 						 'INSERT INTO gate_bridge.%s DEFAULT VALUES',
 						 'UPDATE gate_bridge.%s SET %2$I = %2$I',
 						 'DELETE FROM gate_bridge.%s',
 						 'TRUNCATE gate_bridge.%s']) WITH ORDINALITY AS c(cmd, cn)
+ WHERE NOT (t.rel = 'incidents' AND c.cmd LIKE 'TRUNCATE%')
  ORDER BY t.tn, c.cn;
 
 SELECT throws_ok(format('SELECT * FROM gate_bridge.%s', v), '42501', NULL,
@@ -252,6 +260,8 @@ SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
 	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
 	$$SELECT gate_bridge.ack(1)$$,
 	$$SELECT gate_bridge.resolve(1)$$,
+	$$SELECT gate_bridge.compact_folds()$$,
+	$$SELECT gate_bridge.tick()$$,
 	$$SELECT gate_bridge.suggest_playbooks('quality', 'regress.priv')$$,
 	$$SELECT * FROM gate_bridge.events_after(0)$$
   ]) AS q;
@@ -420,6 +430,72 @@ SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
   ]) AS q;
 
 RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- The view gate_bridge.incidents: a reader granted SELECT on it sees the
+-- folded violations (the view's owner reads incident_rows and
+-- incident_folds), and cannot read those tables itself nor compact them.
+-------------------------------------------------------------------------------
+SELECT is((SELECT relkind::text FROM pg_class WHERE oid = 'gate_bridge.incidents'::regclass),
+		  'v', 'gate_bridge.incidents is a view');
+SELECT is((SELECT c.relowner = e.extowner FROM pg_class c, pg_extension e
+			WHERE c.oid = 'gate_bridge.incidents'::regclass AND e.extname = 'gate_bridge'),
+		  true, 'the view incidents belongs to the extension''s owner');
+SELECT is(has_table_privilege('public', 'gate_bridge.' || t, p), false,
+		  format('PUBLIC has no %s on gate_bridge.%s', p, t))
+  FROM unnest(ARRAY['incident_rows', 'incident_folds']) AS t,
+	   unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p
+ ORDER BY t, p;
+SELECT is(has_function_privilege('public', f, 'EXECUTE'), false,
+		  format('PUBLIC cannot execute %s', f))
+  FROM unnest(ARRAY['gate_bridge.compact_folds(bigint)', 'gate_bridge.tick()',
+					'gate_bridge.incident_rows_removed()']) AS f;
+
+-- One incident and two folds: three violations, each decided on its own.
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical)
+VALUES ('regress.priv.fold', 'quality', 0.5);
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold', 0.1);
+SELECT gate_bridge.decide_pending() \g /dev/null
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold', 0.2);
+SELECT gate_bridge.decide_pending() \g /dev/null
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold', 0.3);
+SELECT gate_bridge.decide_pending() \g /dev/null
+SELECT results_eq($$
+	SELECT r.occurrences, (SELECT count(*) FROM gate_bridge.incident_folds f WHERE f.incident_id = r.id)
+	  FROM gate_bridge.incident_rows r WHERE r.agent = 'regress.priv.fold'
+$$, $$ VALUES (1, 2::bigint) $$,
+'the repeats are two folds, the incident''s row still says 1');
+
+SET ROLE regress_priv_reader;
+SELECT is((SELECT occurrences FROM gate_bridge.incidents WHERE agent = 'regress.priv.fold'),
+		  3, 'reader: the view incidents adds the folds into occurrences');
+SELECT is((SELECT last_seen_at > first_seen_at FROM gate_bridge.incidents WHERE agent = 'regress.priv.fold'),
+		  true, 'reader: and into last_seen_at');
+SELECT is((SELECT occurrences FROM gate_bridge.open_incidents WHERE agent = 'regress.priv.fold'),
+		  3, 'reader: so does open_incidents');
+SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
+  FROM unnest(ARRAY[
+	$$SELECT occurrences FROM gate_bridge.incident_rows$$,
+	$$SELECT count(*) FROM gate_bridge.incident_folds$$,
+	$$SELECT gate_bridge.compact_folds()$$,
+	$$SELECT gate_bridge.tick()$$,
+	$$UPDATE gate_bridge.incidents SET summary = summary WHERE agent = 'regress.priv.fold'$$
+  ]) AS q;
+RESET ROLE;
+
+-- The operator resolves it: the resolution adds the folds into the row.
+SET ROLE regress_priv_operator;
+SELECT lives_ok($$SELECT gate_bridge.resolve(id) FROM gate_bridge.incidents
+				  WHERE agent = 'regress.priv.fold'$$,
+				'operator: resolves an incident with folds');
+SELECT is((SELECT occurrences FROM gate_bridge.incidents WHERE agent = 'regress.priv.fold'),
+		  3, 'operator: the resolved incident still counts three');
+RESET ROLE;
+SELECT results_eq($$
+	SELECT r.occurrences, (SELECT count(*) FROM gate_bridge.incident_folds f WHERE f.incident_id = r.id)
+	  FROM gate_bridge.incident_rows r WHERE r.agent = 'regress.priv.fold'
+$$, $$ VALUES (3, 0::bigint) $$,
+'the resolution compacted the folds into the row, as the extension''s owner');
 
 -------------------------------------------------------------------------------
 -- A role with nothing granted (PUBLIC's share only) cannot even reach the

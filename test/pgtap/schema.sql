@@ -3,16 +3,16 @@
 -- wired as the C code expects, and no function with a body can be steered
 -- by the caller's search_path.
 BEGIN;
-SELECT plan(54);
+SELECT plan(68);
 
 SELECT has_schema('gate_bridge');
 
 -- Tables and views.
 SELECT has_table('gate_bridge', t, format('table gate_bridge.%s exists', t))
-  FROM unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_events',
-					'incident_keys', 'playbook_rules']) AS t;
+  FROM unnest(ARRAY['eval_results', 'budgets', 'incident_rows', 'incident_folds',
+					'incident_events', 'incident_keys', 'playbook_rules']) AS t;
 SELECT has_view('gate_bridge', v, format('view gate_bridge.%s exists', v))
-  FROM unnest(ARRAY['open_incidents', 'incident_counts', 'stats']) AS v;
+  FROM unnest(ARRAY['incidents', 'open_incidents', 'incident_counts', 'stats']) AS v;
 
 -- The trigger reads these columns by name and type; the SPEC lists them.
 SELECT columns_are('gate_bridge', 'eval_results', ARRAY[
@@ -24,6 +24,15 @@ SELECT columns_are('gate_bridge', 'incidents', ARRAY[
 	'summary', 'details', 'playbooks', 'occurrences', 'first_seen_at',
 	'last_seen_at', 'acked_at', 'acked_by', 'resolved_at', 'resolved_by',
 	'resolution_note', 'subject']);
+-- The view gate_bridge.incidents has the columns of its table, in order.
+SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+			WHERE a.attrelid = 'gate_bridge.incidents'::regclass AND a.attnum > 0),
+		  (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+			WHERE a.attrelid = 'gate_bridge.incident_rows'::regclass AND a.attnum > 0
+			  AND NOT a.attisdropped),
+		  'the view incidents has the columns of incident_rows, in the same order');
+SELECT columns_are('gate_bridge', 'incident_folds', ARRAY[
+	'incident_id', 'occurrences', 'last_seen_at']);
 
 -- Functions, with their signatures and result types.
 SELECT has_function('gate_bridge', f.name, f.args,
@@ -40,6 +49,8 @@ SELECT has_function('gate_bridge', f.name, f.args,
 	('incident_severity',	  ARRAY['text']),
 	('pattern_rank',		  ARRAY['text', 'text']),
 	('decide_pending',		  ARRAY[]::text[]),
+	('compact_folds',		  ARRAY['bigint']),
+	('tick',				  ARRAY[]::text[]),
 	('gate_bridge_on_violation',	  ARRAY[]::text[]),
 	('budgets_changed',		  ARRAY[]::text[]),
 	('playbook_rules_guard',  ARRAY[]::text[])
@@ -57,6 +68,8 @@ SELECT function_returns('gate_bridge', f.name, f.args, f.result)
 	('incident_severity',	  ARRAY['text'], 'text'),
 	('pattern_rank',		  ARRAY['text', 'text'], 'integer'),
 	('decide_pending',		  ARRAY[]::text[], 'bigint'),
+	('compact_folds',		  ARRAY['bigint'], 'bigint'),
+	('tick',				  ARRAY[]::text[], 'integer'),
 	('gate_bridge_on_violation',	  ARRAY[]::text[], 'trigger'),
 	('budgets_changed',		  ARRAY[]::text[], 'trigger'),
 	('playbook_rules_guard',  ARRAY[]::text[], 'trigger')
@@ -70,21 +83,25 @@ SELECT is((SELECT pg_get_function_arguments('gate_bridge.resolve(bigint,text,tex
 		  'incident_id bigint, actor text DEFAULT CURRENT_USER, note text DEFAULT NULL::text',
 		  'resolve() defaults actor to the calling role and note to NULL');
 
--- Indexes on incidents: the primary key, the unique partial index that
+-- Indexes on incident_rows: the primary key, the unique partial index that
 -- allows one unresolved incident per key (kind, agent, subject) and serves
--- deduplication, and the rate-limit window index.
-SELECT indexes_are('gate_bridge', 'incidents', ARRAY[
-	'incidents_pkey', 'incidents_unresolved_idx', 'incidents_kind_agent_subject_first_seen_idx']);
-SELECT has_index('gate_bridge', 'incidents', 'incidents_unresolved_idx',
+-- deduplication, and the rate-limit window index.  The folds are found by
+-- incident.
+SELECT indexes_are('gate_bridge', 'incident_rows', ARRAY[
+	'incident_rows_pkey', 'incidents_unresolved_idx', 'incidents_kind_agent_subject_first_seen_idx']);
+SELECT has_index('gate_bridge', 'incident_rows', 'incidents_unresolved_idx',
 				 ARRAY['kind', 'agent', 'subject']);
-SELECT index_is_unique('gate_bridge', 'incidents', 'incidents_unresolved_idx');
+SELECT index_is_unique('gate_bridge', 'incident_rows', 'incidents_unresolved_idx');
 SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid)
 			 FROM pg_index i
 			WHERE i.indexrelid = 'gate_bridge.incidents_unresolved_idx'::regclass),
 		  $$(status <> 'resolved'::text)$$,
 		  'incidents_unresolved_idx covers exactly the unresolved incidents');
-SELECT has_index('gate_bridge', 'incidents', 'incidents_kind_agent_subject_first_seen_idx',
+SELECT has_index('gate_bridge', 'incident_rows', 'incidents_kind_agent_subject_first_seen_idx',
 				 ARRAY['kind', 'agent', 'subject', 'first_seen_at']);
+SELECT indexes_are('gate_bridge', 'incident_folds', ARRAY['incident_folds_incident_id_idx']);
+SELECT has_index('gate_bridge', 'incident_folds', 'incident_folds_incident_id_idx',
+				 ARRAY['incident_id']);
 SELECT has_index('gate_bridge', 'eval_results', 'eval_results_agent_created_at_idx',
 				 ARRAY['agent', 'created_at']);
 
@@ -105,6 +122,19 @@ SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
 				   AND t.tgname = 'gate_bridge_budgets_changed' AND t.tgenabled = 'A'),
 			   ' AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON gate_bridge\.budgets FOR EACH STATEMENT ',
 			   'every kind of change to budgets invalidates the budget caches, also under replication');
+-- The folds of removed incidents go with them, whoever deletes or truncates.
+SELECT trigger_is('gate_bridge', 'incident_rows', t, 'gate_bridge', 'incident_rows_removed')
+  FROM unnest(ARRAY['incident_rows_deleted', 'incident_rows_truncated']) AS t;
+SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+				 WHERE t.tgrelid = 'gate_bridge.incident_rows'::regclass
+				   AND t.tgname = 'incident_rows_deleted' AND t.tgenabled = 'O'),
+			   ' AFTER DELETE ON gate_bridge\.incident_rows REFERENCING OLD TABLE AS removed_rows FOR EACH STATEMENT ',
+			   'deleted incidents take their folds with them, once per statement');
+SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+				 WHERE t.tgrelid = 'gate_bridge.incident_rows'::regclass
+				   AND t.tgname = 'incident_rows_truncated' AND t.tgenabled = 'O'),
+			   ' AFTER TRUNCATE ON gate_bridge\.incident_rows FOR EACH STATEMENT ',
+			   'a truncation of the incidents truncates their folds');
 
 -- No function with a body (SQL, PL/pgSQL) and no SECURITY DEFINER function
 -- runs with the caller's search_path.
