@@ -14,7 +14,10 @@
 # (CALL gate_bridge.purge_eval_results(...)) runs at the same short
 # interval as a role holding EXECUTE on the procedure alone: pg_cron must
 # run it outside a transaction block, so that it can commit between
-# batches, and it must delete the old rows and keep the others.  Prints
+# batches, and it must delete the old rows and keep the others.  And
+# tick(), at the same interval as the gates role granted EXECUTE on it: it
+# must compact the folds of the gates job's later runs into the incident's
+# row, the view counting each run once.  Prints
 # "ok"/"not ok" lines; exits non-zero on any failure.
 . "$(dirname "$0")/../../tools/common.sh"
 set -uo pipefail
@@ -106,6 +109,19 @@ check "the short job is registered for the job role" \
 
 [ -n "$short_id" ] || { echo "# $n checks, $((failed + 1)) failed"; exit 1; }
 
+# tick() every minute, as the README gives it, and at the short interval as
+# the job role, which may also execute tick(): it compacts the folds that
+# the later runs of the gates job add to the incident.
+tick=$(q "SELECT cron.schedule('gate_bridge_tick', '* * * * *', 'SELECT gate_bridge.tick()')")
+check "the tick job is registered" \
+	"gate_bridge_tick|* * * * *|SELECT gate_bridge.tick()" \
+	"$(q "SELECT jobname, schedule, command FROM cron.job WHERE jobid = $tick")"
+q "GRANT EXECUTE ON FUNCTION gate_bridge.tick() TO regress_cron_gates" || not_ok "grant tick"
+tick_id=$(q "SET ROLE regress_cron_gates;
+			  SELECT cron.schedule('gate_bridge_tick_now', '$short', 'SELECT gate_bridge.tick()')")
+[ -n "$tick_id" ] && ok "the short tick job is registered for the job role" ||
+	not_ok "the short tick job is registered for the job role"
+
 # Retention: old rows of another agent, the README's nightly job, and the
 # same command at the short interval as a role that may only CALL the
 # procedure.  It runs in the same minute as the gates job.
@@ -153,6 +169,28 @@ check "the run opened the agent's incident" \
 check "one incident, one created event (later runs fold into it)" "1|1" \
 	"$(q "SELECT (SELECT count(*) FROM gate_bridge.incidents),
 				 (SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created')")"
+
+# the gates job folds each later run into the incident; a tick run after
+# such a fold adds it into incident_rows
+tick_status=
+compacted=
+for _ in $(seq $((timeout * 2))); do
+	tick_status=$(q "SELECT string_agg(DISTINCT status, ',') FROM cron.job_run_details
+					  WHERE jobid = ${tick_id:-0} AND status IN ('succeeded', 'failed')") || break
+	compacted=$(q "SELECT count(*) FROM gate_bridge.incident_rows WHERE occurrences > 1") || break
+	[ "$tick_status" = succeeded ] && [ "$compacted" -gt 0 ] && break
+	case "$tick_status" in *failed*) break ;; esac
+	sleep 1
+done
+check "pg_cron ran the tick job and it succeeded" "succeeded" "$tick_status"
+check "a tick run compacted the gates job's folds into the incident's row" 1 "$compacted"
+check "the view counts every violation: occurrences = runs of the gates job that succeeded" \
+	"t" "$(q "SELECT (SELECT occurrences FROM gate_bridge.incidents ORDER BY id LIMIT 1)
+					 BETWEEN (SELECT count(*) FROM cron.job_run_details
+							   WHERE jobid = $short_id AND status = 'succeeded')
+						 AND (SELECT count(*) FROM cron.job_run_details WHERE jobid = $short_id)")"
+q "SET ROLE regress_cron_gates; SELECT cron.unschedule('gate_bridge_tick_now')" >/dev/null
+q "SELECT cron.unschedule('gate_bridge_tick')" >/dev/null
 
 purge_status=
 for _ in $(seq "$timeout"); do
