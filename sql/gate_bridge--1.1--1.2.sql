@@ -670,11 +670,14 @@ REVOKE ALL ON FUNCTION gate_bridge.compact_folds(bigint), gate_bridge.incident_r
 
 /*
  * Whoever could read or change the table gate_bridge.incidents can do the
- * same with the view of that name: its grants, table and column ones, are
- * given again on the view.  Grants made by an extension script count as
- * the object's initial privileges, which pg_dump leaves out; the view's
- * initial privileges are set back to what a fresh install has, so that a
- * dump keeps these grants.
+ * same with the view of that name: its grants, table and column ones, move
+ * to the view (incident_rows keeps only what a view cannot take: TRUNCATE,
+ * REFERENCES, TRIGGER), so that the updated database is a fresh install
+ * with the same grants on the view.  Grants made by an extension script
+ * count as the object's initial privileges, which pg_dump leaves out; the
+ * view's initial privileges are set back to what a fresh install has, so
+ * that a dump keeps these grants (those of incident_rows are recorded as
+ * they end up, which is what a fresh install has there).
  */
 DO $regrant$
 DECLARE
@@ -709,6 +712,12 @@ BEGIN
 								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
 									   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
 								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+		EXECUTE pg_catalog.format('REVOKE %s%s ON gate_bridge.incident_rows FROM %s CASCADE',
+								  g.privilege_type,
+								  CASE WHEN g.col IS NULL THEN ''
+									   ELSE ' (' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(g.col) OPERATOR(pg_catalog.||) ')' END,
+								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+									   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
 	END LOOP;
 	UPDATE pg_catalog.pg_init_privs p
 	   SET initprivs = init

@@ -3,7 +3,9 @@
 # Upgrades: install 1.0, fill it, ALTER EXTENSION gate_bridge UPDATE, and
 # check that the result matches a fresh install of the current version
 # object for object, that the data survive, and that the updated database
-# goes on deciding.
+# goes on deciding.  Grants that a deployment made on the table incidents
+# of 1.1 (one on the table, column ones) move to the view of that name in
+# 1.2: they still work, and pg_dump keeps them.
 #
 # Runs inside pg_virtualenv (PGHOST, PGPORT, PGUSER, PGPASSWORD set, as a
 # superuser); creates and drops its own databases.
@@ -14,6 +16,7 @@ use strict;
 use warnings;
 
 use DBI;
+use File::Temp qw(tempdir);
 use Test::More;
 
 my $OLD = 'gb_tap_upgrade_old';
@@ -30,7 +33,8 @@ my $admin = connect_db('postgres');
 $admin->do("DROP DATABASE IF EXISTS $_") for ($OLD, $NEW);
 $admin->do("CREATE DATABASE $_") for ($OLD, $NEW);
 # roles that users granted run_gates to (the README's pg_cron job)
-my @GATE_ROLES = ('regress_upgrade_gates_job', 'regress_upgrade_gates_admin');
+my @GATE_ROLES = ('regress_upgrade_gates_job', 'regress_upgrade_gates_admin',
+				  'regress_upgrade_reader', 'regress_upgrade_columns');
 $admin->do("DROP ROLE IF EXISTS $_") for @GATE_ROLES;
 $admin->do("CREATE ROLE $_") for @GATE_ROLES;
 # what a deployment grants; applied alike to the old and the fresh database
@@ -39,6 +43,12 @@ my @GATE_GRANTS = (
 	'GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_upgrade_gates_job',
 	'GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_upgrade_gates_admin WITH GRANT OPTION',
 	'GRANT EXECUTE ON FUNCTION gate_bridge.evaluate_agent(text, interval) TO regress_upgrade_gates_job');
+# grants on incidents, the table of 1.1 and the view of 1.2: made on 1.1 in
+# the old database, on the view in the fresh one
+my @INCIDENT_GRANTS = (
+	'GRANT USAGE ON SCHEMA gate_bridge TO regress_upgrade_reader, regress_upgrade_columns',
+	'GRANT SELECT ON gate_bridge.incidents TO regress_upgrade_reader',
+	'GRANT SELECT (id, status) ON gate_bridge.incidents TO regress_upgrade_columns');
 
 my ($default) = $admin->selectrow_array(
 	q{SELECT default_version FROM pg_available_extensions WHERE name = 'gate_bridge'});
@@ -87,10 +97,12 @@ my $DESCRIBE = q{
 	   AND d.deptype = 'e'
 	 ORDER BY 1
 };
+# each configuration table with its condition, in name order (the order of
+# the arrays is the order of registration, which an update does not keep)
 my $CONFIG = q{
-	SELECT array_to_string(ARRAY(SELECT c::regclass::text FROM unnest(extconfig) c ORDER BY 1), ',')
-		   || ' | ' || array_to_string(extcondition, ',')
-	  FROM pg_extension WHERE extname = 'gate_bridge'
+	SELECT string_agg(x.cfg::regclass::text || ' ' || x.cond, ', ' ORDER BY x.cfg::regclass::text)
+	  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond)
+	 WHERE e.extname = 'gate_bridge'
 };
 
 ################################################################ install 1.0 and fill it
@@ -206,6 +218,12 @@ for my $v (@chain)
 	my ($ver) = $old->selectrow_array(q{SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'});
 	is($ver, $v, "ALTER EXTENSION gate_bridge UPDATE TO '$v'");
 	is_deeply(snapshot($old), $before, "every row of every table survives the update to $v");
+	if ($v eq '1.1')
+	{
+		$old->do($_) for @INCIDENT_GRANTS;
+		is($old->selectrow_array(q{SELECT relkind FROM pg_class WHERE oid = 'gate_bridge.incidents'::regclass}),
+		   'r', 'in 1.1, the grants on incidents are made on a table');
+	}
 }
 is((@chain ? $chain[-1] : ''), $default, "the chain 1.0 -> @chain ends at the default version $default");
 
@@ -249,7 +267,7 @@ is_deeply($old->selectall_arrayref(q{SELECT kind, key, agent, subject, created, 
 my $new = connect_db($NEW);
 $new->do(q{SET client_min_messages = warning});
 $new->do(q{CREATE EXTENSION gate_bridge});
-$new->do($_) for @GATE_GRANTS;
+$new->do($_) for @GATE_GRANTS, @INCIDENT_GRANTS;
 my $want = $new->selectcol_arrayref($DESCRIBE);
 my $got = $old->selectcol_arrayref($DESCRIBE);
 cmp_ok(scalar @$want, '>', 20, 'a fresh install has its objects (' . scalar(@$want) . ')');
@@ -263,6 +281,58 @@ if (!Test::More->builder->is_passing)
 }
 is($old->selectrow_array($CONFIG), $new->selectrow_array($CONFIG),
    'pg_dump keeps the same tables, with the same conditions');
+
+################################################################ the grants on incidents
+
+is($old->selectrow_array(q{SELECT relkind FROM pg_class WHERE oid = 'gate_bridge.incidents'::regclass}),
+   'v', 'after the update, incidents is a view');
+# a fold, so that the view has something to add to the row
+$old->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('up.a', 0.1)});
+is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.incident_folds WHERE incident_id = 1}), 1,
+   'a violation of the open key is a fold');
+{
+	my $as = sub {
+		my ($role, $sql) = @_;
+		$old->begin_work;
+		$old->do("SET LOCAL ROLE $role");
+		my $r = eval { [$old->selectrow_array($sql)] };
+		my $state = $r ? '' : $old->state;
+		$old->rollback;
+		return $r ? join('/', map { $_ // '' } @$r) : "error $state";
+	};
+	is($as->('regress_upgrade_reader', q{SELECT occurrences FROM gate_bridge.incidents WHERE id = 1}), 41,
+	   'the role granted SELECT on the table incidents reads the view, folds added in');
+	is($as->('regress_upgrade_columns', q{SELECT id, status FROM gate_bridge.incidents WHERE id = 1}), '1/ack',
+	   'the role granted SELECT on two columns reads them on the view');
+	is($as->('regress_upgrade_columns', q{SELECT occurrences FROM gate_bridge.incidents WHERE id = 1}), 'error 42501',
+	   'and no other column');
+	is($as->('regress_upgrade_reader', q{SELECT count(*) FROM gate_bridge.incident_rows}), 'error 42501',
+	   'the grants moved to the view: none is left on incident_rows');
+	is($as->('regress_upgrade_columns', q{SELECT id FROM gate_bridge.incident_rows}), 'error 42501',
+	   'nor a column grant');
+}
+$old->do(q{SELECT gate_bridge.compact_folds(1)});
+
+# pg_dump of the updated database gives the grants, on the view
+{
+	my $tmp = tempdir(CLEANUP => 1);
+	my $bindir = `pg_config --bindir`;
+	chomp $bindir;
+	system("$bindir/pg_dump", '-d', $OLD, '-f', "$tmp/old.sql") == 0 or die "pg_dump $OLD failed";
+	system("$bindir/pg_dump", '-d', $NEW, '-f', "$tmp/new.sql") == 0 or die "pg_dump $NEW failed";
+	my %grants;
+	for my $db ('old', 'new')
+	{
+		open(my $fh, '<', "$tmp/$db.sql") or die "$tmp/$db.sql: $!";
+		$grants{$db} = [sort grep { /^(?:GRANT|REVOKE) .* ON TABLE gate_bridge\.incident/ } <$fh>];
+		close $fh;
+	}
+	is_deeply($grants{old}, ["GRANT SELECT ON TABLE gate_bridge.incidents TO regress_upgrade_reader;\n",
+							 "GRANT SELECT(id) ON TABLE gate_bridge.incidents TO regress_upgrade_columns;\n",
+							 "GRANT SELECT(status) ON TABLE gate_bridge.incidents TO regress_upgrade_columns;\n"],
+			  'pg_dump of the updated database grants SELECT on the view incidents and on its two columns, and nothing on incident_rows');
+	is_deeply($grants{old}, $grants{new}, 'as it does for a fresh install with the same grants');
+}
 
 ################################################################ it goes on deciding
 
