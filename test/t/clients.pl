@@ -11,11 +11,12 @@
 # - examples/psycopg_runner.py and psycopg_async_runner.py (psycopg 3) load
 #   batches with COPY as the writer: rows stored once, context stored as
 #   jsonb, incidents opened.  Each is made to fail once with a deadlock
-#   (40P01: this test holds one incident row the batch needs and then asks
-#   for one the batch holds) and once with a serialization failure (40001:
-#   the runner at REPEATABLE READ waits for an incident row that this test
-#   then changes and commits); each must retry the whole batch and succeed.
-#   A bad value is not retried.
+#   (40P01: this test holds one key's decision row the batch needs to
+#   create an incident and then asks for one the batch holds) and once with
+#   a serialization failure (40001: the runner at REPEATABLE READ waits for
+#   a key's decision row that this test's creation changed, and this test
+#   commits); each must retry the whole batch and succeed.  A bad value is
+#   not retried.  (A fold locks no row: the batches create.)
 # - examples/sqlalchemy_orm.py (SQLAlchemy 1.4 ORM on psycopg2): fails with
 #   the writer grant of release 1.1 (no SELECT on id), works with the
 #   README's; the ids it prints are the rows stored.
@@ -240,6 +241,17 @@ sub open_latency_incident
 	return "BUDGET_${agent}_latency";
 }
 
+# A key with its decision row and no unresolved incident: the next
+# violation creates one, locking that row.
+sub resolved_latency_key
+{
+	my ($agent) = @_;
+	my $key = open_latency_incident($agent);
+	$dbh->do("SELECT gate_bridge.resolve(id) FROM gate_bridge.incidents"
+			 . " WHERE key = ? AND status <> 'resolved'", undef, $key);
+	return $key;
+}
+
 sub stop_pid
 {
 	my ($pid, $what) = @_;
@@ -358,20 +370,19 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 	is(q1("SELECT count(*) FROM gate_bridge.incidents WHERE agent = ?", "$agent.bad"), 0,
 	   "$runner: and its violation opened no incident");
 
-	# 40P01.  The batch folds into two open incidents as it commits, first
-	# A, then B (key order).
-	# This test holds B's row; once the runner waits for it (holding A),
-	# this test asks for A.  The runner's deadlock check fires first and
-	# aborts its transaction; this test gets A, commits, and the runner's
-	# second attempt goes through.
-	my $key_a = open_latency_incident("$agent.deadlock.a");
-	my $key_b = open_latency_incident("$agent.deadlock.b");
+	# 40P01.  The batch creates incidents for two keys whose incidents are
+	# resolved as it commits, first A, then B (key order), locking each
+	# key's decision row.  This test holds B's; once the runner waits for
+	# it (holding A's), this test asks for A's.  The runner's deadlock
+	# check fires first and aborts its transaction; this test gets A's,
+	# commits, and the runner's second attempt goes through.
+	my $key_a = resolved_latency_key("$agent.deadlock.a");
+	my $key_b = resolved_latency_key("$agent.deadlock.b");
 	my $deadlocks_before = deadlocks();
 	my $locker = connect_db($DBNAME);
 	$locker->do("SET deadlock_timeout = '60s'");
 	$locker->do("SET statement_timeout = '30s'");
-	my $lock_row = "SELECT 1 FROM gate_bridge.incidents WHERE key = ? AND status <> 'resolved'"
-	  . " FOR UPDATE";
+	my $lock_row = "SELECT 1 FROM gate_bridge.incident_keys WHERE key = ? FOR UPDATE";
 	$locker->begin_work;
 	$locker->do($lock_row, undef, $key_b);
 	$run = start_example("$short-40P01", [example("$runner.py")],
@@ -379,24 +390,26 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 		input => latency_batch("$short-40P01", "$agent.deadlock.a" => 9000,
 							   "$agent.deadlock.b" => 9000));
 	ok(wait_until("the runner to wait for B", 20, sub { waits_for_lock("clients_${short}_40P01") }),
-	   "$runner: the batch waits for the incident row this test holds");
+	   "$runner: the batch waits for the key's row this test holds");
 	$locker->do($lock_row, undef, $key_a);	# closes the cycle; returns once the runner gave way
 	$locker->commit;
 	$locker->disconnect;
 	retried_once(finish_example($run), $runner, '40P01', 'deadlock detected');
-	is_deeply([occurrences($key_a), occurrences($key_b)], [2, 2],
-			  "$runner: each incident counts the batch's violation once");
+	is_deeply([occurrences($key_a), occurrences($key_b)], [1, 1],
+			  "$runner: each new incident counts the batch's violation once");
 	ok(wait_until('the deadlock in pg_stat_database', 10, sub { deadlocks() > $deadlocks_before }),
 	   "$runner: the server counted the deadlock");
 	is(deadlocks(), $deadlocks_before + 1, "$runner: exactly one");
 
-	# 40001.  The runner works at REPEATABLE READ; this test folds a
-	# violation into incident C and keeps it uncommitted; the runner's
-	# batch waits for C's row as it commits; this test commits, and the
-	# runner, whose snapshot cannot see that change, fails with 40001 and
-	# retries.  (A violation is folded when its transaction commits:
-	# decide_pending() folds this test's at once, holding C's row.)
-	my $key_c = open_latency_incident("$agent.serial");
+	# 40001.  The runner works at REPEATABLE READ; this test creates key
+	# C's next incident (C's incidents are resolved) and keeps it
+	# uncommitted; the runner's batch, creating too, waits for C's decision
+	# row as it commits; this test commits, and the runner, whose snapshot
+	# cannot see that change of the row, fails with 40001 and retries: its
+	# second attempt folds into this test's incident.  (A violation is
+	# decided when its transaction commits: decide_pending() decides this
+	# test's at once, holding C's row.)
+	my $key_c = resolved_latency_key("$agent.serial");
 	$locker = connect_db($DBNAME);
 	$locker->begin_work;
 	$locker->do("INSERT INTO gate_bridge.eval_results (agent, eval_run_id, latency_p95_ms)"
@@ -408,12 +421,12 @@ for my $runner (qw(psycopg_runner psycopg_async_runner))
 		input => latency_batch("$short-40001", "$agent.serial.clean" => 100,
 							   "$agent.serial" => 9000));
 	ok(wait_until("the runner to wait for C", 20, sub { waits_for_lock("clients_${short}_40001") }),
-	   "$runner: the REPEATABLE READ batch waits for the incident row this test changed");
+	   "$runner: the REPEATABLE READ batch waits for the key's row this test changed");
 	$locker->commit;
 	$locker->disconnect;
 	retried_once(finish_example($run), $runner, '40001',
 				 'could not serialize access due to concurrent update');
-	is(occurrences($key_c), 3, "$runner: the incident counts the setup, this test's row and the batch's, once each");
+	is(occurrences($key_c), 2, "$runner: the new incident counts this test's row and the batch's, once each");
 }
 
 ################################################################ the ORM

@@ -6,7 +6,8 @@
 # and pattern kind, playbook rules of the user's own (a new rule, an edited
 # built-in rule, a disabled built-in rule), clean and violating eval rows
 # inserted so that the trigger decides, incidents in every status, folded
-# repeats (occurrences > 1), rate-limited keys, incidents from the SQL
+# repeats (occurrences > 1), both compacted into incident_rows and still in
+# incident_folds, rate-limited keys, incidents from the SQL
 # functions, and the timeline all this leaves behind.  It is dumped with
 # pg_dump twice, as a plain script restored with psql and in the custom
 # format restored with pg_restore, each into a fresh database, the plain
@@ -23,7 +24,9 @@
 #	  violation for a key with an open or acked incident folds into it, a
 #	  violation for a key whose incidents are all resolved opens a new one
 #	  (and notifies it), a key at its rate limit stays limited, the restored
-#	  playbook rules are the ones applied, and gate_bridge.stats adds up.
+#	  playbook rules are the ones applied, and gate_bridge.stats adds up;
+#	  tick() then compacts the restored folds and the new ones without
+#	  changing what gate_bridge.incidents shows.
 #
 # A self-check proves that the comparison notices a changed, a deleted and
 # an added row.
@@ -57,14 +60,15 @@ my $CHANNEL = 'incident_created';
 my %ORDER = (
 	eval_results => 'id',
 	budgets => 'agent_pattern COLLATE "C", budget_type COLLATE "C"',
-	incidents => 'id',
+	incident_rows => 'id',
+	incident_folds => 'incident_id, transaction_id, seq',
 	incident_events => 'id',
 	incident_keys => 'kind COLLATE "C", agent COLLATE "C", subject COLLATE "C"',
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
 	stream_status => 'singleton',
 );
 my @TABLES = sort keys %ORDER;
-my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incidents incident_events)),
+my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events)),
 					 'gate_bridge.incident_events_position_seq');
 
 # An agent whose name needs quoting in every key, summary, payload and dump.
@@ -284,6 +288,9 @@ eval_row($orig, 'dr.beta', success_rate => 0.95);
 eval_row($orig, 'dr.beta', success_rate => 0.5);
 $orig->do('SELECT gate_bridge.ack(?, ?)', undef,
 		  unresolved_id($orig, 'BUDGET_dr.beta_success_rate'), 'alice');
+# ... its fold compacted into its row; dr.alpha's stays a fold
+$orig->do('SELECT gate_bridge.compact_folds(?)', undef,
+		  unresolved_id($orig, 'BUDGET_dr.beta_success_rate'));
 
 # resolved after an ack, and with a note
 eval_row($orig, 'knowledge.search', latency => 2000);
@@ -329,7 +336,7 @@ my $want = all_tables($orig);
 my $want_seq = sequence_state($orig);
 my $want_stats = stats($orig);
 my %max;
-for my $t (qw(eval_results incidents incident_events))
+for my $t (qw(eval_results incident_rows incident_events))
 {
 	($max{$t}) = $orig->selectrow_array("SELECT max(id) FROM gate_bridge.$t");
 }
@@ -359,6 +366,11 @@ is_deeply($orig->selectcol_arrayref(
 	[qw(budget invariant planner)], 'the original has incidents of every kind');
 ok($orig->selectrow_array('SELECT count(*) FROM gate_bridge.incidents WHERE occurrences > 1') >= 3,
    'the original has incidents with folded repeats');
+ok($orig->selectrow_array('SELECT count(DISTINCT incident_id) FROM gate_bridge.incident_folds') >= 2,
+   'the original has folds not yet compacted');
+ok($orig->selectrow_array(q{SELECT occurrences FROM gate_bridge.incident_rows
+							 WHERE key = 'BUDGET_dr.beta_success_rate'}) == 2,
+   'the original has a fold compacted into its row');
 is($orig->selectrow_array(q{SELECT rate_limited FROM gate_bridge.incident_keys
 							WHERE key = 'BUDGET_elastic.query_latency'}), 2,
    'the original has a rate-limited key');
@@ -366,7 +378,7 @@ is_deeply($orig->selectcol_arrayref(
 	'SELECT DISTINCT event FROM gate_bridge.incident_events ORDER BY 1'),
 	[qw(acked created resolved)], 'the original has a timeline of every event');
 is(scalar $orig->selectrow_array(q{SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created'}),
-   scalar @{$want->{incidents}}, 'the original has one created event per incident');
+   scalar @{$want->{incident_rows}}, 'the original has one created event per incident');
 is_deeply($orig->selectcol_arrayref(q{
 	SELECT (violation_type || ' ' || agent_pattern || ' ' || playbooks::text || ' ' || enabled) COLLATE "C"
 	  FROM gate_bridge.playbook_rules WHERE NOT builtin ORDER BY 1}),
@@ -377,7 +389,7 @@ is_deeply($orig->selectcol_arrayref(q{
 my %count = map { ($_ => scalar @{$want->{$_}}) } @TABLES;
 ok($count{eval_results} >= 25 && $count{budgets} == 10 && $count{incident_keys} >= 10,
    "the original has $count{eval_results} eval rows, $count{budgets} budgets,"
-   . " $count{incidents} incidents, $count{incident_events} events,"
+   . " $count{incident_rows} incidents, $count{incident_folds} folds, $count{incident_events} events,"
    . " $count{incident_keys} keys, $count{playbook_rules} playbook rules");
 
 # What the playbook rules suggest, to be asked again after the restore.
@@ -403,7 +415,8 @@ my $orig_dump = plain_dump($ORIG, $plain_file);
 
 	is($rc, 0, 'pg_dump -Fc of the original succeeds') or diag($out);
 }
-like($orig_dump, qr/^COPY gate_bridge\.incidents /m, 'the plain dump holds the incidents');
+like($orig_dump, qr/^COPY gate_bridge\.incident_rows /m, 'the plain dump holds the incidents');
+like($orig_dump, qr/^COPY gate_bridge\.incident_folds /m, 'the plain dump holds their folds');
 
 my %restore = (
 	plain => ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', $plain_file, '-d'],
@@ -450,7 +463,8 @@ for my $format (qw(plain custom))
 	my %mutate = (
 		eval_results => 'UPDATE gate_bridge.eval_results SET cost_usd = 0.002 WHERE id = (SELECT min(id) FROM gate_bridge.eval_results)',
 		budgets => q{UPDATE gate_bridge.budgets SET lookback = '7 days 00:00:01' WHERE agent_pattern = '*'},
-		incidents => q{UPDATE gate_bridge.incidents SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incidents)},
+		incident_rows => q{UPDATE gate_bridge.incidents SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incidents)},
+		incident_folds => q{UPDATE gate_bridge.incident_folds SET occurrences = occurrences + 1 WHERE (incident_id, transaction_id, seq) = (SELECT incident_id, transaction_id, seq FROM gate_bridge.incident_folds ORDER BY 1, 2, 3 LIMIT 1)},
 		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
 		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
@@ -525,7 +539,7 @@ for my $format (qw(plain custom))
 
 	my $new = $dbh->selectall_arrayref(
 		'SELECT id, key, status, playbooks::text AS playbooks FROM gate_bridge.incidents WHERE id > ? ORDER BY id',
-		{Slice => {}}, $max{incidents});
+		{Slice => {}}, $max{incident_rows});
 	my $new_id = @$new ? $new->[0]{id} : 'none';
 
 	is_deeply([map { "$_->{key} $_->{status} $_->{playbooks}" } @$new],
@@ -566,6 +580,18 @@ for my $format (qw(plain custom))
 		q{SELECT kind, key FROM gate_bridge.incidents WHERE status <> 'resolved'
 		  GROUP BY kind, key HAVING count(*) > 1})}, 0,
 	   "$format: no key has two unresolved incidents");
+
+	# the restored folds and the new ones compact into their rows
+	my $shown_sql = 'SELECT id || \' \' || occurrences || \' \' || last_seen_at FROM gate_bridge.incidents ORDER BY id';
+	my $shown = $dbh->selectcol_arrayref($shown_sql);
+	cmp_ok(scalar $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incident_folds'), '>', 0,
+		   "$format: the restored database has folds to compact");
+	$dbh->do('SELECT gate_bridge.tick()');
+	is(scalar $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incident_folds'), 0,
+	   "$format: tick() compacts every fold");
+	is_deeply($dbh->selectcol_arrayref($shown_sql), $shown,
+			  "$format: gate_bridge.incidents shows the same occurrences and last_seen_at after tick()");
+	is_deeply(stats($dbh), \%expect, "$format: and gate_bridge.stats the same counts");
 	$dbh->disconnect;
 }
 

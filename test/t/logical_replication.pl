@@ -18,13 +18,15 @@
 #    replication origin (as other replication tools do) is not a place
 #    where rows are first inserted either.
 #
-# 2. eval_results and the incident tables (incidents, incident_events,
-#    incident_keys) are published, with the subscriber's trigger ENABLE
-#    ALWAYS and its sequence ahead: after an initial copy, folded repeats,
-#    an ack, resolutions, a reopened key and a rate-limited one on the
-#    publisher, the subscriber's incident tables equal the publisher's row
-#    for row (same ids, counts, statuses), with no incident of its own and
-#    no notification.
+# 2. eval_results and the incident tables (incident_rows, incident_folds,
+#    incident_events, incident_keys: the view incidents is over the first
+#    two) are published, with the subscriber's trigger ENABLE ALWAYS and its
+#    sequence ahead: after an initial copy, folded repeats, an ack,
+#    resolutions, a reopened key and a rate-limited one on the publisher,
+#    the subscriber's incident tables equal the publisher's row for row
+#    (same ids, counts, statuses, folds), with no incident of its own and
+#    no notification; and again after tick() compacted the publisher's
+#    folds (its deletes replicate).
 #
 # Runs anywhere the PostgreSQL 15 server binaries and gate_bridge are
 # installed (as root the clusters run as the postgres user); inside
@@ -228,10 +230,11 @@ set_sequence($sub, $db, $AHEAD);
 insert_evals($pub, $db, ['lr2.pre', 0.40, undef], ['lr2.pre', 0.41, undef]);
 
 $pub->sql($db, 'CREATE PUBLICATION gb_all FOR TABLE gate_bridge.eval_results,'
-		  . ' gate_bridge.incidents, gate_bridge.incident_events, gate_bridge.incident_keys');
+		  . ' gate_bridge.incident_rows, gate_bridge.incident_folds,'
+		  . ' gate_bridge.incident_events, gate_bridge.incident_keys');
 $sub->sql($db, 'CREATE SUBSCRIPTION gb_all_sub CONNECTION ' . $sub->dbh($db)->quote($pub->connstr($db))
 		  . ' PUBLICATION gb_all');
-ok($sub->wait_for_subscription_sync($db), 'initial copy of the four tables finished')
+ok($sub->wait_for_subscription_sync($db), 'initial copy of the five tables finished')
   or BAIL_OUT('the initial table synchronisation did not finish');
 caught_up('gb_all_sub', 'initial copy');
 
@@ -271,18 +274,42 @@ is($pub->query($db, q{SELECT rate_limited FROM gate_bridge.incident_keys
 					   WHERE key = 'BUDGET_lr2.b_quality'}), 1,
    'publisher: the last lr2.b violation was rate limited');
 
-my %ORDER = (incidents => 'id', incident_events => 'id',
+my %ORDER = (incidents => 'id', incident_rows => 'id',
+			 incident_folds => 'incident_id, transaction_id, seq', incident_events => 'id',
 			 incident_keys => 'kind COLLATE "C", agent COLLATE "C", subject COLLATE "C"', eval_results => 'id');
-for my $t (sort keys %ORDER)
+sub same_tables
 {
-	my $sql = "SELECT * FROM gate_bridge.$t ORDER BY $ORDER{$t}";
-	my $want = $pub->rows($db, $sql);
-	ok(@$want > 0, "publisher: $t has rows");
-	is_deeply($sub->rows($db, $sql), $want, "subscriber: $t equals the publisher's, every row and column");
+	my ($what, %empty) = @_;
+
+	for my $t (sort keys %ORDER)
+	{
+		my $sql = "SELECT * FROM gate_bridge.$t ORDER BY $ORDER{$t}";
+		my $want = $pub->rows($db, $sql);
+		if ($empty{$t})
+		{
+			is(scalar @$want, 0, "$what: publisher: $t is empty");
+		}
+		else
+		{
+			ok(@$want > 0, "$what: publisher: $t has rows");
+		}
+		is_deeply($sub->rows($db, $sql), $want,
+				  "$what: subscriber: $t equals the publisher's, every row and column");
+	}
+	is_deeply($sub->rows($db, 'SELECT * FROM gate_bridge.stats ORDER BY kind'),
+			  $pub->rows($db, 'SELECT * FROM gate_bridge.stats ORDER BY kind'),
+			  "$what: subscriber: gate_bridge.stats equals the publisher's");
 }
-is_deeply($sub->rows($db, 'SELECT * FROM gate_bridge.stats ORDER BY kind'),
-		  $pub->rows($db, 'SELECT * FROM gate_bridge.stats ORDER BY kind'),
-		  'subscriber: gate_bridge.stats equals the publisher\'s');
+same_tables('with folds');
+
+# The publisher compacts: its deletes of folds replicate (the table's
+# replica identity), the view shows the same on both sides.
+my $shown = $pub->rows($db, 'SELECT * FROM gate_bridge.incidents ORDER BY id');
+$pub->query($db, 'SELECT gate_bridge.tick()');
+caught_up('gb_all_sub', 'tick() on the publisher');
+same_tables('compacted', incident_folds => 1);
+is_deeply($sub->rows($db, 'SELECT * FROM gate_bridge.incidents ORDER BY id'), $shown,
+		  'compacted: the subscriber shows the incidents as before the compaction');
 is($sub->query($db, 'SELECT count(*) FROM (SELECT kind, key FROM gate_bridge.incidents'
 			   . q{ WHERE status <> 'resolved' GROUP BY 1, 2 HAVING count(*) > 1) d}), 0,
    'subscriber: no key has two unresolved incidents');

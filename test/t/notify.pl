@@ -578,7 +578,7 @@ sub storm
 
 my ($unique_index) = $dbh->selectrow_array(
 	"SELECT count(*) FROM pg_catalog.pg_index x"
-	. " WHERE x.indrelid = 'gate_bridge.incidents'::regclass AND x.indisunique"
+	. " WHERE x.indrelid = 'gate_bridge.incident_rows'::regclass AND x.indisunique"
 	. "   AND pg_catalog.pg_get_indexdef(x.indexrelid)"
 	. "       ~ '\\(kind, agent, subject\\) WHERE \\(status <> ''resolved''::text\\)\$'");
 is($unique_index, 1, 'a unique partial index enforces one unresolved incident per key');
