@@ -3,7 +3,7 @@
 -- wired as the C code expects, and no function with a body can be steered
 -- by the caller's search_path.
 BEGIN;
-SELECT plan(68);
+SELECT plan(70);
 
 SELECT has_schema('gate_bridge');
 
@@ -32,7 +32,7 @@ SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute
 			  AND NOT a.attisdropped),
 		  'the view incidents has the columns of incident_rows, in the same order');
 SELECT columns_are('gate_bridge', 'incident_folds', ARRAY[
-	'incident_id', 'occurrences', 'last_seen_at']);
+	'incident_id', 'occurrences', 'last_seen_at', 'transaction_id', 'seq']);
 
 -- Functions, with their signatures and result types.
 SELECT has_function('gate_bridge', f.name, f.args,
@@ -99,9 +99,14 @@ SELECT is((SELECT pg_get_expr(i.indpred, i.indrelid)
 		  'incidents_unresolved_idx covers exactly the unresolved incidents');
 SELECT has_index('gate_bridge', 'incident_rows', 'incidents_kind_agent_subject_first_seen_idx',
 				 ARRAY['kind', 'agent', 'subject', 'first_seen_at']);
-SELECT indexes_are('gate_bridge', 'incident_folds', ARRAY['incident_folds_incident_id_idx']);
-SELECT has_index('gate_bridge', 'incident_folds', 'incident_folds_incident_id_idx',
-				 ARRAY['incident_id']);
+SELECT indexes_are('gate_bridge', 'incident_folds', ARRAY['incident_folds_key']);
+SELECT has_index('gate_bridge', 'incident_folds', 'incident_folds_key',
+				 ARRAY['incident_id', 'transaction_id', 'seq']);
+SELECT index_is_unique('gate_bridge', 'incident_folds', 'incident_folds_key');
+-- a publication of incident_folds takes the deletes of compaction
+SELECT is((SELECT i.indisreplident FROM pg_index i
+			WHERE i.indexrelid = 'gate_bridge.incident_folds_key'::regclass),
+		  true, 'incident_folds_key is the replica identity of incident_folds');
 SELECT has_index('gate_bridge', 'eval_results', 'eval_results_agent_created_at_idx',
 				 ARRAY['agent', 'created_at']);
 
