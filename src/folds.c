@@ -7,7 +7,7 @@
  * key's unresolved incident and append one row (incident_id, occurrences,
  * last_seen_at, with its key) to incident_folds.  Through SPI that is a planned INSERT
  * ... SELECT with its executor start-up and shut-down, a switch of user
- * and search_path, for a row of three columns.  Here it is one index probe
+ * and search_path, for a row of three columns.  Here it is two index probes
  * and one heap and index insertion, with the table access method and the
  * index AM of the server, as its catalog code does for its own tables.
  *
@@ -46,6 +46,8 @@
 
 /* the unique partial index of unresolved incidents, on (kind, agent, subject) */
 #define GB_UNRESOLVED_INDEX "incidents_unresolved_idx"
+/* incident_folds' key, on (incident_id, transaction_id, seq) */
+#define GB_FOLDS_KEY_INDEX "incident_folds_key"
 
 static Oid
 relation_oid(const char *name)
@@ -148,6 +150,53 @@ insert_index_entries(Relation rel, HeapTuple tup)
 }
 
 /*
+ * The highest seq of the folds of incident "id" by transaction "xact" in
+ * incident_folds, or 0.  Folds restored from a dump of another cluster (or
+ * replicated from one) carry that cluster's transaction ids, which this
+ * cluster hands out again: a new fold must not take the key of one of
+ * them, or its transaction's commit would fail.  Every other fold of this
+ * transaction id is this transaction's own, seen after
+ * CommandCounterIncrement().
+ */
+static int32
+max_fold_seq(Relation folds, int64 id, int64 xact)
+{
+	Relation	idx = index_open(relation_oid(GB_FOLDS_KEY_INDEX), RowExclusiveLock);
+	AttrNumber	seq_att = get_attnum(RelationGetRelid(folds), "seq");
+	Snapshot	snap;
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int32		max = 0;
+
+	if (seq_att == InvalidAttrNumber ||
+		IndexRelationGetNumberOfKeyAttributes(idx) != 3 ||
+		idx->rd_index->indkey.values[0] != get_attnum(RelationGetRelid(folds), "incident_id") ||
+		idx->rd_index->indkey.values[1] != get_attnum(RelationGetRelid(folds), "transaction_id") ||
+		idx->rd_index->indkey.values[2] != seq_att)
+		elog(ERROR, "index \"%s\" of gate_bridge.incident_folds is not as this library expects",
+			 GB_FOLDS_KEY_INDEX);
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(xact));
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	slot = table_slot_create(folds, NULL);
+	scan = index_beginscan(folds, idx, snap, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		max = DatumGetInt32(slot_getattr(slot, seq_att, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snap);
+	index_close(idx, NoLock);
+	return max;
+}
+
+/*
  * Fold "count" violations, the last seen at "last_at", into the key's
  * unresolved incident: append them to incident_folds and return the
  * incident's id; 0 (and nothing written) when the key has none.
@@ -168,22 +217,27 @@ gb_fold_append(const char *kind, const char *agent, const char *subject,
 	if (id == 0)
 		return 0;
 
-	/* (incident_id, transaction_id, seq) is the table's key */
+	folds = table_open(relation_oid("incident_folds"), RowExclusiveLock);
+	if (RelationGetDescr(folds)->natts != 5)
+		elog(ERROR, "gate_bridge.incident_folds is not as this library expects");
+
+	/*
+	 * (incident_id, transaction_id, seq) is the table's key: seq counts this
+	 * transaction's folds, past any of the incident's folds that carry the
+	 * same transaction id from another cluster.
+	 */
 	xact = GetTopFullTransactionId();
 	if (!FullTransactionIdEquals(xact, seq_xact))
 	{
 		seq_xact = xact;
 		seq = 0;
 	}
+	seq = Max(seq, max_fold_seq(folds, id, (int64) U64FromFullTransactionId(xact)));
 	if (seq == PG_INT32_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many folds in one transaction")));
 	seq++;
-
-	folds = table_open(relation_oid("incident_folds"), RowExclusiveLock);
-	if (RelationGetDescr(folds)->natts != 5)
-		elog(ERROR, "gate_bridge.incident_folds is not as this library expects");
 	values[0] = Int64GetDatum(id);
 	values[1] = Int32GetDatum((int32) Min(count, PG_INT32_MAX));
 	values[2] = TimestampTzGetDatum(last_at);

@@ -88,6 +88,24 @@ SELECT occurrences, seq FROM gate_bridge.incident_folds
 COMMIT;
 SELECT * FROM pg_temp.folds();
 
+-- A fold restored from a dump of another cluster (or replicated from one)
+-- carries that cluster's transaction id, which this cluster hands out
+-- again: the transaction that gets it folds all the same, after it.
+BEGIN;
+-- the two violations the restored folds count, stored without a decision
+SET LOCAL gate_bridge.enabled = off;
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('fo.a', 0.1), ('fo.a', 0.1);
+SET LOCAL gate_bridge.enabled = on;
+INSERT INTO gate_bridge.incident_folds (incident_id, occurrences, last_seen_at, transaction_id, seq)
+SELECT 1, 1, now() - interval '1 day', pg_catalog.txid_current(), s
+  FROM generate_series(1, 2) s;
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('fo.a', 0.1);
+COMMIT;
+SELECT occurrences, seq FROM gate_bridge.incident_folds
+ WHERE transaction_id = (SELECT max(transaction_id) FROM gate_bridge.incident_folds)
+ ORDER BY seq;
+SELECT * FROM pg_temp.folds();
+
 -------------------------------------------------------------------------------
 -- compact_folds() moves folds into the row; the view shows the same
 -------------------------------------------------------------------------------
