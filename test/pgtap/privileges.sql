@@ -452,6 +452,8 @@ SELECT is(has_function_privilege('public', f, 'EXECUTE'), false,
 					'gate_bridge.incident_rows_removed()']) AS f;
 
 -- One incident and two folds: three violations, each decided on its own.
+-- (the incident's row, and its folds)
+\set fold_state 'SELECT r.occurrences, (SELECT count(*) FROM gate_bridge.incident_folds f WHERE f.incident_id = r.id) FROM gate_bridge.incident_rows r WHERE r.agent = ''regress.priv.fold'''
 INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical)
 VALUES ('regress.priv.fold', 'quality', 0.5);
 INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold', 0.1);
@@ -460,10 +462,7 @@ INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold
 SELECT gate_bridge.decide_pending() \g /dev/null
 INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('regress.priv.fold', 0.3);
 SELECT gate_bridge.decide_pending() \g /dev/null
-SELECT results_eq($$
-	SELECT r.occurrences, (SELECT count(*) FROM gate_bridge.incident_folds f WHERE f.incident_id = r.id)
-	  FROM gate_bridge.incident_rows r WHERE r.agent = 'regress.priv.fold'
-$$, $$ VALUES (1, 2::bigint) $$,
+SELECT results_eq(:'fold_state', $$ VALUES (1, 2::bigint) $$,
 'the repeats are two folds, the incident''s row still says 1');
 
 SET ROLE regress_priv_reader;
@@ -491,10 +490,7 @@ SELECT lives_ok($$SELECT gate_bridge.resolve(id) FROM gate_bridge.incidents
 SELECT is((SELECT occurrences FROM gate_bridge.incidents WHERE agent = 'regress.priv.fold'),
 		  3, 'operator: the resolved incident still counts three');
 RESET ROLE;
-SELECT results_eq($$
-	SELECT r.occurrences, (SELECT count(*) FROM gate_bridge.incident_folds f WHERE f.incident_id = r.id)
-	  FROM gate_bridge.incident_rows r WHERE r.agent = 'regress.priv.fold'
-$$, $$ VALUES (3, 0::bigint) $$,
+SELECT results_eq(:'fold_state', $$ VALUES (3, 0::bigint) $$,
 'the resolution compacted the folds into the row, as the extension''s owner');
 
 -------------------------------------------------------------------------------
