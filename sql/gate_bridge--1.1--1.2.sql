@@ -550,16 +550,23 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
 	removed bigint;
+	ids bigint[];
 BEGIN
+	-- the incidents to look at, as an array: a plan for "$1 IS NULL OR
+	-- incident_id = $1" could not use the index for one incident
+	IF $1 IS NULL THEN
+		ids := ARRAY(SELECT DISTINCT f.incident_id FROM gate_bridge.incident_folds f);
+	ELSE
+		ids := ARRAY[$1];
+	END IF;
 	WITH held AS (
 		SELECT r.id
 		  FROM gate_bridge.incident_rows r
-		 WHERE r.id IN (SELECT f.incident_id FROM gate_bridge.incident_folds f
-						 WHERE $1 IS NULL OR f.incident_id = $1)
+		 WHERE r.id = ANY (ids)
 		   FOR NO KEY UPDATE OF r SKIP LOCKED
 	), gone AS (
 		DELETE FROM gate_bridge.incident_folds f
-		 WHERE f.incident_id IN (SELECT h.id FROM held h)
+		 WHERE f.incident_id = ANY (ARRAY(SELECT h.id FROM held h))
 		RETURNING f.incident_id, f.occurrences, f.last_seen_at
 	), sums AS (
 		SELECT g.incident_id, sum(g.occurrences) AS n, max(g.last_seen_at) AS last_seen_at,
