@@ -172,11 +172,18 @@ TRUNCATE gate_bridge.incident_rows CASCADE;
 SELECT count(*) AS context_rows FROM gate_bridge.incident_contexts;
 
 -- One row at the limit, 64 failed invariants with a 1 MB context: one
--- context row; the incidents' rows take a few kB each.
+-- context row; the incidents' rows take a few kB each; the backend holds
+-- no copy of the context once the 64 incidents are created.
+SELECT sum(total_bytes) AS held_before FROM pg_backend_memory_contexts \gset
+BEGIN;
 INSERT INTO gate_bridge.eval_results (agent, invariants_failed, context)
 SELECT 'ctx.max', array_agg('inv' || g ORDER BY g),
 	   jsonb_build_object('blob', pg_temp.noise(1024 * 1024))
   FROM generate_series(1, 64) AS g;
+SELECT gate_bridge.decide_pending() AS decided;
+SELECT sum(total_bytes) - :held_before < 512 * 1024 AS holds_under_512_kb_more
+  FROM pg_backend_memory_contexts;
+COMMIT;
 SELECT count(*) AS incidents, count(DISTINCT context_id) AS contexts,
 	   sum(pg_column_size(details)) < 64 * 1024 AS details_under_64_kb
   FROM gate_bridge.incident_rows WHERE agent = 'ctx.max';

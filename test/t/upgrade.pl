@@ -87,10 +87,13 @@ my $DESCRIBE = q{
 	   AND d.deptype = 'e'
 	 ORDER BY 1
 };
+# each table with its condition, in name order (the order of extconfig is
+# the order the scripts registered them in, which pg_dump does not keep)
 my $CONFIG = q{
-	SELECT array_to_string(ARRAY(SELECT c::regclass::text FROM unnest(extconfig) c ORDER BY 1), ',')
-		   || ' | ' || array_to_string(extcondition, ',')
-	  FROM pg_extension WHERE extname = 'gate_bridge'
+	SELECT string_agg(u.c::regclass::text || ' ' || quote_literal(u.cond), ', '
+					  ORDER BY u.c::regclass::text)
+	  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(c, cond)
+	 WHERE e.extname = 'gate_bridge'
 };
 
 ################################################################ install 1.0 and fill it
