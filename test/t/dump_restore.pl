@@ -458,7 +458,9 @@ for my $format (qw(plain custom))
 		eval_results => 'UPDATE gate_bridge.eval_results SET cost_usd = 0.002 WHERE id = (SELECT min(id) FROM gate_bridge.eval_results)',
 		budgets => q{UPDATE gate_bridge.budgets SET lookback = '7 days 00:00:01' WHERE agent_pattern = '*'},
 		incidents => q{UPDATE gate_bridge.incident_rows SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incident_rows)},
-		incident_contexts => q{UPDATE gate_bridge.incident_contexts SET context = context || '{"x": 1}'},
+		# a row that no incident uses: a changed one would change the
+		# incidents' details too, before their own mutation
+		incident_contexts => q{INSERT INTO gate_bridge.incident_contexts (context) VALUES ('{"x": 1}')},
 		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
 		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
