@@ -20,7 +20,8 @@
 # (pg_total_relation_size: heap, TOAST, indexes), and, in a transaction
 # that decides the row's violations with gate_bridge.decide_pending()
 # before it commits, the backend's memory held then (the sum of
-# pg_backend_memory_contexts, minus the same before the INSERT).
+# pg_backend_memory_contexts, minus the same before the INSERT), in a
+# session that has decided such a row once already.
 #
 # Output: a Markdown report on stdout, kept in bench/out/contexts.md.
 . "$(dirname "$0")/../tools/common.sh"
