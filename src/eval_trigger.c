@@ -217,12 +217,14 @@ push_budget(JsonbParseState **st, const GBBudget *b)
 
 /*
  * incidents.details: {violation, budget, context, eval_result}, from the
- * violation's figures and the eval row's columns.
+ * violation's figures and the eval row's columns; without "context" when
+ * context_apart (it is stored in incident_contexts, see contexts.c).
  */
 static Jsonb *
 build_details(GBKind kind, const char *agent, const char *subject,
 			  GBSeverity severity, double actual, double threshold,
-			  const GBBudget *budget, Jsonb *context, int64 eval_id,
+			  const GBBudget *budget, Jsonb *context, bool context_apart,
+			  int64 eval_id,
 			  const char *eval_run_id, const char *planner_version,
 			  const char *triggered_by, const TimestampTz *created_at)
 {
@@ -250,14 +252,14 @@ build_details(GBKind kind, const char *agent, const char *subject,
 
 	push_budget(&st, budget);
 
-	if (context == NULL)
+	if (context != NULL)
+		gb_jb_jsonb(&st, "context", context);
+	else if (!context_apart)
 	{
 		gb_jb_key(&st, "context");
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
-	else
-		gb_jb_jsonb(&st, "context", context);
 
 	gb_jb_key(&st, "eval_result");
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
@@ -289,46 +291,68 @@ spi_text(HeapTuple tup, TupleDesc desc, int col)
  * The details of an incident created at commit for violations the trigger
  * found: the eval row of the first of them is read again, in the SPI
  * connection of the decision.  Should it be gone (deleted by the same
- * transaction), the details say what is known.
+ * transaction), the details say what is known.  A context larger than
+ * GB_CONTEXT_INLINE_MAX as stored is left out of the details and stored
+ * once for the eval row's incidents: *context_id is then its id (else 0).
+ * The context is not read for that: the row's tuple holds its TOAST
+ * pointer.
  */
 Jsonb *
-gb_row_details(const GBPending *p, const char *agent, const char *subject)
+gb_row_details(const GBPending *p, const char *agent, const char *subject,
+			   int64 *context_id)
 {
 	Datum		id = Int64GetDatum(p->eval_id);
 	const GBBudget *budget = p->has_budget ? &p->budget : NULL;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
+	bool		ctx_null;
 	Datum		d;
+	Datum		ctx;
 	TimestampTz created_at;
+	const char *eval_run_id;
+	const char *planner_version;
+	const char *triggered_by;
+	Jsonb	   *context = NULL;
 
+	*context_id = 0;
 	if (eval_row_plan == NULL)
 	{
 		Oid			t[1] = {INT8OID};
 
 		eval_row_plan = gb_keep_plan(
-			"SELECT context, eval_run_id, planner_version, triggered_by, created_at"
+			"SELECT context, eval_run_id, planner_version, triggered_by, created_at,"
+			"       pg_catalog.pg_column_size(context)"
 			"  FROM gate_bridge.eval_results WHERE id = $1", 1, t);
 	}
 	gb_spi_run(eval_row_plan, &id, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return build_details(p->kind, agent, subject, p->row_severity, p->actual,
-							 p->threshold, budget, NULL, p->eval_id,
+							 p->threshold, budget, NULL, false, p->eval_id,
 							 NULL, NULL, NULL, NULL);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	created_at = isnull ? 0 : DatumGetTimestampTz(d);
+	eval_run_id = spi_text(tup, desc, 2);
+	planner_version = spi_text(tup, desc, 3);
+	triggered_by = spi_text(tup, desc, 4);
+	ctx = SPI_getbinval(tup, desc, 1, &ctx_null);
+	if (!ctx_null)
 	{
-		bool		ctx_null;
-		Datum		ctx = SPI_getbinval(tup, desc, 1, &ctx_null);
+		bool		size_null;
+		Datum		size = SPI_getbinval(tup, desc, 6, &size_null);
 
-		return build_details(p->kind, agent, subject, p->row_severity,
-							 p->actual, p->threshold, budget,
-							 ctx_null ? NULL : DatumGetJsonbP(ctx), p->eval_id,
-							 spi_text(tup, desc, 2), spi_text(tup, desc, 3),
-							 spi_text(tup, desc, 4), isnull ? NULL : &created_at);
+		if (!size_null && DatumGetInt32(size) > GB_CONTEXT_INLINE_MAX)
+			*context_id = gb_context_store(p->eval_id);
+		else
+			context = DatumGetJsonbP(ctx);
 	}
+	return build_details(p->kind, agent, subject, p->row_severity,
+						 p->actual, p->threshold, budget, context,
+						 *context_id != 0, p->eval_id, eval_run_id,
+						 planner_version, triggered_by,
+						 isnull ? NULL : &created_at);
 }
 
 static void

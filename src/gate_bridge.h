@@ -220,10 +220,21 @@ extern char *gb_interval_text(const Interval *interval);
 extern GBWindowProblem gb_window_start(const Interval *lookback, TimestampTz *since);
 extern TimestampTz gb_budget_window_start(const Interval *lookback);
 
+/*
+ * An eval row's context larger than this as stored (bytes) is kept once in
+ * incident_contexts for the incidents the trigger creates from the row
+ * (contexts.c); a smaller one is copied into each incident's details.
+ */
+#define GB_CONTEXT_INLINE_MAX	2048
+
+/* contexts.c */
+extern int64 gb_context_store(int64 eval_id);
+extern void gb_contexts_forget(void);
+
 /* eval_trigger.c */
 extern void gb_eval_trigger_init(void);
 extern Jsonb *gb_row_details(const GBPending *p, const char *agent,
-							 const char *subject);
+							 const char *subject, int64 *context_id);
 
 /* pending.c */
 extern void gb_key_locktag(LOCKTAG *tag, const char *kind, const char *agent,

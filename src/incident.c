@@ -83,8 +83,8 @@ prepare_plans(void)
 	Oid			t4[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			tfold[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 	Oid			tkey[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Oid			tins[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
+	Oid			tins[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, INT4OID, INT8OID};
 	Oid			tev[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
 
 	if (plans.insert_event != NULL)
@@ -120,10 +120,11 @@ prepare_plans(void)
 	plans.insert_incident = gb_keep_plan(
 		"INSERT INTO gate_bridge.incident_rows"
 		" (kind, key, agent, violation_type, severity, status, summary,"
-		"  details, playbooks, occurrences, first_seen_at, last_seen_at, subject)"
+		"  details, playbooks, occurrences, first_seen_at, last_seen_at, subject,"
+		"  context_id)"
 		" VALUES ($1, $2, $3, $4, $5, 'open', $6, $7,"
-		"         gate_bridge.suggest_playbooks($4, $3), $10, $8, $8, $9)"
-		" RETURNING id", 10, tins);
+		"         gate_bridge.suggest_playbooks($4, $3), $10, $8, $8, $9, $11)"
+		" RETURNING id", 11, tins);
 	plans.created = gb_keep_plan(
 		"UPDATE gate_bridge.incident_keys"
 		"   SET created = created + 1, last_created_at = $4"
@@ -260,8 +261,9 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now, bool counted)
 	const GBKey *k = d->k;
 	char	   *summary = build_summary(d->kind, k->agent, k->subject);
 	Jsonb	   *details;
-	Datum		values[10];
-	char		nulls[10];
+	int64		context_id = 0;
+	Datum		values[11];
+	char		nulls[11];
 	char	   *data;
 	char	   *actor;
 	int64		id;
@@ -270,7 +272,7 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now, bool counted)
 	if (d->v != NULL)
 		details = d->v->build_details(d->v->details_arg);
 	else if (d->p->from_row)
-		details = gb_row_details(d->p, k->agent, k->subject);
+		details = gb_row_details(d->p, k->agent, k->subject, &context_id);
 	else
 		details = d->p->details;
 
@@ -285,6 +287,8 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now, bool counted)
 	values[7] = TimestampTzGetDatum(now);
 	values[8] = kv[2];
 	values[9] = Int32GetDatum((int32) Min(d->count, PG_INT32_MAX));
+	values[10] = Int64GetDatum(context_id);
+	nulls[10] = context_id != 0 ? ' ' : 'n';
 	gb_spi_run(plans.insert_incident, values, nulls, SPI_OK_INSERT_RETURNING);
 	id = first_int8(&isnull);
 

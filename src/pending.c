@@ -109,6 +109,7 @@ forget_all(void)
 	pending_cxt = NULL;
 	pending = NULL;
 	newest_subxid = InvalidSubTransactionId;
+	gb_contexts_forget();
 }
 
 static void

@@ -3,7 +3,7 @@
 -- nothing but the pure helpers and decide_pending(), which acts only on the
 -- caller's own transaction.
 BEGIN;
-SELECT plan(375);
+SELECT plan(390);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -52,15 +52,17 @@ SELECT schema_privs_are('gate_bridge', r.role,
 							 THEN ARRAY[]::name[] ELSE ARRAY['USAGE']::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 12 relations x 5 roles: no table-level privilege for the writer either,
+-- 13 relations x 5 roles: no table-level privilege for the writer either,
 -- its INSERT is granted column by column (below).  The view incidents is
--- granted; the tables under it, incident_rows and incident_folds, to no one.
+-- granted; the tables under it, incident_rows, incident_folds and
+-- incident_contexts, to no one.
 SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_rows',
 						 'incident_folds', 'incident_events',
 						 'incident_keys', 'playbook_rules', 'open_incidents',
-						 'incident_counts', 'stats', 'stream_status']::name[]) AS t(rel)
+						 'incident_counts', 'stats', 'stream_status',
+						 'incident_contexts']::name[]) AS t(rel)
   LEFT JOIN (VALUES
 	('regress_priv_operator'::name, 'incidents'::name, ARRAY['SELECT']::name[]),
 	('regress_priv_operator', 'incident_events', ARRAY['SELECT']),
@@ -93,12 +95,13 @@ SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
 			 THEN ARRAY['INSERT', 'SELECT']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 4 sequences x 5 roles: nobody needs one (the writer's inserts below draw
+-- 5 sequences x 5 roles: nobody needs one (the writer's inserts below draw
 -- the identity without any sequence privilege).
 SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incident_rows_id_seq',
-						 'incident_events_id_seq', 'incident_events_position_seq']::name[]) AS s(seq)
+						 'incident_events_id_seq', 'incident_events_position_seq',
+						 'incident_contexts_id_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
 -- 24 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
@@ -196,6 +199,12 @@ SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality, invarian
 SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, quality)
 				  VALUES ('regress.priv', 0.7)$$,
 				'writer: a repeat violation of the same budget is accepted');
+-- a context large enough to be stored apart, in incident_contexts, which
+-- the writer cannot read or write
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, invariants_failed, context)
+				  VALUES ('regress.ctx', '{big}', jsonb_build_object('blob',
+						  (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 256) g)))$$,
+				'writer: a row with a large context is accepted');
 -- The trigger's violations are decided at commit; the writer decides them
 -- now (decide_pending() is PUBLIC's), so that they can be looked at below.
 -- The decisions run as the extension owner too.
@@ -288,6 +297,10 @@ RESET ROLE;
 -- recorded in the timeline as the writer's doing.
 SELECT is((SELECT count(*) FROM gate_bridge.eval_results WHERE agent = 'regress.priv'),
 		  3::bigint, 'the writer''s three rows are stored');
+SELECT is((SELECT count(*) FROM gate_bridge.incident_rows r
+			 JOIN gate_bridge.incident_contexts c ON c.id = r.context_id
+			WHERE r.agent = 'regress.ctx'),
+		  1::bigint, 'the writer''s large context is stored apart, for its incident');
 SELECT results_eq($$
 	SELECT kind, key, severity, status, occurrences
 	  FROM gate_bridge.incidents WHERE agent = 'regress.priv' ORDER BY kind
@@ -350,6 +363,7 @@ SELECT throws_ok(q, '42501', NULL, 'operator: ' || q)
 	$$UPDATE gate_bridge.budgets SET enabled = false$$,
 	$$SELECT * FROM gate_bridge.playbook_rules$$,
 	$$SELECT * FROM gate_bridge.incident_keys$$,
+	$$SELECT * FROM gate_bridge.incident_contexts$$,
 	$$SELECT gate_bridge.on_budget_violation('{"agent": "regress.priv", "budget_type": "cost", "severity": "critical", "actual": 9, "threshold": 1}')$$,
 	$$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.priv"}', '{"invariant": "regress_forged"}')$$,
 	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
@@ -411,6 +425,9 @@ SELECT is((SELECT count(*) FROM gate_bridge.incident_events
 SELECT is((SELECT count(*) FROM gate_bridge.open_incidents WHERE agent = 'regress.priv'),
 		  0::bigint, 'reader: reads open_incidents');
 SELECT lives_ok('SELECT * FROM gate_bridge.incident_counts', 'reader: reads incident_counts');
+SELECT is((SELECT length(details->'context'->>'blob') FROM gate_bridge.incidents
+			WHERE agent = 'regress.ctx'),
+		  8192, 'reader: reads a context stored apart in the details of its incident');
 SELECT is((SELECT created FROM gate_bridge.stats WHERE kind = 'budget'),
 		  :stats_created::bigint, 'reader: reads stats');
 SELECT lives_ok('SELECT * FROM gate_bridge.events_after(gate_bridge.events_resume_point(gate_bridge.events_head()))',
@@ -426,6 +443,7 @@ SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
 	$$INSERT INTO gate_bridge.eval_results (agent) VALUES ('regress.priv')$$,
 	$$SELECT * FROM gate_bridge.budgets$$,
 	$$SELECT * FROM gate_bridge.incident_keys$$,
+	$$SELECT * FROM gate_bridge.incident_contexts$$,
 	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$
   ]) AS q;
 

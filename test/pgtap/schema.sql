@@ -24,13 +24,14 @@ SELECT columns_are('gate_bridge', 'incidents', ARRAY[
 	'summary', 'details', 'playbooks', 'occurrences', 'first_seen_at',
 	'last_seen_at', 'acked_at', 'acked_by', 'resolved_at', 'resolved_by',
 	'resolution_note', 'subject']);
--- The view gate_bridge.incidents has the columns of its table, in order.
+-- The view gate_bridge.incidents has the columns of its table, in order,
+-- but context_id (the view puts the context back into details).
 SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
 			WHERE a.attrelid = 'gate_bridge.incidents'::regclass AND a.attnum > 0),
 		  (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
 			WHERE a.attrelid = 'gate_bridge.incident_rows'::regclass AND a.attnum > 0
-			  AND NOT a.attisdropped),
-		  'the view incidents has the columns of incident_rows, in the same order');
+			  AND NOT a.attisdropped AND a.attname <> 'context_id'),
+		  'the view incidents has the columns of incident_rows but context_id, in the same order');
 SELECT columns_are('gate_bridge', 'incident_folds', ARRAY[
 	'incident_id', 'occurrences', 'last_seen_at', 'transaction_id', 'seq']);
 
@@ -85,10 +86,11 @@ SELECT is((SELECT pg_get_function_arguments('gate_bridge.resolve(bigint,text,tex
 
 -- Indexes on incident_rows: the primary key, the unique partial index that
 -- allows one unresolved incident per key (kind, agent, subject) and serves
--- deduplication, and the rate-limit window index.  The folds are found by
--- incident.
+-- deduplication, the rate-limit window index, and the incidents of a
+-- context stored apart.  The folds are found by incident.
 SELECT indexes_are('gate_bridge', 'incident_rows', ARRAY[
-	'incident_rows_pkey', 'incidents_unresolved_idx', 'incidents_kind_agent_subject_first_seen_idx']);
+	'incident_rows_pkey', 'incidents_unresolved_idx', 'incidents_kind_agent_subject_first_seen_idx',
+	'incident_rows_context_id_idx']);
 SELECT has_index('gate_bridge', 'incident_rows', 'incidents_unresolved_idx',
 				 ARRAY['kind', 'agent', 'subject']);
 SELECT index_is_unique('gate_bridge', 'incident_rows', 'incidents_unresolved_idx');

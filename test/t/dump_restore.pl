@@ -64,11 +64,12 @@ my %ORDER = (
 	incident_folds => 'incident_id, transaction_id, seq',
 	incident_events => 'id',
 	incident_keys => 'kind COLLATE "C", agent COLLATE "C", subject COLLATE "C"',
+	incident_contexts => 'id',
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
 	stream_status => 'singleton',
 );
 my @TABLES = sort keys %ORDER;
-my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events)),
+my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts)),
 					 'gate_bridge.incident_events_position_seq');
 
 # An agent whose name needs quoting in every key, summary, payload and dump.
@@ -283,6 +284,12 @@ $orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality, created_at, in
 $orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('dr.alpha', 0.6), ('dr.alpha', 0.85)});
 eval_row($orig, 'dr.alpha', quality => 0.4, context => '{"deploy": "v42"}');
 
+# a context large enough to be stored apart, once for the row's incidents
+# (incident_contexts, which incident_rows references)
+eval_row($orig, 'dr.large', quality => 0.95,
+		 invariants => '{dr_big_a,dr_big_b}',
+		 context => encode_json({blob => join('', map { sprintf('%08x', $_ * 2654435761 % 4294967296) } 1 .. 1024)}));
+
 # acked, occurrences 2
 eval_row($orig, 'dr.beta', success_rate => 0.95);
 eval_row($orig, 'dr.beta', success_rate => 0.5);
@@ -463,8 +470,11 @@ for my $format (qw(plain custom))
 	my %mutate = (
 		eval_results => 'UPDATE gate_bridge.eval_results SET cost_usd = 0.002 WHERE id = (SELECT min(id) FROM gate_bridge.eval_results)',
 		budgets => q{UPDATE gate_bridge.budgets SET lookback = '7 days 00:00:01' WHERE agent_pattern = '*'},
-		incident_rows => q{UPDATE gate_bridge.incidents SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incidents)},
+		incident_rows => q{UPDATE gate_bridge.incident_rows SET details = details || '{"x": 1}' WHERE id = (SELECT max(id) FROM gate_bridge.incident_rows)},
 		incident_folds => q{UPDATE gate_bridge.incident_folds SET occurrences = occurrences + 1 WHERE (incident_id, transaction_id, seq) = (SELECT incident_id, transaction_id, seq FROM gate_bridge.incident_folds ORDER BY 1, 2, 3 LIMIT 1)},
+		# a row that no incident uses: a changed one would change the
+		# incidents' details too, before their own mutation
+		incident_contexts => q{INSERT INTO gate_bridge.incident_contexts (context) VALUES ('{"x": 1}')},
 		incident_events => 'DELETE FROM gate_bridge.incident_events WHERE id = (SELECT max(id) FROM gate_bridge.incident_events)',
 		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},

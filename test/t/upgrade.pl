@@ -97,11 +97,12 @@ my $DESCRIBE = q{
 	   AND d.deptype = 'e'
 	 ORDER BY 1
 };
-# each configuration table with its condition, in name order (the order of
-# the arrays is the order of registration, which an update does not keep)
+# each table with its condition, in name order (the order of extconfig is
+# the order the scripts registered them in, which pg_dump does not keep)
 my $CONFIG = q{
-	SELECT string_agg(x.cfg::regclass::text || ' ' || x.cond, ', ' ORDER BY x.cfg::regclass::text)
-	  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond)
+	SELECT string_agg(u.c::regclass::text || ' ' || quote_literal(u.cond), ', '
+					  ORDER BY u.c::regclass::text)
+	  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(c, cond)
 	 WHERE e.extname = 'gate_bridge'
 };
 
