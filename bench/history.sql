@@ -22,7 +22,7 @@
 
 \set ON_ERROR_STOP 1
 BEGIN;
-INSERT INTO gate_bridge.incidents
+INSERT INTO gate_bridge.incident_rows
 	(id, kind, key, agent, violation_type, severity, status, summary, details,
 	 playbooks, occurrences, first_seen_at, last_seen_at, acked_at, acked_by,
 	 resolved_at, resolved_by, resolution_note, subject)

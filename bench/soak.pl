@@ -757,8 +757,8 @@ my %SABOTAGE = (
 				   FROM gate_bridge.incident_events
 				  WHERE id = (SELECT max(id) FROM gate_bridge.incident_events WHERE event = 'created')}],
 	occurrence => ['an incident counts one occurrence more (6a)',
-				   q{UPDATE gate_bridge.incidents SET occurrences = occurrences + 1
-					  WHERE id = (SELECT max(id) FROM gate_bridge.incidents)}],
+				   q{UPDATE gate_bridge.incident_rows SET occurrences = occurrences + 1
+					  WHERE id = (SELECT max(id) FROM gate_bridge.incident_rows)}],
 );
 
 sub sabotage
