@@ -133,11 +133,21 @@ CREATE TABLE gate_bridge.budgets (
 	critical		float8,
 	lookback		interval NOT NULL DEFAULT '7 days',
 	enabled			boolean NOT NULL DEFAULT true,
+	-- auto-resolve: after this many passing rows in a row, or when no
+	-- violation came for this long (NULL: only by hand)
+	resolve_after	integer,
+	resolve_quiet	interval,
 	PRIMARY KEY (agent_pattern, budget_type),
 	CONSTRAINT budgets_agent_pattern_check
 		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
 	CONSTRAINT budgets_lookback_check
-		CHECK (lookback OPERATOR(pg_catalog.>) '0'::interval)
+		CHECK (lookback OPERATOR(pg_catalog.>) '0'::interval),
+	CONSTRAINT budgets_resolve_after_check
+		CHECK (resolve_after OPERATOR(pg_catalog.>=) 1
+			   AND resolve_after OPERATOR(pg_catalog.<=) 1000000),
+	CONSTRAINT budgets_resolve_quiet_check
+		CHECK (resolve_quiet OPERATOR(pg_catalog.>) '0'::interval
+			   AND resolve_quiet OPERATOR(pg_catalog.<=) '366 days'::interval)
 );
 
 COMMENT ON TABLE gate_bridge.budgets IS
@@ -220,7 +230,13 @@ CREATE TABLE gate_bridge.incident_rows (
 	subject			text NOT NULL,
 	-- details.context, when it is stored once in incident_contexts (the last
 	-- column: the update from 1.1 appends it)
-	context_id		bigint REFERENCES gate_bridge.incident_contexts (id)
+	context_id		bigint REFERENCES gate_bridge.incident_contexts (id),
+	-- the lifecycle against alert fatigue (appended by the update from 1.1):
+	-- an acknowledgement that expires (snooze()), the silence that holds the
+	-- incident's announcements back, and whether its key is flapping
+	snoozed_until	timestamptz,
+	silence_id		bigint,
+	flapping		boolean NOT NULL DEFAULT false
 );
 
 -- At most one unresolved incident per key (kind, agent, subject), enforced
@@ -242,8 +258,10 @@ CREATE INDEX incident_rows_context_id_idx
 /*
  * The incidents' rules, enforced by the database whoever writes: the
  * values of kind, key, severity and status, and the lifecycle (open -> ack
- * -> resolved, open -> resolved, resolved is final, timestamps that agree
- * with the status).  A trigger on exactly these columns rather than CHECK
+ * -> resolved, open -> resolved; ack -> open when a snooze runs out;
+ * resolved -> open only as a reopen, which clears the resolution;
+ * timestamps that agree with the status; a snooze only on an acknowledged
+ * incident).  A trigger on exactly these columns rather than CHECK
  * constraints: PostgreSQL prepares a table's CHECK constraints again for
  * every UPDATE statement, and folding a violation into an incident is an
  * UPDATE of occurrences and last_seen_at only, which never runs this.
@@ -270,11 +288,12 @@ BEGIN
 	END IF;
 	IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
 	   AND NOT ((OLD.status = 'open' AND NEW.status IN ('ack', 'resolved'))
-				OR (OLD.status = 'ack' AND NEW.status = 'resolved'))
+				OR (OLD.status = 'ack' AND NEW.status IN ('open', 'resolved'))
+				OR (OLD.status = 'resolved' AND NEW.status = 'open'))
 	THEN
 		RAISE EXCEPTION 'incident % cannot move from % to %', OLD.id, OLD.status, NEW.status
 			USING ERRCODE = '55000',
-				  HINT = 'An incident goes open -> ack -> resolved, or open -> resolved; resolved is final.';
+				  HINT = 'An incident goes open -> ack -> resolved, or open -> resolved; a snooze that runs out puts it back to open, and a reopen puts a resolved one back to open.';
 	END IF;
 	IF NOT ((NEW.status = 'open' AND NEW.acked_at IS NULL AND NEW.resolved_at IS NULL)
 			OR (NEW.status = 'ack' AND NEW.acked_at IS NOT NULL AND NEW.resolved_at IS NULL)
@@ -283,12 +302,16 @@ BEGIN
 		RAISE EXCEPTION 'incident status % does not agree with acked_at and resolved_at', NEW.status
 			USING ERRCODE = '23514';
 	END IF;
+	IF NEW.snoozed_until IS NOT NULL AND NEW.status <> 'ack' THEN
+		RAISE EXCEPTION 'only an acknowledged incident can be snoozed, not one that is %', NEW.status
+			USING ERRCODE = '23514';
+	END IF;
 	RETURN NEW;
 END
 $fn$;
 
 CREATE TRIGGER incidents_guard
-	BEFORE INSERT OR UPDATE OF kind, key, severity, status, acked_at, resolved_at
+	BEFORE INSERT OR UPDATE OF kind, key, severity, status, acked_at, resolved_at, snoozed_until
 	ON gate_bridge.incident_rows
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.incidents_guard();
 ALTER TABLE gate_bridge.incident_rows ENABLE ALWAYS TRIGGER incidents_guard;
@@ -351,7 +374,7 @@ CREATE VIEW gate_bridge.incidents AS
 					   FROM gate_bridge.incident_folds f
 					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
 		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
-		   r.subject
+		   r.subject, r.snoozed_until, r.silence_id, r.flapping
 	  FROM gate_bridge.incident_rows r;
 
 COMMENT ON VIEW gate_bridge.incidents IS
@@ -458,23 +481,121 @@ CREATE TRIGGER incident_rows_truncated
 	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.incident_rows_removed();
 
 /*
- * tick(): the time-driven work, for pg_cron every minute and for the
- * long-running clients.  Returns the number of lifecycle transitions made.
- * Today it compacts the folds, which is no transition.
+ * tick(): the time-driven transitions, for pg_cron every minute and for the
+ * long-running clients; returns the number of transitions made.
+ *	- snoozes that ran out: back to open (snooze_expired, announced);
+ *	- silences that ended: their unresolved incidents announced
+ *	  (silence_ended);
+ *	- quiet recovery: an unresolved budget or invariant incident whose
+ *	  budget has resolve_quiet and that saw no violation for that long is
+ *	  resolved (auto_resolved), unless its key is flapping;
+ *	- flapping that ended: a full flap_window without a state change
+ *	  (flapping_ended, announced);
+ *	- and the folded violations are compacted, which is no transition.
+ * Each transition is taken under the row's lock, with SKIP LOCKED, and
+ * checked again there: two ticks at once neither wait for each other nor
+ * make a transition twice, and a row that another transaction holds (a
+ * resolve, say) is left for the next tick.
  */
 CREATE FUNCTION gate_bridge.tick()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+	n integer := 0;
+	r record;
+	ids bigint[];
+	flap_window interval := current_setting('gate_bridge.flap_window')::interval;
 BEGIN
+	-- snoozes that ran out
+	FOR r IN
+		WITH due AS (
+			SELECT i.id, i.snoozed_until
+			  FROM gate_bridge.incident_rows i
+			 WHERE i.snoozed_until <= clock_timestamp() AND i.status = 'ack'
+			   FOR NO KEY UPDATE OF i SKIP LOCKED
+		)
+		UPDATE gate_bridge.incident_rows i
+		   SET status = 'open', acked_at = NULL, acked_by = NULL, snoozed_until = NULL
+		  FROM due
+		 WHERE i.id = due.id
+		RETURNING i.id, due.snoozed_until
+	LOOP
+		INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
+		VALUES (r.id, 'snooze_expired', clock_timestamp(), 'gate_bridge',
+				jsonb_build_object('snoozed_until', r.snoozed_until));
+		n := n + 1;
+	END LOOP;
+
+	-- silences that ended
+	n := n + gate_bridge.release_silenced();
+
+	-- quiet recovery, with the budget that applies to the incident's agent
+	FOR r IN
+		SELECT i.id, i.last_seen_at, b.resolve_quiet
+		  FROM gate_bridge.incidents i
+		 CROSS JOIN LATERAL (
+			SELECT b.resolve_quiet
+			  FROM gate_bridge.budgets b
+			 WHERE b.enabled
+			   AND b.budget_type = CASE i.kind WHEN 'budget' THEN i.subject ELSE 'invariants' END
+			   AND gate_bridge.pattern_rank(b.agent_pattern, i.agent) IS NOT NULL
+			 ORDER BY gate_bridge.pattern_rank(b.agent_pattern, i.agent) DESC
+			 LIMIT 1) b
+		 WHERE i.status <> 'resolved' AND i.kind IN ('budget', 'invariant')
+		   AND NOT i.flapping
+		   AND b.resolve_quiet IS NOT NULL
+		   AND i.last_seen_at <= clock_timestamp() - b.resolve_quiet
+		 ORDER BY i.id
+	LOOP
+		IF gate_bridge.auto_resolve(r.id,
+				jsonb_build_object('reason', 'quiet', 'last_seen_at', r.last_seen_at,
+								   'resolve_quiet', r.resolve_quiet::text),
+				clock_timestamp() - r.resolve_quiet) THEN
+			n := n + 1;
+		END IF;
+	END LOOP;
+
+	-- flapping that ended
+	FOR r IN
+		SELECT k.kind, k.agent, k.subject, k.flapping_since
+		  FROM gate_bridge.incident_keys k
+		 WHERE k.flapping_since IS NOT NULL
+		   AND COALESCE((SELECT max(t) FROM unnest(k.state_changes) t), k.flapping_since)
+			   <= clock_timestamp() - flap_window
+		   FOR NO KEY UPDATE OF k SKIP LOCKED
+	LOOP
+		ids := ARRAY(SELECT i.id FROM gate_bridge.incident_rows i
+					  WHERE i.kind = r.kind AND i.agent = r.agent AND i.subject = r.subject
+						AND i.flapping
+					  ORDER BY i.id
+						FOR NO KEY UPDATE OF i SKIP LOCKED);
+		-- one of them is busy: the next tick ends it
+		CONTINUE WHEN cardinality(ids) <
+			(SELECT count(*) FROM gate_bridge.incident_rows i
+			  WHERE i.kind = r.kind AND i.agent = r.agent AND i.subject = r.subject
+				AND i.flapping);
+		UPDATE gate_bridge.incident_keys k SET flapping_since = NULL
+		 WHERE k.kind = r.kind AND k.agent = r.agent AND k.subject = r.subject;
+		UPDATE gate_bridge.incident_rows i SET flapping = false WHERE i.id = ANY (ids);
+		INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
+		SELECT max(i.id), 'flapping_ended', clock_timestamp(), 'gate_bridge',
+			   jsonb_build_object('flapping_since', r.flapping_since,
+								  'flap_window', flap_window::text)
+		  FROM gate_bridge.incident_rows i
+		 WHERE i.kind = r.kind AND i.agent = r.agent AND i.subject = r.subject
+		HAVING max(i.id) IS NOT NULL;
+		n := n + 1;
+	END LOOP;
+
 	PERFORM gate_bridge.compact_folds(NULL);
-	RETURN 0;
+	RETURN n;
 END
 $fn$;
 
 COMMENT ON FUNCTION gate_bridge.tick() IS
-	'Time-driven work (compaction of folded violations); safe to call concurrently and often; returns the transitions made';
+	'Time-driven transitions (snooze expiry, silence end, quiet auto-resolve, flapping end) and compaction; safe to call concurrently and often; returns the transitions made';
 
 CREATE TABLE gate_bridge.incident_events (
 	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
@@ -485,6 +606,8 @@ CREATE TABLE gate_bridge.incident_events (
 	actor			text,
 	detail			jsonb NOT NULL DEFAULT '{}',
 	position		bigint,
+	-- not announced: a silence (or the key's flapping) held it back
+	silenced		boolean NOT NULL DEFAULT false,
 	CONSTRAINT incident_events_event_check
 		CHECK (event OPERATOR(pg_catalog.~) '^[a-z_]+$')
 );
@@ -507,6 +630,17 @@ CREATE TABLE gate_bridge.incident_keys (
 	last_rate_limited_at timestamptz,
 	agent				text NOT NULL,
 	subject				text NOT NULL,
+	-- the lifecycle against alert fatigue (appended by the update from 1.1):
+	-- incidents created in the current re-fire chain (refire_backoff); the
+	-- passing rows counted towards the open incident's recovery
+	-- (budgets.resolve_after) and its occurrences when they were last
+	-- counted; the latest state changes (flap_threshold of them at most 64);
+	-- since when the key is flapping
+	refires				integer NOT NULL DEFAULT 0,
+	recovery_passes		bigint NOT NULL DEFAULT 0,
+	recovery_occurrences bigint,
+	state_changes		timestamptz[] NOT NULL DEFAULT '{}',
+	flapping_since		timestamptz,
 	PRIMARY KEY (kind, agent, subject)
 );
 
@@ -959,7 +1093,7 @@ COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean) IS
 CREATE VIEW gate_bridge.open_incidents AS
 	SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity, i.status,
 		   i.summary, i.playbooks, i.occurrences, i.first_seen_at, i.last_seen_at,
-		   i.acked_at, i.acked_by, i.details
+		   i.acked_at, i.acked_by, i.details, i.snoozed_until, i.silence_id, i.flapping
 	  FROM gate_bridge.incidents i
 	 WHERE i.status <> 'resolved'
 	 ORDER BY i.severity, i.first_seen_at, i.id;
@@ -1054,3 +1188,311 @@ REVOKE ALL ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolea
 
 COMMENT ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint) IS
 	'Deletes eval rows created before now() - older_than, in batches that commit one by one; returns the rows deleted';
+
+-------------------------------------------------------------------------------
+-- The lifecycle against alert fatigue: snoozes, silences, re-fire backoff,
+-- reopening, auto-resolve, escalation and flapping (src/lifecycle.c,
+-- src/incident.c, src/recovery.c).  Time-driven transitions run in tick().
+-------------------------------------------------------------------------------
+
+-- Snoozes that run out, and the incidents a silence holds back.
+CREATE INDEX incident_rows_snoozed_until_idx
+	ON gate_bridge.incident_rows (snoozed_until) WHERE snoozed_until IS NOT NULL;
+CREATE INDEX incident_rows_silence_id_idx
+	ON gate_bridge.incident_rows (silence_id) WHERE silence_id IS NOT NULL;
+-- Keys whose flapping may end.
+CREATE INDEX incident_keys_flapping_since_idx
+	ON gate_bridge.incident_keys (flapping_since) WHERE flapping_since IS NOT NULL;
+
+/*
+ * Silences (maintenance windows).  While one matches a key (NULL matchers
+ * match anything), the key's violations are decided, stored, counted and
+ * put on the timeline as always, but the incident is marked silenced and
+ * its events are not announced; when the silence ends and the incident is
+ * still unresolved, it is announced then (silence_ended).  Resolutions are
+ * always announced.
+ */
+CREATE TABLE gate_bridge.silences (
+	id				bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	agent_pattern	text NOT NULL DEFAULT '*',
+	kind			text,
+	violation_type	text,
+	key				text,
+	starts_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	ends_at			timestamptz NOT NULL,
+	created_by		text NOT NULL DEFAULT CURRENT_USER,
+	comment			text,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT silences_agent_pattern_check
+		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
+	CONSTRAINT silences_kind_check
+		CHECK (kind IN ('budget', 'invariant', 'planner')),
+	CONSTRAINT silences_ends_at_check
+		CHECK (ends_at OPERATOR(pg_catalog.>=) starts_at)
+);
+
+CREATE INDEX silences_ends_at_idx ON gate_bridge.silences (ends_at);
+
+COMMENT ON TABLE gate_bridge.silences IS
+	'Maintenance windows: matching incidents are recorded but not announced until the silence ends';
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.silences', '');
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.silences_id_seq', '');
+
+-- The silence that holds a key back at a time, or NULL: of those that
+-- match, the one that ends last.  The one rule, for the decisions (C) and
+-- for tick().
+CREATE FUNCTION gate_bridge.silence_for(kind text, agent text, violation_type text,
+										key text, at timestamptz)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT s.id
+	  FROM gate_bridge.silences s
+	 WHERE s.starts_at <= $5 AND s.ends_at > $5
+	   AND gate_bridge.pattern_rank(s.agent_pattern, $2) IS NOT NULL
+	   AND (s.kind IS NULL OR s.kind = $1)
+	   AND (s.violation_type IS NULL OR s.violation_type = $3)
+	   AND (s.key IS NULL OR s.key = $4)
+	 ORDER BY s.ends_at DESC, s.id
+	 LIMIT 1
+$fn$;
+
+-- Who called a SECURITY DEFINER function: the role set with SET ROLE, or
+-- the session's.
+CREATE FUNCTION gate_bridge.calling_role()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text
+				ELSE current_setting('role') END
+$fn$;
+
+/*
+ * silence(agent_pattern, duration, comment, kind, violation_type): a
+ * silence from now for duration; returns its id.  Bad input is refused
+ * with SQLSTATE 22023.
+ */
+CREATE FUNCTION gate_bridge.silence(agent_pattern text, duration interval, comment text,
+									kind text DEFAULT NULL, violation_type text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	new_id bigint;
+BEGIN
+	IF silence.agent_pattern IS NULL
+	   OR NOT gate_bridge.valid_agent_pattern(silence.agent_pattern) THEN
+		RAISE EXCEPTION 'invalid agent pattern %', COALESCE(quote_literal(silence.agent_pattern), 'NULL')
+			USING ERRCODE = '22023',
+				  HINT = 'Use an exact agent name, a prefix glob ending in ".*", or "*".';
+	END IF;
+	IF silence.duration IS NULL OR silence.duration <= interval '0' THEN
+		RAISE EXCEPTION 'a silence needs a positive duration, not %',
+			COALESCE(silence.duration::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	IF silence.duration > interval '366 days' THEN
+		RAISE EXCEPTION 'a silence lasts at most 366 days, not %', silence.duration
+			USING ERRCODE = '22023',
+				  HINT = 'Disable the budget instead, or silence again when this one ends.';
+	END IF;
+	IF silence.comment IS NULL OR btrim(silence.comment) = '' THEN
+		RAISE EXCEPTION 'a silence needs a comment'
+			USING ERRCODE = '22023',
+				  HINT = 'Say why, so that whoever is on call knows what is being held back.';
+	END IF;
+	IF octet_length(silence.comment) > 8192 THEN
+		RAISE EXCEPTION 'comment is too long (% bytes, at most 8192)', octet_length(silence.comment)
+			USING ERRCODE = '22023';
+	END IF;
+	IF silence.kind IS NOT NULL AND silence.kind NOT IN ('budget', 'invariant', 'planner') THEN
+		RAISE EXCEPTION 'invalid incident kind %', quote_literal(silence.kind)
+			USING ERRCODE = '22023',
+				  HINT = 'Use budget, invariant, planner, or NULL for any.';
+	END IF;
+	IF silence.violation_type IS NOT NULL
+	   AND silence.violation_type NOT IN ('quality', 'latency', 'cost', 'success_rate',
+										  'invariants', 'planner_regression') THEN
+		RAISE EXCEPTION 'invalid violation type %', quote_literal(silence.violation_type)
+			USING ERRCODE = '22023',
+				  HINT = 'Use quality, latency, cost, success_rate, invariants, planner_regression, or NULL for any.';
+	END IF;
+	INSERT INTO gate_bridge.silences AS s
+		(agent_pattern, kind, violation_type, starts_at, ends_at, created_by, comment)
+	VALUES (silence.agent_pattern, silence.kind, silence.violation_type,
+			now(), now() + silence.duration, gate_bridge.calling_role(), silence.comment)
+	RETURNING s.id INTO new_id;
+	RETURN new_id;
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.silence(text, interval, text, text, text) IS
+	'Silences matching incidents from now for a duration (a maintenance window); returns the silence''s id';
+
+/*
+ * The incidents whose silence has ended (or was deleted): each goes to
+ * another silence that matches it now, or is released; an unresolved one is
+ * then announced (silence_ended, which also goes out on notify_channel as
+ * incident_created does).  Never waits: an incident another transaction
+ * holds is left for the next call.  Returns the incidents announced.
+ */
+CREATE FUNCTION gate_bridge.release_silenced()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	r record;
+	other bigint;
+	n integer := 0;
+BEGIN
+	FOR r IN
+		SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity, i.summary,
+			   i.status, i.silence_id
+		  FROM gate_bridge.incident_rows i
+		 WHERE i.silence_id IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM gate_bridge.silences s
+							WHERE s.id = i.silence_id
+							  AND s.starts_at <= clock_timestamp()
+							  AND s.ends_at > clock_timestamp())
+		   FOR NO KEY UPDATE OF i SKIP LOCKED
+	LOOP
+		other := NULL;
+		IF r.status <> 'resolved' THEN
+			other := gate_bridge.silence_for(r.kind, r.agent, r.violation_type, r.key,
+											 clock_timestamp());
+		END IF;
+		UPDATE gate_bridge.incident_rows i SET silence_id = other WHERE i.id = r.id;
+		IF other IS NULL AND r.status <> 'resolved' THEN
+			INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
+			VALUES (r.id, 'silence_ended', clock_timestamp(), 'gate_bridge',
+					jsonb_build_object('silence_id', r.silence_id, 'kind', r.kind,
+									   'key', r.key, 'severity', r.severity,
+									   'summary', r.summary, 'agent', r.agent));
+			n := n + 1;
+		END IF;
+	END LOOP;
+	RETURN n;
+END
+$fn$;
+
+/*
+ * unsilence(id): ends a silence now; the incidents it held back that are
+ * still unresolved are announced at once.  An unknown id is P0002, a
+ * silence that has already ended 55000.
+ */
+CREATE FUNCTION gate_bridge.unsilence(id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF unsilence.id IS NULL THEN
+		RAISE EXCEPTION 'silence id must not be null' USING ERRCODE = '22004';
+	END IF;
+	UPDATE gate_bridge.silences s
+	   SET ends_at = GREATEST(clock_timestamp(), s.starts_at)
+	 WHERE s.id = unsilence.id AND s.ends_at > clock_timestamp();
+	IF NOT FOUND THEN
+		IF EXISTS (SELECT FROM gate_bridge.silences s WHERE s.id = unsilence.id) THEN
+			RAISE EXCEPTION 'silence % has already ended', unsilence.id USING ERRCODE = '55000';
+		END IF;
+		RAISE EXCEPTION 'silence % does not exist', unsilence.id USING ERRCODE = 'P0002';
+	END IF;
+	PERFORM gate_bridge.release_silenced();
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.unsilence(bigint) IS
+	'Ends a silence now and announces the unresolved incidents it held back';
+
+/*
+ * An event that is not to be announced is marked so when it is recorded:
+ * every event of an incident that a silence holds back, but its
+ * resolutions and the end of its silence; and the creation and reopening
+ * of an incident whose key is flapping.  A restored or replicated event
+ * (one that brings its position) keeps what it says.
+ */
+CREATE FUNCTION gate_bridge.incident_events_held() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	held boolean;
+BEGIN
+	IF NEW.position IS NULL AND NOT NEW.silenced
+	   AND NEW.event NOT IN ('resolved', 'auto_resolved', 'silence_ended') THEN
+		SELECT r.silence_id IS NOT NULL
+			   OR (r.flapping AND NEW.event IN ('created', 'reopened'))
+		  INTO held
+		  FROM gate_bridge.incident_rows r
+		 WHERE r.id = NEW.incident_id;
+		NEW.silenced := COALESCE(held, false);
+	END IF;
+	RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER incident_events_held
+	BEFORE INSERT ON gate_bridge.incident_events
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.incident_events_held();
+
+/*
+ * snooze(incident_id, duration, actor, note): acknowledges an open or
+ * acknowledged incident until now() + duration (returned); when that
+ * passes and it is still unresolved, tick() puts it back to open
+ * (snooze_expired, announced).  Resolving ends the snooze.  A duration
+ * that is not positive or longer than 30 days is refused (22023).
+ */
+CREATE FUNCTION gate_bridge.snooze(incident_id bigint, duration interval,
+								   actor text DEFAULT CURRENT_USER, note text DEFAULT NULL)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'gate_bridge_snooze'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION gate_bridge.snooze(bigint, interval, text, text) IS
+	'Acknowledges an incident for a while: it goes back to open when the snooze runs out';
+
+/*
+ * auto_resolve(incident_id, evidence, seen_before): resolves an unresolved
+ * incident as gate_bridge (auto_resolved, with the evidence), unless its
+ * key is flapping, a violation came at or after seen_before (when given),
+ * or another transaction holds the incident or its key: it never waits.
+ * Returns whether it resolved.  For tick(); the trigger's recoveries are
+ * decided in C.
+ */
+CREATE FUNCTION gate_bridge.auto_resolve(incident_id bigint, evidence jsonb,
+										 seen_before timestamptz DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'gate_bridge_auto_resolve'
+LANGUAGE C VOLATILE;
+
+/*
+ * Every backend keeps, for the agents whose budgets auto-resolve after
+ * passing rows, which of their incidents are unresolved (src/recovery.c):
+ * a passing row of an agent without one costs nothing.  Creating,
+ * resolving, reopening or deleting incidents tells every backend at commit.
+ */
+CREATE FUNCTION gate_bridge.incident_rows_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'gate_bridge_incident_rows_changed'
+LANGUAGE C;
+
+CREATE TRIGGER incident_rows_changed
+	AFTER INSERT OR UPDATE OF status OR DELETE OR TRUNCATE ON gate_bridge.incident_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION gate_bridge.incident_rows_changed();
+ALTER TABLE gate_bridge.incident_rows ENABLE ALWAYS TRIGGER incident_rows_changed;
+
+REVOKE ALL ON gate_bridge.silences FROM PUBLIC;
+REVOKE ALL ON SEQUENCE gate_bridge.silences_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.silence_for(text, text, text, text, timestamptz),
+	gate_bridge.calling_role(),
+	gate_bridge.silence(text, interval, text, text, text),
+	gate_bridge.release_silenced(), gate_bridge.unsilence(bigint),
+	gate_bridge.incident_events_held(),
+	gate_bridge.snooze(bigint, interval, text, text),
+	gate_bridge.auto_resolve(bigint, jsonb, timestamptz),
+	gate_bridge.incident_rows_changed() FROM PUBLIC;

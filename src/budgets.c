@@ -277,7 +277,7 @@ budget_cache_load(void)
 	gb_spi_begin(&priv);
 	if (load_plan == NULL)
 		load_plan = gb_keep_plan("SELECT agent_pattern, budget_type, warning, error, critical,"
-								 "       lookback"
+								 "       lookback, resolve_after, resolve_quiet IS NOT NULL"
 								 "  FROM gate_bridge.budgets WHERE enabled",
 								 0, NULL);
 
@@ -313,6 +313,13 @@ budget_cache_load(void)
 			continue;			/* refused by NOT NULL */
 		b->lookback_interval = *DatumGetIntervalP(lookback);
 		b->lookback = MemoryContextStrdup(cxt, gb_interval_text(&b->lookback_interval));
+		{
+			Datum		after = SPI_getbinval(tup, desc, 7, &isnull);
+
+			b->resolve_after = isnull ? 0 : DatumGetInt32(after);
+			b->auto_resolves = b->resolve_after > 0 ||
+				DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		}
 		gen->nbudgets++;
 	}
 

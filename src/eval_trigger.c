@@ -355,18 +355,14 @@ gb_row_details(const GBPending *p, const char *agent, const char *subject,
 						 isnull ? NULL : &created_at);
 }
 
-static void
-report(RowViolation *rv, GBKind kind, const char *violation_type,
-	   const char *subject)
+/*
+ * Is the row a new evaluation (rather than a replicated or restored row,
+ * which is not checked)?  Asked when it first violates or passes something
+ * that matters.
+ */
+static bool
+row_is_checked(RowViolation *rv)
 {
-	GBViolation v;
-	GBRowViolation row;
-	bool		id_null;
-
-	/*
-	 * The first violation of a row: is it a new evaluation, or a replicated
-	 * or restored row?
-	 */
 	if (rv->origin == 0)
 	{
 		bool		isnull;
@@ -379,7 +375,7 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 					(errmsg("gate_bridge: not checking eval row " INT64_FORMAT ", which is applied by replication",
 							isnull ? (int64) 0 : DatumGetInt64(d)),
 					 errhidestmt(true)));
-			return;
+			return false;
 		}
 		rv->origin = (!isnull && row_brings_own_id(rv->cols, DatumGetInt64(d))) ? -1 : 1;
 		if (rv->origin < 0)
@@ -388,7 +384,18 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 							DatumGetInt64(d)),
 					 errhidestmt(true)));
 	}
-	if (rv->origin < 0)
+	return rv->origin > 0;
+}
+
+static void
+report(RowViolation *rv, GBKind kind, const char *violation_type,
+	   const char *subject)
+{
+	GBViolation v;
+	GBRowViolation row;
+	bool		id_null;
+
+	if (!row_is_checked(rv))
 		return;
 
 	row.eval_id = DatumGetInt64(slot_getattr(rv->slot, rv->cols->id, &id_null));
@@ -404,6 +411,73 @@ report(RowViolation *rv, GBKind kind, const char *violation_type,
 	v.details_arg = NULL;
 	v.row = &row;
 	(void) gate_bridge_on_violation(&v);
+}
+
+/*
+ * Passing rows towards auto-resolve (budgets.resolve_after): for each
+ * budget type in "passed" (the row has the metric and crosses no tier of
+ * a budget with resolve_after), and for the invariants when the row
+ * reports them (invariants_failed is not NULL) and the invariants budget
+ * has resolve_after, a passing row of each unresolved incident of the
+ * agent that it does not fail.  Without such an incident (recovery.c
+ * answers from its cache) this costs nothing more.
+ */
+static void
+count_passes(RowViolation *rv, text *agent_text, const GBBudget *const *budgets,
+			 uint32 passed, bool invariants_pass, bool invariants_violated,
+			 Datum *inv_elems, int inv_count)
+{
+	const char *agent_data = VARDATA_ANY(agent_text);
+	int			agent_len = VARSIZE_ANY_EXHDR(agent_text);
+	uint32		open_types;
+	List	   *open_invariants;
+	bool		any;
+	bool		isnull;
+	int64		eval_id;
+	int			t;
+	ListCell   *lc;
+
+	if (passed == 0 && !invariants_pass)
+		return;
+	any = gb_recovery_open(agent_data, agent_len, &open_types, &open_invariants);
+	if (rv->agent == NULL)
+		rv->agent = text_to_cstring(agent_text);
+	/* a violation of the key earlier in this transaction, too */
+	for (t = 0; t < GB_BUDGET_INVARIANTS; t++)
+		if ((passed & ((uint32) 1 << t)) && !(open_types & ((uint32) 1 << t)) &&
+			gb_pending_has(GB_KIND_BUDGET, rv->agent, gb_budget_type_name(t)))
+		{
+			open_types |= (uint32) 1 << t;
+			any = true;
+		}
+	if (!any || !row_is_checked(rv))
+		return;
+
+	eval_id = DatumGetInt64(slot_getattr(rv->slot, rv->cols->id, &isnull));
+	for (t = 0; t < GB_BUDGET_INVARIANTS; t++)
+		if (passed & open_types & ((uint32) 1 << t))
+			gb_pending_pass(GB_KIND_BUDGET, rv->agent, gb_budget_type_name(t),
+							gb_budget_type_name(t), eval_id, budgets[t]->resolve_after);
+	if (!invariants_pass)
+		return;
+	foreach(lc, open_invariants)
+	{
+		const char *name = (const char *) lfirst(lc);
+		bool		failed = false;
+		int			i;
+
+		/* a row whose failures cross no tier passes every invariant */
+		for (i = 0; invariants_violated && i < inv_count && !failed; i++)
+		{
+			text	   *e = DatumGetTextPP(inv_elems[i]);
+
+			failed = (VARSIZE_ANY_EXHDR(e) == strlen(name) &&
+					  memcmp(VARDATA_ANY(e), name, strlen(name)) == 0);
+		}
+		if (!failed)
+			gb_pending_pass(GB_KIND_INVARIANT, rv->agent, name, "invariants", eval_id,
+							budgets[GB_BUDGET_INVARIANTS]->resolve_after);
+	}
 }
 
 /*
@@ -530,6 +604,8 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	Datum	   *inv_elems = NULL;
 	int			inv_count = 0;
 	RowViolation rv;
+	uint32		passed = 0;
+	bool		invariants_violated = false;
 	int			t;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -595,7 +671,11 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 			rv.actual = DatumGetFloat8(slot->tts_values[cols->metric[t] - 1]);
 			rv.severity = gb_budget_tier(b, rv.actual, &rv.threshold);
 			if (rv.severity == GB_SEV_NONE)
+			{
+				if (b->resolve_after > 0)
+					passed |= (uint32) 1 << t;
 				continue;
+			}
 
 			if (rv.agent == NULL)
 				rv.agent = text_to_cstring(agent_text);
@@ -616,6 +696,7 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 		rv.budget = b;
 		rv.actual = inv_count;
 		rv.severity = gb_invariant_severity(b, inv_count, &rv.threshold);
+		invariants_violated = rv.severity != GB_SEV_NONE;
 		if (rv.severity != GB_SEV_NONE)
 		{
 			if (rv.agent == NULL)
@@ -629,6 +710,14 @@ gate_bridge_eval_results_gate(PG_FUNCTION_ARGS)
 	}
 
 	if (budgets != NULL)
+	{
+		const GBBudget *ib = budgets[GB_BUDGET_INVARIANTS];
+
+		count_passes(&rv, agent_text, budgets, passed,
+					 ib != NULL && ib->resolve_after > 0 &&
+					 !slot->tts_isnull[cols->invariants_failed - 1],
+					 invariants_violated, inv_elems, inv_count);
 		gb_budgets_unpin(&pin);
+	}
 	return PointerGetDatum(NULL);
 }

@@ -66,6 +66,7 @@ typedef struct Evaluation
 	GBBudgetType vtype[GB_NUM_BUDGET_TYPES];	/* each violation's metric */
 	Jsonb	   *violation[GB_NUM_BUDGET_TYPES];
 	Jsonb	   *metrics;
+	bool		recovered[GB_NUM_BUDGET_TYPES];	/* passes, budget auto-resolves */
 } Evaluation;
 
 static SPIPlanPtr aggregate_plan = NULL;
@@ -377,7 +378,10 @@ evaluate(Evaluation *ev, const char *agent, const Interval *lookback)
 			continue;
 		m->severity = gb_budget_tier(budgets[t], m->value, &m->threshold);
 		if (m->severity == GB_SEV_NONE)
+		{
+			ev->recovered[t] = budgets[t]->auto_resolves && m->samples > 0;
 			continue;
+		}
 
 		/* the shape on_budget_violation() takes */
 		pushJsonbValue(&vst, WJB_BEGIN_OBJECT, NULL);
@@ -638,6 +642,30 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 			id_nulls[i] = (id == 0);
 		}
 		dims[0] = create_incidents ? ev.nviolations : 0;
+
+		/*
+		 * A budget incident whose budget auto-resolves is resolved by a
+		 * window that passes (the invariants' total says nothing of one
+		 * invariant, so invariant incidents are left to their rows).
+		 */
+		for (i = 0; create_incidents && i < GB_BUDGET_INVARIANTS; i++)
+		{
+			JsonbParseState *est = NULL;
+			JsonbValue *res;
+
+			if (!ev.recovered[i])
+				continue;
+			pushJsonbValue(&est, WJB_BEGIN_OBJECT, NULL);
+			gb_jb_text(&est, "reason", "gate_passed");
+			jb_number(&est, "actual", ev.m[i].value);
+			gb_jb_text(&est, "lookback", ev.m[i].lookback);
+			gb_jb_int8(&est, "samples", ev.m[i].samples);
+			res = pushJsonbValue(&est, WJB_END_OBJECT, NULL);
+			gb_resolve_key(GB_KIND_BUDGET, ev.agent, gb_budget_type_name(i),
+						   psprintf("auto-resolved: %s passed its gate over %s",
+									gb_budget_type_name(i), ev.m[i].lookback),
+						   JsonbValueToJsonb(res));
+		}
 
 		values[0] = CStringGetTextDatum(ev.agent);
 		values[1] = BoolGetDatum(ev.nviolations == 0);

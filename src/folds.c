@@ -70,12 +70,14 @@ relation_oid(const char *name)
  * the status is checked on the row.
  */
 static int64
-find_unresolved_direct(const char *kind, const char *agent, const char *subject)
+find_unresolved_direct(const char *kind, const char *agent, const char *subject,
+					   int *severity_rank)
 {
 	Relation	rows = table_open(relation_oid("incident_rows"), AccessShareLock);
 	Relation	idx = index_open(relation_oid(GB_UNRESOLVED_INDEX), AccessShareLock);
 	AttrNumber	id_att = get_attnum(RelationGetRelid(rows), "id");
 	AttrNumber	status_att = get_attnum(RelationGetRelid(rows), "status");
+	AttrNumber	severity_att = get_attnum(RelationGetRelid(rows), "severity");
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyData keys[3];
 	const char *values[3] = {kind, agent, subject};
@@ -85,6 +87,7 @@ find_unresolved_direct(const char *kind, const char *agent, const char *subject)
 	int			i;
 
 	if (id_att == InvalidAttrNumber || status_att == InvalidAttrNumber ||
+		severity_att == InvalidAttrNumber ||
 		IndexRelationGetNumberOfKeyAttributes(idx) != 3)
 		elog(ERROR, "gate_bridge.incident_rows is not as this library expects");
 
@@ -108,6 +111,10 @@ find_unresolved_direct(const char *kind, const char *agent, const char *subject)
 		if (VARSIZE_ANY_EXHDR(t) == 8 && memcmp(VARDATA_ANY(t), "resolved", 8) == 0)
 			continue;
 		id = DatumGetInt64(slot_getattr(slot, id_att, &isnull));
+		/* sev1, sev2, sev3 (incidents_guard) */
+		t = DatumGetTextPP(slot_getattr(slot, severity_att, &isnull));
+		*severity_rank = (!isnull && VARSIZE_ANY_EXHDR(t) == 4) ?
+			VARDATA_ANY(t)[3] - '0' : 3;
 		break;
 	}
 	index_endscan(scan);
@@ -199,15 +206,16 @@ max_fold_seq(Relation folds, int64 id, int64 xact)
 /*
  * Fold "count" violations, the last seen at "last_at", into the key's
  * unresolved incident: append them to incident_folds and return the
- * incident's id; 0 (and nothing written) when the key has none.
+ * incident's id and its severity's rank (1 for sev1 .. 3); 0 (and nothing
+ * written) when the key has none.
  */
 int64
 gb_fold_append(const char *kind, const char *agent, const char *subject,
-			   int64 count, TimestampTz last_at)
+			   int64 count, TimestampTz last_at, int *severity_rank)
 {
 	static FullTransactionId seq_xact;
 	static int32 seq = 0;
-	int64		id = find_unresolved_direct(kind, agent, subject);
+	int64		id = find_unresolved_direct(kind, agent, subject, severity_rank);
 	FullTransactionId xact;
 	Relation	folds;
 	Datum		values[5];

@@ -63,6 +63,7 @@ _PG_init(void)
 	gb_budget_cache_init();
 	gb_playbook_cache_init();
 	gb_eval_trigger_init();
+	gb_recovery_init();
 	RegisterXactCallback(gb_xact_callback, NULL);
 	RegisterSubXactCallback(gb_subxact_callback, NULL);
 }

@@ -66,6 +66,8 @@ typedef struct GBBudget
 	double		critical;
 	char	   *lookback;		/* interval, as text, for incident details */
 	Interval	lookback_interval;	/* the window of the gates */
+	int32		resolve_after;	/* passing rows that resolve; 0: none */
+	bool		auto_resolves;	/* resolve_after or resolve_quiet is set */
 } GBBudget;
 
 /*
@@ -138,7 +140,15 @@ typedef struct GBPending
 	TimestampTz last_at;
 	Oid			role;			/* who inserted the first one */
 	LOCKTAG		locktag;		/* set when decided */
-	bool		locked;			/* locktag is held in ShareLock */
+	bool		locked;			/* locktag is held (ShareLock, ExclusiveLock
+								 * when passes > 0) */
+	/* the worst of the violations, for escalation */
+	int			worst_rank;		/* 1 (sev1) .. 3 (sev3) */
+	int64		worst_eval_id;	/* its eval row, 0 when none */
+	/* passing rows since the last violation, towards auto-resolve */
+	int64		passes;
+	int32		resolve_after;
+	int64		last_pass_eval_id;
 	/* from the trigger */
 	bool		from_row;
 	int64		eval_id;
@@ -172,6 +182,16 @@ extern int	gb_rate_window;
 extern char *gb_notify_channel;
 extern char *gb_events_channel;
 extern int	gb_max_invariants_per_row;
+extern char *gb_refire_backoff;
+extern int	gb_backoff_reset;
+extern int	gb_reopen_window;
+extern int	gb_flap_threshold;
+extern int	gb_flap_window;
+#define GB_MAX_BACKOFF_STEPS	16
+/* the state changes a key remembers, for flap_threshold */
+#define GB_MAX_STATE_CHANGES	64
+extern int	gb_backoff_steps;
+extern int64 gb_backoff_secs[GB_MAX_BACKOFF_STEPS];
 extern void gb_define_gucs(void);
 
 /* severity.c */
@@ -241,6 +261,10 @@ extern void gb_key_locktag(LOCKTAG *tag, const char *kind, const char *agent,
 						   const char *subject);
 extern void gb_pending_add(const GBViolation *v, const GBKey *k,
 						   const char *severity);
+extern void gb_pending_pass(GBKind kind, const char *agent, const char *subject,
+							const char *violation_type, int64 eval_id,
+							int32 resolve_after);
+extern bool gb_pending_has(GBKind kind, const char *agent, const char *subject);
 extern void gb_pending_decide(void);
 extern void gb_pending_xact(XactEvent event);
 extern void gb_pending_subxact(SubXactEvent event, SubTransactionId mySubid,
@@ -255,6 +279,19 @@ extern int64 gb_report_budget_violation(Jsonb *violation, Jsonb *budget,
 
 /* incident.c */
 extern int64 gate_bridge_on_violation(const GBViolation *violation);
+extern char *gb_key_text(GBKind kind, const char *agent, const char *subject);
+
+/* lifecycle.c */
+extern bool gb_auto_resolve(int64 id, const char *note, Jsonb *evidence,
+							bool nowait, TimestampTz seen_before);
+extern void gb_key_changed(Datum *kv, int64 incident_id, TimestampTz at);
+extern void gb_resolve_key(GBKind kind, const char *agent, const char *subject,
+						   const char *note, Jsonb *evidence);
+
+/* recovery.c */
+extern void gb_recovery_init(void);
+extern bool gb_recovery_open(const char *agent, int agent_len, uint32 *budget_types,
+							 List **invariants);
 /* playbooks.c; budgets.c */
 extern void gb_playbook_cache_init(void);
 extern Datum gb_cache_changed_trigger(FunctionCallInfo fcinfo, const char *name);
@@ -262,7 +299,7 @@ extern Datum gb_cache_changed_trigger(FunctionCallInfo fcinfo, const char *name)
 /* folds.c */
 extern int64 gb_fold_append(const char *kind, const char *agent,
 							const char *subject, int64 count,
-							TimestampTz last_at);
+							TimestampTz last_at, int *severity_rank);
 
 extern void gb_decide_pending(GBPending *p, const char *agent,
 							  const char *subject, GBDecideSummary *summary);

@@ -15,7 +15,10 @@
  */
 #include "postgres.h"
 
+#include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "gate_bridge.h"
 
@@ -25,6 +28,15 @@ int			gb_rate_window = 3600;
 char	   *gb_notify_channel = NULL;
 char	   *gb_events_channel = NULL;
 int			gb_max_invariants_per_row = 64;
+char	   *gb_refire_backoff = NULL;
+int			gb_backoff_reset = 24 * 3600;
+int			gb_reopen_window = 0;
+int			gb_flap_threshold = 4;
+int			gb_flap_window = 3600;
+
+/* refire_backoff, parsed: the waits in seconds */
+int			gb_backoff_steps = 0;
+int64		gb_backoff_secs[GB_MAX_BACKOFF_STEPS];
 
 static bool
 check_notify_channel(char **newval, void **extra, GucSource source)
@@ -44,6 +56,111 @@ check_notify_channel(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * An interval in the input syntax of the interval type, parsed as
+ * interval_in does but without raising an error: a check hook reports bad
+ * input itself.
+ */
+static bool
+parse_interval(const char *str, Interval *result)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm_in;
+	int			dterr;
+
+	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm_in);
+	if (dterr == DTERR_BAD_FORMAT)
+		dterr = DecodeISO8601Interval(unconstify(char *, str), &dtype, &itm_in);
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+	return itmin2interval(&itm_in, result) == 0;
+}
+
+/*
+ * refire_backoff: a comma-separated list of positive intervals ("1h, 4h,
+ * 12h"), at most GB_MAX_BACKOFF_STEPS of them, each at most 366 days; empty
+ * switches the backoff off.  The waits go, in seconds, to the assign hook.
+ */
+static bool
+check_refire_backoff(char **newval, void **extra, GucSource source)
+{
+	int64	   *secs;
+	char	   *copy;
+	char	   *item;
+	char	   *save = NULL;
+	int			n = 0;
+
+	(void) source;
+	/* the GUC machinery frees "extra" with free() */
+	secs = malloc(sizeof(int64) * (GB_MAX_BACKOFF_STEPS + 1));
+	if (secs == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	copy = pstrdup(*newval ? *newval : "");
+	for (item = strtok_r(copy, ",", &save); item != NULL;
+		 item = strtok_r(NULL, ",", &save))
+	{
+		Interval	iv;
+		int64		usecs;
+
+		while (*item == ' ' || *item == '\t')
+			item++;
+		if (*item == '\0')
+			continue;
+		if (n == GB_MAX_BACKOFF_STEPS)
+		{
+			GUC_check_errmsg("too many backoff steps (at most %d)", GB_MAX_BACKOFF_STEPS);
+			goto fail;
+		}
+		if (!parse_interval(item, &iv))
+		{
+			GUC_check_errmsg("invalid backoff step \"%s\"", item);
+			GUC_check_errhint("Give intervals separated by commas, for example \"1h, 4h, 12h\".");
+			goto fail;
+		}
+		/* months count as 30 days, as interval comparison does */
+		usecs = iv.time + (int64) iv.day * USECS_PER_DAY +
+			(int64) iv.month * DAYS_PER_MONTH * USECS_PER_DAY;
+		if (usecs <= 0 || usecs > (int64) 366 * USECS_PER_DAY)
+		{
+			GUC_check_errmsg("backoff step \"%s\" must be positive and at most 366 days", item);
+			goto fail;
+		}
+		secs[1 + n++] = usecs / USECS_PER_SEC;
+	}
+	secs[0] = n;
+	pfree(copy);
+	*extra = secs;
+	return true;
+
+fail:
+	pfree(copy);
+	free(secs);
+	return false;
+}
+
+static void
+assign_refire_backoff(const char *newval, void *extra)
+{
+	const int64 *secs = (const int64 *) extra;
+	int			i;
+
+	(void) newval;
+	gb_backoff_steps = (int) secs[0];
+	for (i = 0; i < gb_backoff_steps; i++)
+		gb_backoff_secs[i] = secs[1 + i];
 }
 
 void
@@ -104,6 +221,55 @@ gb_define_gucs(void)
 							1, 10000,
 							PGC_SUSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("gate_bridge.refire_backoff",
+							   gettext_noop("Waits between the incidents of a key that keeps re-firing, as a list of intervals."),
+							   gettext_noop("With \"1h, 4h, 12h\", after a key's incident is resolved the next may be created 1 h after the previous creation, the one after that 4 h, then 12 h; empty switches the backoff off."),
+							   &gb_refire_backoff,
+							   "",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   check_refire_backoff, assign_refire_backoff, NULL);
+
+	DefineCustomIntVariable("gate_bridge.backoff_reset",
+							gettext_noop("A key quiet for this long starts its re-fire backoff again from the first step."),
+							NULL,
+							&gb_backoff_reset,
+							24 * 3600,
+							1, 366 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.reopen_window",
+							gettext_noop("A violation this soon after its key's incident was resolved reopens it instead of creating a new one."),
+							gettext_noop("0 switches reopening off."),
+							&gb_reopen_window,
+							0,
+							0, 366 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.flap_threshold",
+							gettext_noop("State changes of a key within flap_window that mark its incident flapping."),
+							gettext_noop("Created, reopened, resolved and auto-resolved count; 0 switches flapping detection off."),
+							&gb_flap_threshold,
+							4,
+							0, GB_MAX_STATE_CHANGES,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.flap_window",
+							gettext_noop("The window flap_threshold counts state changes in; a flapping key clears after a full window without one."),
+							NULL,
+							&gb_flap_window,
+							3600,
+							1, 7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

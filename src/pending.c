@@ -170,6 +170,76 @@ pending_subject(const GBPending *p)
 	return p->agent_subject + strlen(p->agent_subject) + 1;
 }
 
+/* the severity's rank: 1 for sev1 (the worst) .. 3 for sev3 */
+static int
+severity_rank(const char *severity)
+{
+	return (severity[0] == 's' && severity[3] >= '1' && severity[3] <= '3') ?
+		severity[3] - '0' : 3;
+}
+
+static void
+note_worst(GBPending *p, const GBViolation *v, const char *severity)
+{
+	int			rank = severity_rank(severity);
+
+	if (rank < p->worst_rank)
+	{
+		p->worst_rank = rank;
+		p->worst_eval_id = v->row != NULL ? v->row->eval_id : 0;
+	}
+}
+
+/* A new entry for the violation v of key k. */
+static void
+fill_entry(GBPending *p, SubTransactionId subxid, const GBViolation *v,
+		   const GBKey *k, const char *severity, TimestampTz now)
+{
+	MemoryContext old = MemoryContextSwitchTo(pending_cxt);
+	size_t		alen = strlen(k->agent);
+
+	memset(p, 0, sizeof(GBPending));
+	p->subxid = subxid;
+	p->kind = v->kind;
+	strlcpy(p->kind_name, k->kind, sizeof(p->kind_name));
+	Assert(alen + strlen(k->subject) + 2 <= sizeof(p->agent_subject));
+	memcpy(p->agent_subject, k->agent, alen + 1);
+	strlcpy(p->agent_subject + alen + 1, k->subject,
+			sizeof(p->agent_subject) - alen - 1);
+	strlcpy(p->violation_type, v->violation_type, sizeof(p->violation_type));
+	strlcpy(p->severity, severity, sizeof(p->severity));
+	p->key = pstrdup(k->key);
+	p->count = 1;
+	p->first_at = p->last_at = now;
+	p->role = GetUserId();
+	p->worst_rank = severity_rank(severity);
+	if (v->row != NULL)
+	{
+		p->eval_id = v->row->eval_id;
+		p->worst_eval_id = v->row->eval_id;
+		p->actual = v->row->actual;
+		p->threshold = v->row->threshold;
+		p->row_severity = v->severity;
+		p->has_budget = v->row->budget != NULL;
+		if (p->has_budget)
+		{
+			p->budget = *v->row->budget;
+			p->budget.agent_pattern = pstrdup(v->row->budget->agent_pattern);
+			p->budget.lookback = pstrdup(v->row->budget->lookback);
+		}
+		p->from_row = true;
+	}
+	else
+	{
+		Jsonb	   *d = v->build_details(v->details_arg);
+
+		p->details = palloc(VARSIZE(d));
+		memcpy(p->details, d, VARSIZE(d));
+	}
+	MemoryContextSwitchTo(old);
+	newest_subxid = Max(newest_subxid, subxid);
+}
+
 /*
  * Record one violation of key k, to be decided at commit.  "row" describes
  * it when it comes from the trigger; otherwise its details are copied now.
@@ -188,61 +258,90 @@ gb_pending_add(const GBViolation *v, const GBKey *k, const char *severity)
 	make_hkey(hkey, subxid, k->kind, k->agent, k->subject);
 	e = (PendingEntry *) hash_search(pending, hkey, HASH_ENTER, &found);
 	p = &e->p;
-	if (found)
+	if (found && p->count > 0)
 	{
 		p->count++;
 		p->last_at = Max(p->last_at, now);
+		p->passes = 0;
+		note_worst(p, v, severity);
+		return;
+	}
+	if (found)
+	{
+		/* only passing rows so far: this violation resets their count */
+		int32		resolve_after = p->resolve_after;
+
+		free_pending(p);
+		fill_entry(p, subxid, v, k, severity, now);
+		p->resolve_after = resolve_after;
 		return;
 	}
 
-	{
-		MemoryContext old = MemoryContextSwitchTo(pending_cxt);
-		size_t		alen = strlen(k->agent);
-
-		memset(p, 0, sizeof(GBPending));
-		p->subxid = subxid;
-		p->kind = v->kind;
-		strlcpy(p->kind_name, k->kind, sizeof(p->kind_name));
-		Assert(alen + strlen(k->subject) + 2 <= sizeof(p->agent_subject));
-		memcpy(p->agent_subject, k->agent, alen + 1);
-		strlcpy(p->agent_subject + alen + 1, k->subject,
-				sizeof(p->agent_subject) - alen - 1);
-		strlcpy(p->violation_type, v->violation_type, sizeof(p->violation_type));
-		strlcpy(p->severity, severity, sizeof(p->severity));
-		p->key = pstrdup(k->key);
-		p->count = 1;
-		p->first_at = p->last_at = now;
-		p->role = GetUserId();
-		if (v->row != NULL)
-		{
-			p->eval_id = v->row->eval_id;
-			p->actual = v->row->actual;
-			p->threshold = v->row->threshold;
-			p->row_severity = v->severity;
-			p->has_budget = v->row->budget != NULL;
-			if (p->has_budget)
-			{
-				p->budget = *v->row->budget;
-				p->budget.agent_pattern = pstrdup(v->row->budget->agent_pattern);
-				p->budget.lookback = pstrdup(v->row->budget->lookback);
-			}
-			p->from_row = true;
-		}
-		else
-		{
-			Jsonb	   *d = v->build_details(v->details_arg);
-
-			p->details = palloc(VARSIZE(d));
-			memcpy(p->details, d, VARSIZE(d));
-		}
-		MemoryContextSwitchTo(old);
-		newest_subxid = Max(newest_subxid, subxid);
-	}
+	fill_entry(p, subxid, v, k, severity, now);
 
 	/* bound the memory of a transaction that brings many keys */
 	if (hash_get_num_entries(pending) >= GB_PENDING_MAX_KEYS &&
 		GetCurrentTransactionNestLevel() == 1)
 		gb_pending_decide();
+}
+
+/*
+ * Record a row that passes for key (kind, agent, subject), whose
+ * unresolved incident resolves after resolve_after passing rows in a row
+ * (recovery.c): counted at commit, under the key's lock in ExclusiveLock.
+ */
+void
+gb_pending_pass(GBKind kind, const char *agent, const char *subject,
+				const char *violation_type, int64 eval_id, int32 resolve_after)
+{
+	char		hkey[GB_HKEY_LEN];
+	SubTransactionId subxid = GetCurrentSubTransactionId();
+	const char *kind_name = gb_kind_name(kind);
+	PendingEntry *e;
+	GBPending  *p;
+	bool		found;
+
+	ensure_table();
+	make_hkey(hkey, subxid, kind_name, agent, subject);
+	e = (PendingEntry *) hash_search(pending, hkey, HASH_ENTER, &found);
+	p = &e->p;
+	if (!found)
+	{
+		MemoryContext old = MemoryContextSwitchTo(pending_cxt);
+		size_t		alen = strlen(agent);
+
+		memset(p, 0, sizeof(GBPending));
+		p->subxid = subxid;
+		p->kind = kind;
+		strlcpy(p->kind_name, kind_name, sizeof(p->kind_name));
+		memcpy(p->agent_subject, agent, alen + 1);
+		strlcpy(p->agent_subject + alen + 1, subject,
+				sizeof(p->agent_subject) - alen - 1);
+		strlcpy(p->violation_type, violation_type, sizeof(p->violation_type));
+		p->key = gb_key_text(kind, agent, subject);
+		p->first_at = p->last_at = GetCurrentTimestamp();
+		p->role = GetUserId();
+		p->worst_rank = 4;
+		MemoryContextSwitchTo(old);
+		newest_subxid = Max(newest_subxid, subxid);
+	}
+	p->passes++;
+	p->resolve_after = resolve_after;
+	p->last_pass_eval_id = eval_id;
+}
+
+/* Has this subtransaction recorded a violation of the key? */
+bool
+gb_pending_has(GBKind kind, const char *agent, const char *subject)
+{
+	char		hkey[GB_HKEY_LEN];
+	PendingEntry *e;
+
+	if (pending == NULL)
+		return false;
+	make_hkey(hkey, GetCurrentSubTransactionId(), gb_kind_name(kind), agent, subject);
+	e = (PendingEntry *) hash_search(pending, hkey, HASH_FIND, NULL);
+	return e != NULL && e->p.count > 0;
 }
 
 void
@@ -293,9 +392,35 @@ gb_pending_subxact(SubXactEvent event, SubTransactionId mySubid,
 		else
 		{
 			/* the parent's violations came first: its details stay */
-			e->p.count += from->count;
-			e->p.last_at = Max(e->p.last_at, from->last_at);
-			free_pending(from);
+			if (e->p.count == 0 && from->count > 0)
+			{
+				/* the parent had passing rows only: the child's violations reset them */
+				GBPending	parent = e->p;
+
+				memcpy(&e->p, from, sizeof(GBPending));
+				e->p.subxid = parentSubid;
+				free_pending(&parent);
+			}
+			else
+			{
+				e->p.count += from->count;
+				e->p.last_at = Max(e->p.last_at, from->last_at);
+				if (from->count > 0)
+					e->p.passes = from->passes;
+				else
+					e->p.passes += from->passes;
+				if (from->passes > 0)
+				{
+					e->p.resolve_after = from->resolve_after;
+					e->p.last_pass_eval_id = from->last_pass_eval_id;
+				}
+				if (from->worst_rank < e->p.worst_rank)
+				{
+					e->p.worst_rank = from->worst_rank;
+					e->p.worst_eval_id = from->worst_eval_id;
+				}
+				free_pending(from);
+			}
 		}
 		pfree(from);
 	}
@@ -321,7 +446,18 @@ pending_cmp(const void *a, const void *b)
 }
 
 /*
- * Take the ShareLock of every key without ever waiting while holding one:
+ * A key whose decision folds or creates takes its lock in ShareLock, which
+ * writers of the key share; one that counts passing rows, and may resolve
+ * the key's incident, takes it in ExclusiveLock, as resolve() does.
+ */
+static LOCKMODE
+key_lock_mode(const GBPending *p)
+{
+	return p->passes > 0 ? ExclusiveLock : ShareLock;
+}
+
+/*
+ * Take the lock of every key without ever waiting while holding one:
  * when a lock is not free, give back those taken in this round, wait for
  * that one alone, and start again.  (Two keys may share a tag: the lock is
  * then taken twice, and given back twice.)  Whoever holds the
@@ -343,7 +479,7 @@ lock_keys(GBPending **ps, int n)
 		{
 			if (held[i])
 				continue;
-			if (LockAcquire(&ps[i]->locktag, ShareLock, false, true) ==
+			if (LockAcquire(&ps[i]->locktag, key_lock_mode(ps[i]), false, true) ==
 				LOCKACQUIRE_NOT_AVAIL)
 			{
 				blocked = i;
@@ -357,11 +493,12 @@ lock_keys(GBPending **ps, int n)
 		{
 			if (!held[i])
 				continue;
-			LockRelease(&ps[i]->locktag, ShareLock, false);
+			LockRelease(&ps[i]->locktag, key_lock_mode(ps[i]), false);
 			held[i] = false;
 		}
 		CHECK_FOR_INTERRUPTS();
-		(void) LockAcquire(&ps[blocked]->locktag, ShareLock, false, false);
+		(void) LockAcquire(&ps[blocked]->locktag, key_lock_mode(ps[blocked]),
+						   false, false);
 		held[blocked] = true;
 	}
 	pfree(held);

@@ -49,8 +49,10 @@
  * just as a restart does.
  *
  * Announcements are made in the same step, in position order: every event
- * on gate_bridge.events_channel, and created incidents also on
- * gate_bridge.notify_channel.  NOTIFY is a wake-up and never a gate: when
+ * on gate_bridge.events_channel, and created incidents (and those whose
+ * silence ended unresolved) also on gate_bridge.notify_channel.  An event
+ * marked silenced (a silence or the key's flapping held it back, see
+ * incident_events_held()) is numbered but not announced.  NOTIFY is a wake-up and never a gate: when
  * PostgreSQL's notification queue is nearly full (a listener stuck in an
  * open transaction fills it), the transaction's notifications are skipped,
  * counted in gate_bridge.stream_status and logged at most once a minute;
@@ -104,6 +106,7 @@ typedef struct PendingEvent
 	int64		position;
 	char	   *event;
 	char	   *created;		/* a created incident's data object, or NULL */
+	bool		silenced;		/* held back: numbered, not announced */
 } PendingEvent;
 
 static List *pending = NIL;		/* of PendingEvent *, in TopTransactionContext */
@@ -216,7 +219,7 @@ announce(PendingEvent **ev, const bool *numbered, int n)
 	{
 		for (i = 0; i < n; i++)
 		{
-			if (!numbered[i])
+			if (!numbered[i] || ev[i]->silenced)
 				continue;
 			Async_Notify(gb_events_channel,
 						 gb_event_payload(ev[i]->event, ev[i]->position, ev[i]->id,
@@ -237,7 +240,7 @@ announce(PendingEvent **ev, const bool *numbered, int n)
 		int64		total;
 
 		for (i = 0; i < n; i++)
-			if (numbered[i])
+			if (numbered[i] && !ev[i]->silenced)
 				skipped += ev[i]->created ? 2 : 1;
 		arg = Int64GetDatum(skipped);
 		gb_spi_run(skipped_plan, &arg, NULL, SPI_OK_UPDATE_RETURNING);
@@ -547,7 +550,14 @@ gate_bridge_events_recorded(PG_FUNCTION_ARGS)
 	if (row_attr(slot, desc, "incident_id", &d))
 		p->incident_id = DatumGetInt64(d);
 	p->event = row_attr(slot, desc, "event", &d) ? TextDatumGetCString(d) : pstrdup("");
-	if (strcmp(p->event, "created") == 0 && row_attr(slot, desc, "detail", &d))
+	p->silenced = row_attr(slot, desc, "silenced", &d) && DatumGetBool(d);
+
+	/*
+	 * A created incident is announced on notify_channel too, and so is one
+	 * whose silence ended while it was unresolved: that is when it pages.
+	 */
+	if ((strcmp(p->event, "created") == 0 || strcmp(p->event, "silence_ended") == 0) &&
+		row_attr(slot, desc, "detail", &d))
 	{
 		Jsonb	   *detail = DatumGetJsonbP(d);
 		Datum		at;
