@@ -702,8 +702,11 @@ DECLARE
 	n integer := 0;
 	r record;
 	ids bigint[];
-	flap_window interval := current_setting('gate_bridge.flap_window')::interval;
+	flap_window interval;
 BEGIN
+	-- the library defines the settings: a call into it loads it
+	PERFORM gate_bridge.pattern_rank('*', 'tick');
+	flap_window := current_setting('gate_bridge.flap_window')::interval;
 	-- snoozes that ran out
 	FOR r IN
 		WITH due AS (
@@ -758,7 +761,10 @@ BEGIN
 		SELECT k.kind, k.agent, k.subject, k.flapping_since
 		  FROM gate_bridge.incident_keys k
 		 WHERE k.flapping_since IS NOT NULL
-		   AND COALESCE((SELECT max(t) FROM unnest(k.state_changes) t), k.flapping_since)
+		   AND GREATEST((SELECT max(t) FROM unnest(k.state_changes) t), k.flapping_since,
+						(SELECT max(i.resolved_at) FROM gate_bridge.incident_rows i
+						  WHERE i.kind = k.kind AND i.agent = k.agent
+							AND i.subject = k.subject))
 			   <= clock_timestamp() - flap_window
 		   FOR NO KEY UPDATE OF k SKIP LOCKED
 	LOOP
@@ -969,8 +975,12 @@ BEGIN
 	END IF;
 	IF TG_OP = 'UPDATE' AND NEW.status IS DISTINCT FROM OLD.status
 	   AND NOT ((OLD.status = 'open' AND NEW.status IN ('ack', 'resolved'))
-				OR (OLD.status = 'ack' AND NEW.status IN ('open', 'resolved'))
-				OR (OLD.status = 'resolved' AND NEW.status = 'open'))
+				OR (OLD.status = 'ack' AND NEW.status = 'resolved')
+				-- a snooze that ends, which clears the acknowledgement
+				OR (OLD.status = 'ack' AND NEW.status = 'open' AND NEW.acked_at IS NULL)
+				-- a reopen, which clears the resolution
+				OR (OLD.status = 'resolved' AND NEW.status = 'open'
+					AND NEW.resolved_at IS NULL AND NEW.resolved_by IS NULL))
 	THEN
 		RAISE EXCEPTION 'incident % cannot move from % to %', OLD.id, OLD.status, NEW.status
 			USING ERRCODE = '55000',

@@ -284,7 +284,8 @@ extern char *gb_key_text(GBKind kind, const char *agent, const char *subject);
 /* lifecycle.c */
 extern bool gb_auto_resolve(int64 id, const char *note, Jsonb *evidence,
 							bool nowait, TimestampTz seen_before);
-extern void gb_key_changed(Datum *kv, int64 incident_id, TimestampTz at);
+extern void gb_key_changed(Datum *kv, int64 incident_id, TimestampTz at,
+						   bool opening, TimestampTz prev_resolved);
 extern void gb_resolve_key(GBKind kind, const char *agent, const char *subject,
 						   const char *note, Jsonb *evidence);
 

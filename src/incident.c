@@ -181,6 +181,21 @@ prepare_plans(void)
 		" WHERE kind = $1 AND agent = $2 AND subject = $3", 5, tstore);
 }
 
+/*
+ * Run a statement that changes an incident's row with the latest committed
+ * state, whatever the isolation level: under the key's lock a row that a
+ * compaction changed after a REPEATABLE READ snapshot is no conflict.
+ */
+static void
+run_latest(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
+										   InvalidSnapshot, false, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "gate_bridge statement failed: %s", SPI_result_code_string(ret));
+}
+
 static int64
 first_int8(bool *isnull)
 {
@@ -401,7 +416,7 @@ silence_now(const Decision *d, Datum *kv, TimestampTz now)
 /* Create the incident and its "created" event (announced at commit). */
 static int64
 create_incident(const Decision *d, Datum *kv, TimestampTz now,
-				const KeyState *ks, int32 refires)
+				const KeyState *ks, int32 refires, TimestampTz prev_resolved)
 {
 	const GBKey *k = d->k;
 	char	   *summary = build_summary(d->kind, k->agent, k->subject);
@@ -454,7 +469,7 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now,
 	data = gb_created_data(id, k->kind, k->key, d->severity, summary, now, k->agent);
 	insert_event(id, "created", now, d, data);
 
-	gb_key_changed(kv, id, now);
+	gb_key_changed(kv, id, now, true, prev_resolved);
 	return id;
 }
 
@@ -541,7 +556,7 @@ escalate(const Decision *d, Datum *kv, int64 id)
 	char	   *from;
 	StringInfoData detail;
 
-	gb_spi_run(plans.escalate, values, nulls, SPI_OK_UPDATE_RETURNING);
+	run_latest(plans.escalate, values, nulls, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return;					/* escalated meanwhile, or resolved */
 	from = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -617,7 +632,7 @@ reopen(const Decision *d, Datum *kv, const LastIncident *last, TimestampTz now,
 	nulls[3] = silence_id != 0 ? ' ' : 'n';
 	values[4] = BoolGetDatum(ks->flapping);
 	values[5] = CStringGetTextDatum(severity_names[Max(1, Min(3, d->worst_rank)) - 1]);
-	gb_spi_run(plans.reopen, values, nulls, SPI_OK_UPDATE_RETURNING);
+	run_latest(plans.reopen, values, nulls, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return false;
 
@@ -642,7 +657,7 @@ reopen(const Decision *d, Datum *kv, const LastIncident *last, TimestampTz now,
 	store[4] = (Datum) 0;
 	gb_spi_run(plans.recovery_store, store, store_nulls, SPI_OK_UPDATE);
 
-	gb_key_changed(kv, last->id, now);
+	gb_key_changed(kv, last->id, now, true, last->resolved_at);
 	ereport(LOG,
 			(errmsg("Reopened %s incident: " INT64_FORMAT " (%s)", d->k->kind, last->id,
 					d->k->key),
@@ -823,7 +838,7 @@ decide(const Decision *d, bool defer, GBDecideSummary *summary)
 	lock_key(k, kv, now, &ks);
 	if (ks.is_new)
 	{
-		id = create_incident(d, kv, now, &ks, 1);
+		id = create_incident(d, kv, now, &ks, 1, DT_NOBEGIN);
 		goto created;
 	}
 
@@ -881,7 +896,8 @@ decide(const Decision *d, bool defer, GBDecideSummary *summary)
 		goto after;
 	}
 
-	id = create_incident(d, kv, now, &ks, chain);
+	id = create_incident(d, kv, now, &ks, chain,
+						 last.resolved ? last.resolved_at : DT_NOBEGIN);
 created:
 	if (summary == NULL)
 		ereport(LOG,

@@ -57,8 +57,8 @@ static SPIPlanPtr row_lock_plan = NULL;
 static SPIPlanPtr row_lock_skip_plan = NULL;
 static SPIPlanPtr seen_plan = NULL;
 static SPIPlanPtr auto_plan = NULL;
-static SPIPlanPtr recovery_reset_plan = NULL;
 static SPIPlanPtr changed_plan = NULL;
+static SPIPlanPtr counted_plan = NULL;
 static SPIPlanPtr flapping_key_plan = NULL;
 static SPIPlanPtr flapping_row_plan = NULL;
 static SPIPlanPtr auto_event_plan = NULL;
@@ -83,8 +83,8 @@ prepare_plans(void)
 	Oid			t_snooze[3] = {INT8OID, TEXTOID, INTERVALOID};
 	Oid			t_seen[1] = {INT8OID};
 	Oid			t_auto[2] = {INT8OID, TEXTOID};
-	Oid			t_key[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Oid			t_changed[5] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
+	Oid			t_changed[6] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID,
+	TIMESTAMPTZOID};
 	Oid			t_flapkey[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Oid			t_auto_event[4] = {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
 
@@ -143,20 +143,31 @@ prepare_plans(void)
 							 "       snoozed_until = NULL"
 							 " WHERE id = $1 AND status <> 'resolved' RETURNING id",
 							 2, t_auto);
-	recovery_reset_plan = gb_keep_plan("UPDATE gate_bridge.incident_keys"
-									   "   SET recovery_passes = 0, recovery_occurrences = NULL"
-									   " WHERE kind = $1 AND agent = $2 AND subject = $3",
-									   3, t_key);
-	/* the last GB_MAX_STATE_CHANGES changes, and how many fall in the window */
+	/*
+	 * An opening (created, reopened) is recorded with the resolution before
+	 * it, if that is newer than the last change recorded: resolutions are
+	 * not written to the key's row (a REPEATABLE READ writer of the key
+	 * would then fail for a row changed after its snapshot), only counted.
+	 * The last GB_MAX_STATE_CHANGES changes are kept; the count is of those
+	 * in the window, and the resolution that is not recorded yet.
+	 */
 	changed_plan = gb_keep_plan("UPDATE gate_bridge.incident_keys"
 								"   SET state_changes ="
-								"       (CASE WHEN cardinality(state_changes) >= 64"
-								"             THEN state_changes[cardinality(state_changes) - 62:]"
-								"             ELSE state_changes END) || $4"
+								"       (CASE WHEN cardinality(state_changes) >= 63"
+								"             THEN state_changes[cardinality(state_changes) - 61:]"
+								"             ELSE state_changes END)"
+								"       || CASE WHEN $6 > COALESCE(state_changes[cardinality(state_changes)], '-infinity')"
+								"               THEN ARRAY[$6, $4] ELSE ARRAY[$4] END"
 								" WHERE kind = $1 AND agent = $2 AND subject = $3"
 								" RETURNING flapping_since IS NOT NULL,"
 								"           (SELECT count(*) FROM unnest(state_changes) t"
 								"             WHERE t > $4 - $5::float8 * interval '1 second')",
+								6, t_changed);
+	counted_plan = gb_keep_plan("SELECT flapping_since IS NOT NULL,"
+								"       1 + (SELECT count(*) FROM unnest(state_changes) t"
+								"             WHERE t > $4 - $5::float8 * interval '1 second')"
+								"  FROM gate_bridge.incident_keys"
+								" WHERE kind = $1 AND agent = $2 AND subject = $3",
 								5, t_changed);
 	flapping_key_plan = gb_keep_plan("UPDATE gate_bridge.incident_keys SET flapping_since = $4"
 									 " WHERE kind = $1 AND agent = $2 AND subject = $3",
@@ -171,22 +182,31 @@ prepare_plans(void)
 
 /*
  * A state change of the key kv = (kind, agent, subject) at "at", for
- * flapping: remembered on its decision row, which the caller holds, and
- * flap_threshold of them within flap_window mark the key and the incident
+ * flapping: an opening (prev_resolved: when the key's previous incident
+ * was resolved, DT_NOBEGIN if it has none) is remembered on its decision
+ * row, which the caller holds; a resolution (opening false) is counted.
+ * flap_threshold changes within flap_window mark the key and the incident
  * flapping ("flapping", once).  Runs in the caller's SPI section.
  */
 void
-gb_key_changed(Datum *kv, int64 incident_id, TimestampTz at)
+gb_key_changed(Datum *kv, int64 incident_id, TimestampTz at, bool opening,
+			   TimestampTz prev_resolved)
 {
-	Datum		values[5] = {kv[0], kv[1], kv[2], TimestampTzGetDatum(at),
-	Int32GetDatum(gb_flap_window)};
+	Datum		values[6] = {kv[0], kv[1], kv[2], TimestampTzGetDatum(at),
+		Int32GetDatum(gb_flap_window), TimestampTzGetDatum(prev_resolved)};
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', prev_resolved == DT_NOBEGIN ? 'n' : ' '};
 	bool		isnull;
 	bool		flapping;
 	int64		changes;
 	char	   *detail;
 
 	prepare_plans();
-	gb_spi_run(changed_plan, values, NULL, SPI_OK_UPDATE_RETURNING);
+	if (opening)
+		gb_spi_run(changed_plan, values, nulls, SPI_OK_UPDATE_RETURNING);
+	else if (gb_flap_threshold > 0)
+		gb_spi_run(counted_plan, values, NULL, SPI_OK_SELECT);
+	else
+		return;
 	if (SPI_processed == 0 || gb_flap_threshold == 0)
 		return;
 	flapping = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -268,12 +288,14 @@ lock_incident_key(Datum *kv, bool nowait)
 	return LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
-/* After a resolution: the recovery count and the key's state changes. */
+/*
+ * After a resolution: a state change of the key, for flapping.  (The
+ * recovery count starts again when the key's next incident opens.)
+ */
 static void
 resolved(Datum *kv, int64 id)
 {
-	gb_spi_run(recovery_reset_plan, kv, NULL, SPI_OK_UPDATE);
-	gb_key_changed(kv, id, GetCurrentTimestamp());
+	gb_key_changed(kv, id, GetCurrentTimestamp(), false, DT_NOBEGIN);
 }
 
 static Datum
