@@ -76,15 +76,15 @@ check_id(const char *cmd, const char *operand)
 }
 
 static int
-ack_prepare(const char *operand)
+ack_prepare(const char *const *operands)
 {
-	return check_id("ack", operand);
+	return check_id("ack", operands[0]);
 }
 
 static int
-resolve_prepare(const char *operand)
+resolve_prepare(const char *const *operands)
 {
-	return check_id("resolve", operand);
+	return check_id("resolve", operands[0]);
 }
 
 static int
@@ -144,7 +144,7 @@ const GBCommand gb_command_ack = {
 	.description = "Acknowledge an open incident.",
 	.synopsis = "[OPTIONS] ID",
 	.options = ack_options,
-	.operand = "incident ID",
+	.operands = {"incident ID"},
 	.help_tail =
 	"Exit status: 0 acknowledged; 1 the server refused (unknown id, not open);\n"
 	"3 connection failure; 64 bad command line.\n",
@@ -161,7 +161,7 @@ const GBCommand gb_command_resolve = {
 	"the next violation for its key opens a new one.",
 	.synopsis = "[OPTIONS] ID",
 	.options = resolve_options,
-	.operand = "incident ID",
+	.operands = {"incident ID"},
 	.help_tail =
 	"Exit status: 0 resolved; 1 the server refused (unknown id, already\n"
 	"resolved); 3 connection failure; 64 bad command line.\n",

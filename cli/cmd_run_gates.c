@@ -127,9 +127,9 @@ run_gates_option(int key, const char *arg)
 }
 
 static int
-run_gates_prepare(const char *operand)
+run_gates_prepare(const char *const *operands)
 {
-	(void) operand;
+	(void) operands;
 	if (lookback_arg != NULL &&
 		!gb_lookback_to_interval(lookback_arg, lookback, sizeof(lookback)))
 		return gb_usage_error("run-gates", "invalid --lookback \"%s\": expected 7d, 12h, 30m, 45s or an interval",

@@ -71,6 +71,9 @@ typedef struct GBOption
 
 #define GB_LONG_ONLY 256
 
+/* the most arguments a command takes after its options */
+#define GB_MAX_OPERANDS 2
+
 typedef struct GBCommand GBCommand;
 
 /* What a command works with once it is connected. */
@@ -90,16 +93,23 @@ struct GBCommand
 	const char *description;	/* the first paragraph of its --help */
 	const char *synopsis;		/* after "gate-bridge NAME " in --help */
 	const GBOption *options;	/* ends with an entry whose name is NULL */
-	const char *operand;		/* the one argument it takes after its
-								 * options ("incident ID"), or NULL */
+
+	/*
+	 * the arguments it takes after its options, each required, in order
+	 * ("incident ID", "DURATION"); NULL after the last
+	 */
+	const char *operands[GB_MAX_OPERANDS];
 	const char *help_tail;		/* --help after the options: environment,
 								 * output, exit status */
 	const GBConnExtra *conn_extra;	/* or NULL */
 
 	/* one option from the command line: GB_EXIT_OK or a usage error */
 	int			(*option) (int key, const char *arg);
-	/* after the options, before connecting (or NULL): the operand, the environment */
-	int			(*prepare) (const char *operand);
+	/*
+	 * after the options, before connecting (or NULL): the operands (as many
+	 * as operands names, then NULL), the environment
+	 */
+	int			(*prepare) (const char *const *operands);
 	/* connected: returns the exit status */
 	int			(*run) (GBSession *s);
 };
