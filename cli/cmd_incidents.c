@@ -93,44 +93,10 @@ print_table(const PGresult *res, const int *col)
 	static const char *const titles[] = {
 		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "KEY"
 	};
-#define NTABLECOLS ((int) lengthof(titles))
-	int			width[NTABLECOLS];
 	int			n = PQntuples(res);
-	int			r;
-	int			k;
 
-	for (k = 0; k < NTABLECOLS; k++)
-	{
-		width[k] = gb_display_width(titles[k]);
-		for (r = 0; r < n; r++)
-		{
-			int			w = gb_display_width(gb_value(res, r, col[k]));
-
-			if (w > width[k])
-				width[k] = w;
-		}
-	}
-	for (k = 0; k < NTABLECOLS - 1; k++)
-	{
-		gb_print_padded(stdout, titles[k], width[k]);
-		fputs("  ", stdout);
-	}
-	fputs(titles[NTABLECOLS - 1], stdout);
-	fputc('\n', stdout);
-	for (r = 0; r < n; r++)
-	{
-		for (k = 0; k < NTABLECOLS - 1; k++)
-		{
-			const char *v = gb_value(res, r, col[k]);
-
-			gb_print_padded(stdout, v ? v : "", width[k]);
-			fputs("  ", stdout);
-		}
-		gb_print_sanitized(stdout, gb_value(res, r, col[NTABLECOLS - 1]));
-		fputc('\n', stdout);
-	}
+	gb_print_table(res, titles, col, (int) lengthof(titles));
 	printf("(%d incident%s)\n", n, n == 1 ? "" : "s");
-#undef NTABLECOLS
 }
 
 static int

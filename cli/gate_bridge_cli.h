@@ -146,6 +146,9 @@ extern void gb_describe_server(PGconn *conn, char *buf, size_t len);
 extern int	gb_extension_version(PGconn *conn, char *version, size_t len,
 								 bool *installed);
 extern void gb_warn_version_mismatch(PGconn *conn, const char *version);
+extern int	gb_check_interval(PGconn *conn, const char *cmd, const char *what,
+							  const char *given, const char *interval,
+							  const char *noun);
 extern PGresult *gb_exec(PGconn *conn, const char *sql, int nparams,
 						 const char *const *params, int *exit_code);
 extern void gb_report_result_error(PGconn *conn, const PGresult *res);
@@ -165,6 +168,8 @@ extern bool gb_find_columns(const PGresult *res, const GBColumn *columns);
 extern void gb_print_sanitized(FILE *out, const char *s);
 extern int	gb_display_width(const char *s);
 extern void gb_print_padded(FILE *out, const char *s, int width);
+extern void gb_print_table(const PGresult *res, const char *const *titles,
+						   const int *col, int ncols);
 extern void gb_format_number(const char *text, char *out, size_t outlen);
 extern bool gb_print_line(const char *line);
 extern void gb_check_buffer(PQExpBuffer buf);
