@@ -119,6 +119,7 @@ extern const GBCommand gb_command_listen;
 extern const GBCommand gb_command_incidents;
 extern const GBCommand gb_command_ack;
 extern const GBCommand gb_command_resolve;
+extern const GBCommand gb_command_snooze;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,

@@ -25,6 +25,7 @@ static const GBCommand *const commands[] = {
 	&gb_command_incidents,
 	&gb_command_ack,
 	&gb_command_resolve,
+	&gb_command_snooze,
 };
 
 #define NCOMMANDS ((int) lengthof(commands))
