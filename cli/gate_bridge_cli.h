@@ -120,6 +120,9 @@ extern const GBCommand gb_command_incidents;
 extern const GBCommand gb_command_ack;
 extern const GBCommand gb_command_resolve;
 extern const GBCommand gb_command_snooze;
+extern const GBCommand gb_command_silence;
+extern const GBCommand gb_command_unsilence;
+extern const GBCommand gb_command_silences;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,
