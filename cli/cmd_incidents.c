@@ -20,8 +20,6 @@
 
 #include "gate_bridge_cli.h"
 
-#define UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-
 /*
  * r is the JSON line's object; the table reads its columns too.  flags is
  * the table's FLAGS cell, and lifecycle the JSON line's fields after
@@ -36,10 +34,10 @@
 " CROSS JOIN LATERAL (" \
 "       SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity," \
 "              i.status, i.summary, i.playbooks, i.occurrences," \
-"              " UTC("i.first_seen_at") " AS first_seen_at," \
-"              " UTC("i.last_seen_at") " AS last_seen_at," \
-"              " UTC("i.acked_at") " AS acked_at, i.acked_by," \
-"              " UTC("i.resolved_at") " AS resolved_at, i.resolved_by," \
+"              " GB_SQL_UTC("i.first_seen_at") " AS first_seen_at," \
+"              " GB_SQL_UTC("i.last_seen_at") " AS last_seen_at," \
+"              " GB_SQL_UTC("i.acked_at") " AS acked_at, i.acked_by," \
+"              " GB_SQL_UTC("i.resolved_at") " AS resolved_at, i.resolved_by," \
 "              i.resolution_note" lifecycle ") AS r" \
 " WHERE CASE WHEN $1::pg_catalog.text IS NULL THEN i.status <> 'resolved'" \
 "            WHEN $1 = 'all' THEN true" \
@@ -50,12 +48,12 @@
 /* "snoozed until 2026-12-03T07:00:00Z, silence 3, flapping", or "-" */
 #define FLAGS \
 "COALESCE(NULLIF(pg_catalog.concat_ws(', '," \
-"                'snoozed until ' || " UTC("i.snoozed_until") "," \
+"                'snoozed until ' || " GB_SQL_UTC("i.snoozed_until") "," \
 "                'silence ' || i.silence_id::pg_catalog.text," \
 "                CASE WHEN i.flapping THEN 'flapping' END), ''), '-')"
 
 #define LIFECYCLE \
-", " UTC("i.snoozed_until") " AS snoozed_until, i.silence_id, i.flapping"
+", " GB_SQL_UTC("i.snoozed_until") " AS snoozed_until, i.silence_id, i.flapping"
 
 static const char *const query = QUERY(FLAGS, LIFECYCLE);
 

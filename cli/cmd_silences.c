@@ -20,11 +20,8 @@
 #include "postgres_fe.h"
 
 #include <inttypes.h>
-#include <string.h>
 
 #include "gate_bridge_cli.h"
-
-#define UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 /*
  * r is the JSON line's object; the table reads its columns too, and shows
@@ -39,10 +36,10 @@ static const char *const list_query =
 "  FROM gate_bridge.silences s"
 " CROSS JOIN LATERAL ("
 "       SELECT s.id, s.agent_pattern, s.kind, s.violation_type, s.key,"
-"              " UTC("s.starts_at") " AS starts_at,"
-"              " UTC("s.ends_at") " AS ends_at,"
+"              " GB_SQL_UTC("s.starts_at") " AS starts_at,"
+"              " GB_SQL_UTC("s.ends_at") " AS ends_at,"
 "              s.created_by, s.comment,"
-"              " UTC("s.created_at") " AS created_at) AS r"
+"              " GB_SQL_UTC("s.created_at") " AS created_at) AS r"
 " WHERE $1::pg_catalog.bool OR s.ends_at > pg_catalog.now()"
 " ORDER BY s.created_at DESC, s.id DESC";
 

@@ -46,6 +46,12 @@
 #define GB_EXIT_CONNECT		3	/* could not connect, or the connection broke */
 #define GB_EXIT_USAGE		64	/* bad command line or environment */
 
+/*
+ * SQL: a timestamptz column as UTC text, 2026-12-03T07:00:00Z, the way the
+ * tables and JSON lines show times
+ */
+#define GB_SQL_UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 /* A connection setting a command wants unless the connection string says otherwise. */
 typedef struct GBConnExtra
 {
