@@ -194,9 +194,9 @@ snooze_run(GBSession *s)
 				  4, params, &rc);
 	if (res == NULL)
 		return rc;
-	printf("incident %" PRId64 " snoozed until ", id);
+	printf("Incident %" PRId64 " snoozed until ", id);
 	gb_print_sanitized(stdout, PQgetvalue(res, 0, 0));
-	printf("\n");
+	printf(".\n");
 	PQclear(res);
 	return fflush(stdout) == EOF ? GB_EXIT_FAIL : GB_EXIT_OK;
 }

@@ -160,7 +160,7 @@ silence_run(GBSession *s)
 					   "SELECT s.agent_pattern, s.ends_at FROM gate_bridge.silences s"
 					   " WHERE s.id = $1::pg_catalog.int8",
 					   1, NULL, row_params, NULL, NULL, 0);
-	printf("silence %s created: ", created);
+	printf("Silence %s created: ", created);
 	if (PQresultStatus(row) == PGRES_TUPLES_OK && PQntuples(row) == 1)
 	{
 		gb_print_sanitized(stdout, PQgetvalue(row, 0, 0));
@@ -169,7 +169,7 @@ silence_run(GBSession *s)
 	}
 	else
 		gb_print_sanitized(stdout, pattern);
-	printf("\n");
+	printf(".\n");
 	PQclear(row);
 	return fflush(stdout) == EOF ? GB_EXIT_FAIL : GB_EXIT_OK;
 }
@@ -186,7 +186,7 @@ unsilence_run(GBSession *s)
 	if (res == NULL)
 		return rc;
 	PQclear(res);
-	printf("silence %" PRId64 " ended\n", id);
+	printf("Silence %" PRId64 " ended.\n", id);
 	return fflush(stdout) == EOF ? GB_EXIT_FAIL : GB_EXIT_OK;
 }
 

@@ -633,8 +633,8 @@ $snz_id //= 0;
 # snooze
 ($rc, $out, $err) = gb('snooze', $snz_id, '24h', '--note', 'waiting on the vendor', '--actor', 'carol');
 is($rc, 0, 'snooze exits 0') or diag($err);
-my ($until_text) = $out =~ /\Aincident \Q$snz_id\E snoozed until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::\d\d)?)\n\z/;
-ok(defined $until_text, 'snooze prints "incident ID snoozed until TIME"') or diag($out);
+my ($until_text) = $out =~ /\AIncident \Q$snz_id\E snoozed until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::\d\d)?)\.\n\z/;
+ok(defined $until_text, 'snooze prints "Incident ID snoozed until TIME."') or diag($out);
 my ($db_until, $db_status, $until_utc, $off_by) = $dbh->selectrow_array(q{
 	SELECT snoozed_until, status,
 		   to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -653,11 +653,11 @@ is($snooze_ev->{actor}, 'carol', 'snooze --actor: and the actor');
 ($rc, $out, $err) = gb('snooze', $snz_id, '2 hours');
 is($rc, 0, 'snooze an acknowledged incident again, "2 hours"') or diag($err);
 ($db_until) = $dbh->selectrow_array('SELECT snoozed_until FROM gate_bridge.incidents WHERE id = ?', undef, $snz_id);
-like($out, qr/\Aincident \Q$snz_id\E snoozed until /, 'and confirms');
-my ($printed) = $out =~ /snoozed until (.*)\n/;
+like($out, qr/\AIncident \Q$snz_id\E snoozed until /, 'and confirms');
+my ($printed) = $out =~ /snoozed until (.*)\.\n/;
 ok(same_instant($printed // 'infinity', $db_until), 'the second snooze sets the new time');
 ($rc, $out, $err) = gb({ env => { PGTZ => 'Asia/Kolkata' } }, 'snooze', $snz_id, '30min');
-like($out, qr/\Aincident \Q$snz_id\E snoozed until \S+ \S+\+05:30\n\z/, 'snooze: the time in the session\'s time zone (PGTZ)');
+like($out, qr/\AIncident \Q$snz_id\E snoozed until \S+ \S+\+05:30\.\n\z/, 'snooze: the time in the session\'s time zone (PGTZ)');
 ($until_utc) = $dbh->selectrow_array(
 	q{SELECT to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM gate_bridge.incidents WHERE id = ?},
 	undef, $snz_id);
@@ -687,8 +687,8 @@ my ($me) = $dbh->selectrow_array('SELECT current_user');
 ($rc, $out, $err) = gb('silence', 'regress.lc.sil.*', '2h', '--comment', 'maintenance: "sil" agents',
 	'--kind', 'budget', '--type', 'quality');
 is($rc, 0, 'silence exits 0') or diag($err);
-my ($sil_id, $sil_until) = $out =~ /\Asilence (\d+) created: regress\.lc\.sil\.\* until (.+)\n\z/;
-ok(defined $sil_id, 'silence prints "silence ID created: PATTERN until TIME"') or diag($out);
+my ($sil_id, $sil_until) = $out =~ /\ASilence (\d+) created: regress\.lc\.sil\.\* until (.+)\.\n\z/;
+ok(defined $sil_id, 'silence prints "Silence ID created: PATTERN until TIME."') or diag($out);
 $sil_id //= 0;
 my $sil = $dbh->selectrow_hashref(q{
 	SELECT s.*, abs(extract(epoch FROM s.ends_at - (now() + interval '2 hours'))) AS off_by,
@@ -702,7 +702,7 @@ ok(same_instant($sil_until // 'infinity', $sil->{ends_at} // '-infinity'), 'sile
 
 ($rc, $out, $err) = gb('silence', 'regress.lc.other.*', '30min', '-c', 'second');
 is($rc, 0, 'silence of any kind and type exits 0') or diag($err);
-my ($sil2_id) = $out =~ /\Asilence (\d+) created: regress\.lc\.other\.\* until /;
+my ($sil2_id) = $out =~ /\ASilence (\d+) created: regress\.lc\.other\.\* until /;
 ok(defined $sil2_id, 'and confirms') or diag($out);
 $sil2_id //= 0;
 
@@ -800,7 +800,7 @@ like($sil_json->{ends_at} // '', qr/^$iso$/, 'silences --json: times in UTC');
 # unsilence
 ($rc, $out, $err) = gb('unsilence', $sil2_id);
 is($rc, 0, 'unsilence exits 0') or diag($err);
-is($out, "silence $sil2_id ended\n", 'unsilence confirms');
+is($out, "Silence $sil2_id ended.\n", 'unsilence confirms');
 my ($ended) = $dbh->selectrow_array('SELECT ends_at <= now() FROM gate_bridge.silences WHERE id = ?', undef, $sil2_id);
 ok($ended, 'unsilence: the silence has ended');
 ($rc, $out) = gb('silences');
