@@ -6,7 +6,9 @@
  * A table for people, or one JSON object per line for programs, rendered
  * by the server.  Without --status it lists the incidents that are not
  * resolved (open and ack), as on-call wants them; --status all lists every
- * incident.
+ * incident.  Whether an incident is snoozed, silenced or flapping is shown
+ * when the extension's incidents have those columns; an older extension
+ * lists as before.
  *
  * cli/cmd_incidents.c
  *
@@ -18,26 +20,55 @@
 
 #include "gate_bridge_cli.h"
 
-#define UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+/*
+ * r is the JSON line's object; the table reads its columns too.  flags is
+ * the table's FLAGS cell, and lifecycle the JSON line's fields after
+ * resolution_note: both are there only when the extension's incidents have
+ * the lifecycle columns (snoozed_until, silence_id, flapping).
+ */
+#define QUERY(flags, lifecycle) \
+"SELECT r.id, r.severity, r.status, r.occurrences, r.first_seen_at, r.key," \
+"       " flags " AS flags," \
+"       pg_catalog.row_to_json(r)::pg_catalog.text AS line" \
+"  FROM gate_bridge.incidents i" \
+" CROSS JOIN LATERAL (" \
+"       SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity," \
+"              i.status, i.summary, i.playbooks, i.occurrences," \
+"              " GB_SQL_UTC("i.first_seen_at") " AS first_seen_at," \
+"              " GB_SQL_UTC("i.last_seen_at") " AS last_seen_at," \
+"              " GB_SQL_UTC("i.acked_at") " AS acked_at, i.acked_by," \
+"              " GB_SQL_UTC("i.resolved_at") " AS resolved_at, i.resolved_by," \
+"              i.resolution_note" lifecycle ") AS r" \
+" WHERE CASE WHEN $1::pg_catalog.text IS NULL THEN i.status <> 'resolved'" \
+"            WHEN $1 = 'all' THEN true" \
+"            ELSE i.status = $1 END" \
+"   AND ($2::pg_catalog.text IS NULL OR i.severity = $2)" \
+" ORDER BY i.severity, i.first_seen_at, i.id"
 
-/* r is the JSON line's object; the table reads its columns too. */
-static const char *const query =
-"SELECT r.id, r.severity, r.status, r.occurrences, r.first_seen_at, r.key,"
-"       pg_catalog.row_to_json(r)::pg_catalog.text AS line"
-"  FROM gate_bridge.incidents i"
-" CROSS JOIN LATERAL ("
-"       SELECT i.id, i.kind, i.key, i.agent, i.violation_type, i.severity,"
-"              i.status, i.summary, i.playbooks, i.occurrences,"
-"              " UTC("i.first_seen_at") " AS first_seen_at,"
-"              " UTC("i.last_seen_at") " AS last_seen_at,"
-"              " UTC("i.acked_at") " AS acked_at, i.acked_by,"
-"              " UTC("i.resolved_at") " AS resolved_at, i.resolved_by,"
-"              i.resolution_note) AS r"
-" WHERE CASE WHEN $1::pg_catalog.text IS NULL THEN i.status <> 'resolved'"
-"            WHEN $1 = 'all' THEN true"
-"            ELSE i.status = $1 END"
-"   AND ($2::pg_catalog.text IS NULL OR i.severity = $2)"
-" ORDER BY i.severity, i.first_seen_at, i.id";
+/* "snoozed until 2026-12-03T07:00:00Z, silence 3, flapping", or "-" */
+#define FLAGS \
+"COALESCE(NULLIF(pg_catalog.concat_ws(', '," \
+"                'snoozed until ' || " GB_SQL_UTC("i.snoozed_until") "," \
+"                'silence ' || i.silence_id::pg_catalog.text," \
+"                CASE WHEN i.flapping THEN 'flapping' END), ''), '-')"
+
+#define LIFECYCLE \
+", " GB_SQL_UTC("i.snoozed_until") " AS snoozed_until, i.silence_id, i.flapping"
+
+static const char *const query = QUERY(FLAGS, LIFECYCLE);
+
+/* an extension without snoozes, silences and flapping (1.2 and older) */
+static const char *const query_without_lifecycle = QUERY("NULL::pg_catalog.text", "");
+
+/* Are the lifecycle columns there? */
+static const char *const lifecycle_query =
+"SELECT pg_catalog.count(*) = 3"
+"  FROM pg_catalog.pg_attribute a"
+"  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+" WHERE n.nspname = 'gate_bridge' AND c.relname = 'incidents'"
+"   AND a.attname IN ('snoozed_until', 'silence_id', 'flapping')"
+"   AND a.attnum > 0 AND NOT a.attisdropped";
 
 /* the command line of this run */
 static const char *status = NULL;
@@ -87,68 +118,54 @@ incidents_option(int key, const char *arg)
 	return GB_EXIT_OK;
 }
 
+/* col: the table's columns, FLAGS before KEY, FLAGS only with lifecycle */
 static void
-print_table(const PGresult *res, const int *col)
+print_table(const PGresult *res, const int *col, bool lifecycle)
 {
 	static const char *const titles[] = {
+		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "FLAGS", "KEY"
+	};
+	static const char *const titles_without_lifecycle[] = {
 		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "KEY"
 	};
-#define NTABLECOLS ((int) lengthof(titles))
-	int			width[NTABLECOLS];
 	int			n = PQntuples(res);
-	int			r;
-	int			k;
 
-	for (k = 0; k < NTABLECOLS; k++)
+	if (lifecycle)
+		gb_print_table(res, titles, col, (int) lengthof(titles));
+	else
 	{
-		width[k] = gb_display_width(titles[k]);
-		for (r = 0; r < n; r++)
-		{
-			int			w = gb_display_width(gb_value(res, r, col[k]));
+		const int	without[] = {col[0], col[1], col[2], col[3], col[4], col[6]};
 
-			if (w > width[k])
-				width[k] = w;
-		}
-	}
-	for (k = 0; k < NTABLECOLS - 1; k++)
-	{
-		gb_print_padded(stdout, titles[k], width[k]);
-		fputs("  ", stdout);
-	}
-	fputs(titles[NTABLECOLS - 1], stdout);
-	fputc('\n', stdout);
-	for (r = 0; r < n; r++)
-	{
-		for (k = 0; k < NTABLECOLS - 1; k++)
-		{
-			const char *v = gb_value(res, r, col[k]);
-
-			gb_print_padded(stdout, v ? v : "", width[k]);
-			fputs("  ", stdout);
-		}
-		gb_print_sanitized(stdout, gb_value(res, r, col[NTABLECOLS - 1]));
-		fputc('\n', stdout);
+		gb_print_table(res, titles_without_lifecycle, without,
+					   (int) lengthof(titles_without_lifecycle));
 	}
 	printf("(%d incident%s)\n", n, n == 1 ? "" : "s");
-#undef NTABLECOLS
 }
 
 static int
 incidents_run(GBSession *s)
 {
 	const char *params[2] = {status, severity};
-	int			col[6];			/* the table's, in its order */
+	int			col[7];			/* the table's, in its order */
 	int			line;
 	const GBColumn columns[] = {
 		{"id", &col[0]}, {"severity", &col[1]}, {"status", &col[2]},
-		{"occurrences", &col[3]}, {"first_seen_at", &col[4]}, {"key", &col[5]},
-		{"line", &line}, {NULL, NULL}
+		{"occurrences", &col[3]}, {"first_seen_at", &col[4]}, {"flags", &col[5]},
+		{"key", &col[6]}, {"line", &line}, {NULL, NULL}
 	};
 	PGresult   *res;
+	bool		lifecycle;
 	int			rc = GB_EXIT_OK;
 	int			r;
 
-	res = gb_exec(s->conn, query, 2, params, &rc);
+	res = gb_exec(s->conn, lifecycle_query, 0, NULL, &rc);
+	if (res == NULL)
+		return rc;
+	lifecycle = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+
+	res = gb_exec(s->conn, lifecycle ? query : query_without_lifecycle,
+				  2, params, &rc);
 	if (res == NULL)
 		return rc;
 	if (!gb_find_columns(res, columns))
@@ -161,7 +178,7 @@ incidents_run(GBSession *s)
 	}
 	else
 	{
-		print_table(res, col);
+		print_table(res, col, lifecycle);
 		if (fflush(stdout) == EOF)
 			rc = GB_EXIT_FAIL;
 	}
@@ -176,10 +193,15 @@ const GBCommand gb_command_incidents = {
 	.synopsis = "[OPTIONS]",
 	.options = options,
 	.help_tail =
+	"FLAGS shows \"snoozed until TIME\" (gate-bridge snooze), \"silence ID\" (the\n"
+	"silence it is under, gate-bridge silences) and \"flapping\", or \"-\".\n"
+	"\n"
 	"Each JSON line has the incident's id, kind, key, agent, violation_type,\n"
 	"severity, status, summary, playbooks, occurrences, first_seen_at,\n"
-	"last_seen_at, acked_at, acked_by, resolved_at, resolved_by and\n"
-	"resolution_note.\n"
+	"last_seen_at, acked_at, acked_by, resolved_at, resolved_by,\n"
+	"resolution_note, snoozed_until, silence_id and flapping (null unless\n"
+	"snoozed, null unless silenced, true or false).  An extension without\n"
+	"snoozes and silences (1.2 and older) has no FLAGS and none of the last three.\n"
 	"\n"
 	"Times are UTC.  Exit status: 0 listed (even if none); 1 the server refused;\n"
 	"3 connection failure; 64 bad command line.\n",

@@ -127,9 +127,9 @@ run_gates_option(int key, const char *arg)
 }
 
 static int
-run_gates_prepare(const char *operand)
+run_gates_prepare(const char *const *operands)
 {
-	(void) operand;
+	(void) operands;
 	if (lookback_arg != NULL &&
 		!gb_lookback_to_interval(lookback_arg, lookback, sizeof(lookback)))
 		return gb_usage_error("run-gates", "invalid --lookback \"%s\": expected 7d, 12h, 30m, 45s or an interval",
@@ -147,39 +147,6 @@ run_gates_prepare(const char *operand)
 								  env_value);
 	}
 	return GB_EXIT_OK;
-}
-
-/* The window: the server parses it, and it must be positive. */
-static int
-check_lookback(PGconn *conn)
-{
-	const char *params[1] = {lookback};
-	PGresult   *res;
-	const char *msg;
-	int			rc = GB_EXIT_OK;
-
-	res = PQexecParams(conn,
-					   "SELECT $1::pg_catalog.interval > '0'::pg_catalog.interval",
-					   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-	{
-		if (gb_connection_lost(conn))
-		{
-			gb_report_result_error(conn, res);
-			rc = GB_EXIT_CONNECT;
-		}
-		else
-		{
-			msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-			rc = gb_usage_error("run-gates", "invalid --lookback \"%s\": %s", lookback_arg,
-								msg ? msg : PQerrorMessage(conn));
-		}
-	}
-	else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-		rc = gb_usage_error("run-gates", "invalid --lookback \"%s\": the window must be longer than zero",
-							lookback_arg);
-	PQclear(res);
-	return rc;
 }
 
 static GateStatus
@@ -256,7 +223,8 @@ run_gates_run(GBSession *s)
 
 	if (lookback_arg != NULL)
 	{
-		rc = check_lookback(s->conn);
+		rc = gb_check_interval(s->conn, "run-gates", "--lookback", lookback_arg,
+							   lookback, "window");
 		if (rc != GB_EXIT_OK)
 			return rc;
 	}

@@ -6,7 +6,7 @@
  * A command describes itself in a GBCommand (see gate_bridge_cli.h); here
  * its options are handed to getopt_long together with the two that every
  * command takes (-d/--dbname, -h/--help), its --help is printed from the
- * same table, its operand is counted, and then, in this order: the
+ * same table, its operands are counted, and then, in this order: the
  * command's own checks, the connection string's (a usage error, 64), the
  * connection (a failure is reported and exits 3), the extension's presence
  * and version, and the command itself.
@@ -168,7 +168,7 @@ parse_and_run(const GBCommand *cmd, int argc, char **av,
 			  const char *shortopts)
 {
 	const char *given = global_conninfo;
-	const char *operand = NULL;
+	const char *operands[GB_MAX_OPERANDS] = {NULL};
 	const char *source;
 	char		problem[512];
 	bool		installed;
@@ -176,6 +176,7 @@ parse_and_run(const GBCommand *cmd, int argc, char **av,
 	GBSession	s;
 	int			rc;
 	int			c;
+	int			i;
 
 	getopt_reset();
 	while ((c = getopt_long(argc, av, shortopts, longopts, NULL)) != -1)
@@ -198,17 +199,17 @@ parse_and_run(const GBCommand *cmd, int argc, char **av,
 				break;
 		}
 	}
-	if (cmd->operand != NULL)
+	for (i = 0; i < GB_MAX_OPERANDS && cmd->operands[i] != NULL; i++)
 	{
 		if (optind >= argc)
-			return gb_usage_error(cmd->name, "missing %s", cmd->operand);
-		operand = av[optind++];
+			return gb_usage_error(cmd->name, "missing %s", cmd->operands[i]);
+		operands[i] = av[optind++];
 	}
 	if (optind < argc)
 		return gb_usage_error(cmd->name, "unexpected argument \"%s\"", av[optind]);
 	if (cmd->prepare != NULL)
 	{
-		rc = cmd->prepare(operand);
+		rc = cmd->prepare(operands);
 		if (rc != GB_EXIT_OK)
 			return rc;
 	}

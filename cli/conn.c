@@ -282,6 +282,46 @@ gb_exec(PGconn *conn, const char *sql, int nparams,
 }
 
 /*
+ * An interval from the command line: given as the user wrote it, interval
+ * as it goes to the server, what names it in messages ("--lookback",
+ * "DURATION"), and noun says what it is ("window").  The server parses it,
+ * and it must be longer than zero; anything else is a usage error of cmd.
+ * Returns GB_EXIT_OK, or the exit status of a failure, already reported.
+ */
+int
+gb_check_interval(PGconn *conn, const char *cmd, const char *what,
+				  const char *given, const char *interval, const char *noun)
+{
+	const char *params[1] = {interval};
+	PGresult   *res;
+	const char *msg;
+	int			rc = GB_EXIT_OK;
+
+	res = PQexecParams(conn,
+					   "SELECT $1::pg_catalog.interval > '0'::pg_catalog.interval",
+					   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		if (gb_connection_lost(conn))
+		{
+			gb_report_result_error(conn, res);
+			rc = GB_EXIT_CONNECT;
+		}
+		else
+		{
+			msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			rc = gb_usage_error(cmd, "invalid %s \"%s\": %s", what, given,
+								msg ? msg : PQerrorMessage(conn));
+		}
+	}
+	else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		rc = gb_usage_error(cmd, "invalid %s \"%s\": the %s must be longer than zero",
+							what, given, noun);
+	PQclear(res);
+	return rc;
+}
+
+/*
  * The version of the extension installed in the connected database
  * (*installed false when there is none).  Returns GB_EXIT_OK, or the exit
  * status of a failure, already reported.

@@ -46,6 +46,12 @@
 #define GB_EXIT_CONNECT		3	/* could not connect, or the connection broke */
 #define GB_EXIT_USAGE		64	/* bad command line or environment */
 
+/*
+ * SQL: a timestamptz column as UTC text, 2026-12-03T07:00:00Z, the way the
+ * tables and JSON lines show times
+ */
+#define GB_SQL_UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 /* A connection setting a command wants unless the connection string says otherwise. */
 typedef struct GBConnExtra
 {
@@ -71,6 +77,9 @@ typedef struct GBOption
 
 #define GB_LONG_ONLY 256
 
+/* the most arguments a command takes after its options */
+#define GB_MAX_OPERANDS 2
+
 typedef struct GBCommand GBCommand;
 
 /* What a command works with once it is connected. */
@@ -90,16 +99,23 @@ struct GBCommand
 	const char *description;	/* the first paragraph of its --help */
 	const char *synopsis;		/* after "gate-bridge NAME " in --help */
 	const GBOption *options;	/* ends with an entry whose name is NULL */
-	const char *operand;		/* the one argument it takes after its
-								 * options ("incident ID"), or NULL */
+
+	/*
+	 * the arguments it takes after its options, each required, in order
+	 * ("incident ID", "DURATION"); NULL after the last
+	 */
+	const char *operands[GB_MAX_OPERANDS];
 	const char *help_tail;		/* --help after the options: environment,
 								 * output, exit status */
 	const GBConnExtra *conn_extra;	/* or NULL */
 
 	/* one option from the command line: GB_EXIT_OK or a usage error */
 	int			(*option) (int key, const char *arg);
-	/* after the options, before connecting (or NULL): the operand, the environment */
-	int			(*prepare) (const char *operand);
+	/*
+	 * after the options, before connecting (or NULL): the operands (as many
+	 * as operands names, then NULL), the environment
+	 */
+	int			(*prepare) (const char *const *operands);
 	/* connected: returns the exit status */
 	int			(*run) (GBSession *s);
 };
@@ -109,6 +125,10 @@ extern const GBCommand gb_command_listen;
 extern const GBCommand gb_command_incidents;
 extern const GBCommand gb_command_ack;
 extern const GBCommand gb_command_resolve;
+extern const GBCommand gb_command_snooze;
+extern const GBCommand gb_command_silence;
+extern const GBCommand gb_command_unsilence;
+extern const GBCommand gb_command_silences;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,
@@ -136,6 +156,9 @@ extern void gb_describe_server(PGconn *conn, char *buf, size_t len);
 extern int	gb_extension_version(PGconn *conn, char *version, size_t len,
 								 bool *installed);
 extern void gb_warn_version_mismatch(PGconn *conn, const char *version);
+extern int	gb_check_interval(PGconn *conn, const char *cmd, const char *what,
+							  const char *given, const char *interval,
+							  const char *noun);
 extern PGresult *gb_exec(PGconn *conn, const char *sql, int nparams,
 						 const char *const *params, int *exit_code);
 extern void gb_report_result_error(PGconn *conn, const PGresult *res);
@@ -155,6 +178,8 @@ extern bool gb_find_columns(const PGresult *res, const GBColumn *columns);
 extern void gb_print_sanitized(FILE *out, const char *s);
 extern int	gb_display_width(const char *s);
 extern void gb_print_padded(FILE *out, const char *s, int width);
+extern void gb_print_table(const PGresult *res, const char *const *titles,
+						   const int *col, int ncols);
 extern void gb_format_number(const char *text, char *out, size_t outlen);
 extern bool gb_print_line(const char *line);
 extern void gb_check_buffer(PQExpBuffer buf);

@@ -25,6 +25,10 @@ static const GBCommand *const commands[] = {
 	&gb_command_incidents,
 	&gb_command_ack,
 	&gb_command_resolve,
+	&gb_command_snooze,
+	&gb_command_silence,
+	&gb_command_unsilence,
+	&gb_command_silences,
 };
 
 #define NCOMMANDS ((int) lengthof(commands))

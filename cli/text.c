@@ -58,6 +58,59 @@ gb_print_padded(FILE *out, const char *s, int width)
 }
 
 /*
+ * An aligned table on stdout: a line of titles, then one line per row of
+ * res with the columns col[0 .. ncols-1] under them, two spaces apart.
+ * The last column, the widest as a rule, is not padded; SQL NULL is an
+ * empty cell.
+ */
+void
+gb_print_table(const PGresult *res, const char *const *titles,
+			   const int *col, int ncols)
+{
+	int		   *width = calloc((size_t) ncols, sizeof(int));
+	int			n = PQntuples(res);
+	int			r;
+	int			k;
+
+	if (width == NULL)
+	{
+		fprintf(stderr, "%s: out of memory\n", GB_PROGNAME);
+		exit(GB_EXIT_FAIL);
+	}
+	for (k = 0; k < ncols; k++)
+	{
+		width[k] = gb_display_width(titles[k]);
+		for (r = 0; r < n; r++)
+		{
+			int			w = gb_display_width(gb_value(res, r, col[k]));
+
+			if (w > width[k])
+				width[k] = w;
+		}
+	}
+	for (k = 0; k < ncols - 1; k++)
+	{
+		gb_print_padded(stdout, titles[k], width[k]);
+		fputs("  ", stdout);
+	}
+	fputs(titles[ncols - 1], stdout);
+	fputc('\n', stdout);
+	for (r = 0; r < n; r++)
+	{
+		for (k = 0; k < ncols - 1; k++)
+		{
+			const char *v = gb_value(res, r, col[k]);
+
+			gb_print_padded(stdout, v ? v : "", width[k]);
+			fputs("  ", stdout);
+		}
+		gb_print_sanitized(stdout, gb_value(res, r, col[ncols - 1]));
+		fputc('\n', stdout);
+	}
+	free(width);
+}
+
+/*
  * A metric for the report: at most 6 significant digits (0.493333,
  * 1234.57, 250).  Text that is not a number is shown as it is.
  */

@@ -12,7 +12,10 @@
 # DATABASE_URL that is not a PostgreSQL URL), connection failures (exit 3),
 # a database without the extension, the warning when the extension is of
 # another version (a database with CREATE EXTENSION gate_bridge VERSION
-# '1.1'); incidents, ack and resolve; each exit code of run-gates and its
+# '1.1'); incidents, ack and resolve; snooze, silence, unsilence, silences
+# and what incidents shows of them (see "Lifecycle" below: those cases need
+# gate_bridge.snooze(), silence(), unsilence(), the table silences and the
+# incidents' snoozed_until, silence_id and flapping); each exit code of run-gates and its
 # report, JSON lines, samples and per-violation incident ids,
 # INTERVENTIONS_ENABLED=false; and that "listen", as a role with only the
 # grants it needs, prints every incident event exactly once and in position
@@ -195,6 +198,8 @@ is($out, "gate-bridge $version\n", 'and is this version');
 	($rc, $out, $err) = gb('-d', "dbname=$old_dbname", 'incidents');
 	is($rc, 0, 'an older extension: incidents still runs') or diag($err);
 	like($out, qr/^\(0 incidents\)$/m, 'and lists');
+	like($out, qr/^ID\s+SEV\s+STATUS\s+OCC\s+FIRST SEEN \(UTC\)\s+KEY$/m,
+		'an extension without snoozes and silences: the table has no FLAGS');
 	like($err, $warning, 'a warning names both versions and the database');
 	like($err, qr/^HINT:  .*ALTER EXTENSION gate_bridge UPDATE/m, 'and says how to match them');
 	is(scalar(() = $err =~ /warning:/g), 1, 'the warning comes once');
@@ -294,13 +299,14 @@ is($rc, 64, '--version takes no command');
 ($rc, $out, $err) = gb('--help');
 is($rc, 0, '--help exits 0');
 like($out, qr/^Usage:\n  gate-bridge \[-d CONNINFO\] COMMAND/m, '--help shows the usage');
-like($out, qr/^  $_ /m, "--help lists $_") for qw(run-gates listen incidents ack resolve);
+like($out, qr/^  $_ /m, "--help lists $_")
+  for qw(run-gates listen incidents ack resolve snooze silence unsilence silences);
 like($out, qr/^  64 /m, '--help documents the exit status of usage errors');
 like($out, qr/^  3 /m, '--help documents the exit status of connection failures');
 like($out, qr/^  -V, --version /m, '--help documents --version');
 is($err, '', '--help writes nothing to stderr');
 
-for my $cmd (qw(run-gates listen incidents ack resolve))
+for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence silences))
 {
 	($rc, $out, $err) = gb($cmd, '--help');
 	is($rc, 0, "$cmd --help exits 0");
@@ -325,6 +331,20 @@ like($out, qr/folded\/rate limited/, 'run-gates --help documents the per-violati
 like($out, qr/^  -n, --note=TEXT +resolution note$/m, 'resolve --help lists --note');
 ($rc, $out) = gb('ack', '--help');
 unlike($out, qr/--note/, 'ack --help does not list --note');
+($rc, $out) = gb('snooze', '--help');
+like($out, qr/^Usage:\n  gate-bridge snooze \[OPTIONS\] ID DURATION$/m, 'snooze --help: ID and DURATION');
+like($out, qr/^  -n, --note=TEXT /m, 'snooze --help lists --note');
+like($out, qr/^      --actor=NAME /m, 'snooze --help lists --actor');
+($rc, $out) = gb('silence', '--help');
+like($out, qr/^Usage:\n  gate-bridge silence \[OPTIONS\] PATTERN DURATION --comment TEXT$/m,
+	'silence --help: PATTERN, DURATION and --comment');
+like($out, qr/^  -k, --kind=KIND /m, 'silence --help lists --kind');
+like($out, qr/^  -t, --type=VIOLATION_TYPE\n/m, 'silence --help lists --type');
+($rc, $out) = gb('silences', '--help');
+like($out, qr/^  -a, --all /m, 'silences --help lists --all');
+like($out, qr/^  -j, --json /m, 'silences --help lists --json');
+($rc, $out) = gb('incidents', '--help');
+like($out, qr/FLAGS shows "snoozed until TIME"/, 'incidents --help explains FLAGS');
 ($rc, $out) = gb('listen', '--help');
 like($out, qr/^      --since=POSITION +start after stream position POSITION/m, 'listen --help lists its long-only options');
 like($out, qr/target_session_attrs=read-write/, 'listen --help shows a connection string for failover');
@@ -347,13 +367,39 @@ my @usage = (
 	[['ack'], qr/missing incident ID/, 'ack without an id'],
 	[['ack', '12abc'], qr/invalid incident ID "12abc"/, 'ack with a bad id'],
 	[['ack', '0'], qr/invalid incident ID "0"/, 'ack with id 0'],
-	[['ack', '--note', 'x', '1'], qr/--note is only for resolve/, 'ack --note'],
+	[['ack', '--note', 'x', '1'], qr/--note is only for resolve and snooze/, 'ack --note'],
 	[['ack', '--actor', '', '1'], qr/--actor must not be empty/, 'ack with an empty actor'],
 	[['resolve'], qr/resolve: missing incident ID/, 'resolve without an id'],
 	[['resolve', '1', '2'], qr/unexpected argument "2"/, 'resolve with two ids'],
 	[['listen', '--since', '-5'], qr/invalid --since "-5"/, 'bad --since'],
 	[['listen', '--interval', '0'], qr/invalid --interval "0"/, 'bad --interval'],
 	[['listen', 'now'], qr/listen: unexpected argument "now"/, 'listen with an argument'],
+	[['snooze'], qr/snooze: missing incident ID/, 'snooze without an id'],
+	[['snooze', '12'], qr/snooze: missing DURATION/, 'snooze without a duration'],
+	[['snooze', '12abc', '1h'], qr/snooze: invalid incident ID "12abc"/, 'snooze with a bad id'],
+	[['snooze', '0', '1h'], qr/snooze: invalid incident ID "0"/, 'snooze with id 0'],
+	[['snooze', '12', ''], qr/snooze: invalid DURATION ""/, 'snooze with an empty duration'],
+	[['snooze', '12', '1h', '2h'], qr/snooze: unexpected argument "2h"/, 'snooze with two durations'],
+	[['snooze', '--actor', '', '12', '1h'], qr/snooze: --actor must not be empty/, 'snooze with an empty actor'],
+	[['snooze', '--frob', '12', '1h'], qr/snooze: unrecognized option '--frob'/, 'unknown snooze option'],
+	[['silence'], qr/silence: missing PATTERN/, 'silence without a pattern'],
+	[['silence', 'inbox.*'], qr/silence: missing DURATION/, 'silence without a duration'],
+	[['silence', 'inbox.*', '2h'], qr/silence: --comment is required/, 'silence without --comment'],
+	[['silence', 'inbox.*', '2h', '--comment', ''], qr/silence: --comment must not be empty/,
+		'silence with an empty comment'],
+	[['silence', '', '2h', '--comment', 'x'], qr/silence: PATTERN must not be empty/, 'silence with an empty pattern'],
+	[['silence', 'inbox.*', '', '--comment', 'x'], qr/silence: invalid DURATION ""/, 'silence with an empty duration'],
+	[['silence', 'inbox.*', '2h', '-c', 'x', '--kind', ''], qr/silence: --kind must not be empty/,
+		'silence with an empty kind'],
+	[['silence', 'inbox.*', '2h', '-c', 'x', '--type', ''], qr/silence: --type must not be empty/,
+		'silence with an empty type'],
+	[['silence', 'inbox.*', '2h', 'x'], qr/silence: unexpected argument "x"/, 'silence with a third argument'],
+	[['unsilence'], qr/unsilence: missing silence ID/, 'unsilence without an id'],
+	[['unsilence', 'x'], qr/unsilence: invalid silence ID "x"/, 'unsilence with a bad id'],
+	[['unsilence', '-1'], qr/unsilence: invalid option -- '1'/, 'unsilence with a negative id'],
+	[['unsilence', '1', '2'], qr/unsilence: unexpected argument "2"/, 'unsilence with two ids'],
+	[['silences', 'now'], qr/silences: unexpected argument "now"/, 'silences with an argument'],
+	[['silences', '--frob'], qr/silences: unrecognized option '--frob'/, 'unknown silences option'],
 );
 for my $u (@usage)
 {
@@ -383,7 +429,8 @@ is($rc, 3, 'listen: a failed first connection exits 3 (only later ones are retri
 like($err, qr/could not connect to database "regress_nodb" on host "127\.0\.0\.1" port 1: /,
 	'listen: and names the server');
 
-for my $cmd (['run-gates'], ['ack', '1'], ['resolve', '1'])
+for my $cmd (['run-gates'], ['ack', '1'], ['resolve', '1'], ['snooze', '1', '1h'],
+	['silence', 'inbox.*', '2h', '--comment', 'x'], ['unsilence', '1'], ['silences'])
 {
 	($rc, $out, $err) = gb('-d', 'host=127.0.0.1 port=1 dbname=regress_nodb connect_timeout=5', @$cmd);
 	is($rc, 3, "$cmd->[0]: a connection failure exits 3");
@@ -462,9 +509,9 @@ $err_id //= 0;
 
 ($rc, $out, $err) = gb('incidents');
 is($rc, 0, 'incidents exits 0');
-like($out, qr/^ID\s+SEV\s+STATUS\s+OCC\s+FIRST SEEN \(UTC\)\s+KEY$/m, 'incidents: table header');
-like($out, qr/^\Q$crit_id\E\s+sev1\s+open\s+1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+BUDGET_regress\.inc\.crit_quality$/m,
-	'incidents: the sev1 row');
+like($out, qr/^ID\s+SEV\s+STATUS\s+OCC\s+FIRST SEEN \(UTC\)\s+FLAGS\s+KEY$/m, 'incidents: table header');
+like($out, qr/^\Q$crit_id\E\s+sev1\s+open\s+1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+-\s+BUDGET_regress\.inc\.crit_quality$/m,
+	'incidents: the sev1 row, no flags');
 like($out, qr/^\(2 incidents\)$/m, 'incidents: count line');
 
 ($rc, $out, $err) = gb('incidents', '--json');
@@ -476,8 +523,11 @@ is_deeply([map { $_->{id} } @inc], $ids_db, 'incidents --json: the unresolved in
 my ($crit) = grep { $_->{id} == $crit_id } @inc;
 is_deeply([sort keys %{ $crit || {} }],
 	[sort qw(id kind key agent violation_type severity status summary playbooks occurrences
-		first_seen_at last_seen_at acked_at acked_by resolved_at resolved_by resolution_note)],
+		first_seen_at last_seen_at acked_at acked_by resolved_at resolved_by resolution_note
+		snoozed_until silence_id flapping)],
 	'incidents --json: every field');
+like($out, qr/^\{"id":\Q$crit_id\E,.*,"resolution_note":null,"snoozed_until":null,"silence_id":null,"flapping":false\}$/m,
+	'incidents --json: the lifecycle fields come last, null and false for an incident left alone');
 is($crit->{severity}, 'sev1', 'incidents --json: severity');
 is($crit->{status}, 'open', 'incidents --json: status');
 is($crit->{summary}, 'Budget violation: regress.inc.crit quality', 'incidents --json: summary');
@@ -527,6 +577,252 @@ like($err, qr/incident 987654321 does not exist/, 'and says so');
 ($rc, $out) = gb('incidents', '--json', '--status', 'resolved');
 my ($resolved) = json_lines($out);
 is($resolved->{resolution_note}, $note, 'incidents --json: the note, escaped and read back');
+
+# ---------------------------------------------------------------------------
+# Lifecycle: snooze, silence, unsilence, silences, and incidents' FLAGS
+#
+# These need gate_bridge.snooze(incident_id, duration, actor, note),
+# gate_bridge.silence(agent_pattern, duration, comment, kind,
+# violation_type), gate_bridge.unsilence(id), the table gate_bridge.silences
+# and the columns snoozed_until, silence_id and flapping at the end of
+# gate_bridge.incidents.  A refusal is compared with what the server says
+# to the same call: the command prints its message and exits 1.
+# ---------------------------------------------------------------------------
+
+# Open an incident for an agent: a budget for it only while its row goes in.
+sub open_incident
+{
+	my ($h, $agent, $quality) = @_;
+	$h->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+			 VALUES (?, 'quality', 0.8, 0.5, 0.3)}, undef, $agent);
+	$h->do('INSERT INTO gate_bridge.eval_results (agent, quality) VALUES (?, ?)', undef, $agent, $quality // 0.25);
+	$h->do('DELETE FROM gate_bridge.budgets WHERE agent_pattern = ?', undef, $agent);
+	my ($id) = $h->selectrow_array(
+		q{SELECT max(id) FROM gate_bridge.incidents WHERE agent = ? AND status <> 'resolved'}, undef, $agent);
+	return $id;
+}
+
+# The server's message and SQLSTATE for a statement that it refuses.
+sub server_refusal
+{
+	my ($sql, @bind) = @_;
+	my $h = db($dbname);
+	$h->{PrintError} = 0;
+	$h->{RaiseError} = 0;
+	$h->do($sql, undef, @bind);
+	my ($msg, $state) = ($h->errstr // '', $h->state // '');
+	$h->disconnect;
+	$msg =~ s/^ERROR:\s+//;
+	$msg =~ s/\n.*//s;
+	return ($msg, $state);
+}
+
+# the same instant? (the command prints times as the server's TimeZone has them)
+sub same_instant
+{
+	my ($a, $b) = @_;
+	my ($same) = $dbh->selectrow_array('SELECT ?::timestamptz = ?::timestamptz', undef, $a, $b);
+	return $same;
+}
+
+my (undef, $lc_position) = max_event($dbh);
+my $snz_id = open_incident($dbh, 'regress.lc.snooze');
+ok(defined $snz_id, 'an incident to snooze');
+$snz_id //= 0;
+
+# snooze
+($rc, $out, $err) = gb('snooze', $snz_id, '24h', '--note', 'waiting on the vendor', '--actor', 'carol');
+is($rc, 0, 'snooze exits 0') or diag($err);
+my ($until_text) = $out =~ /\AIncident \Q$snz_id\E snoozed until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::\d\d)?)\.\n\z/;
+ok(defined $until_text, 'snooze prints "Incident ID snoozed until TIME."') or diag($out);
+my ($db_until, $db_status, $until_utc, $off_by) = $dbh->selectrow_array(q{
+	SELECT snoozed_until, status,
+		   to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+		   abs(extract(epoch FROM snoozed_until - (now() + interval '24 hours')))
+	  FROM gate_bridge.incidents WHERE id = ?}, undef, $snz_id);
+ok(defined $db_until && same_instant($until_text // 'infinity', $db_until),
+	'snooze: the time printed is the incident\'s snoozed_until');
+ok(defined $off_by && $off_by < 60, 'snooze 24h: snoozed until now plus 24 hours');
+is($db_status, 'ack', 'snooze: the incident is acknowledged');
+($rc, $out) = gb('listen', '--since', $lc_position, '--once');
+my ($snooze_ev) = grep { ($_->{incident_id} // 0) == $snz_id && ($_->{note} // '') eq 'waiting on the vendor' }
+  json_lines($out);
+ok($snooze_ev, 'snooze --note: the timeline has the note');
+is($snooze_ev->{actor}, 'carol', 'snooze --actor: and the actor');
+
+($rc, $out, $err) = gb('snooze', $snz_id, '2 hours');
+is($rc, 0, 'snooze an acknowledged incident again, "2 hours"') or diag($err);
+($db_until) = $dbh->selectrow_array('SELECT snoozed_until FROM gate_bridge.incidents WHERE id = ?', undef, $snz_id);
+like($out, qr/\AIncident \Q$snz_id\E snoozed until /, 'and confirms');
+my ($printed) = $out =~ /snoozed until (.*)\.\n/;
+ok(same_instant($printed // 'infinity', $db_until), 'the second snooze sets the new time');
+($rc, $out, $err) = gb({ env => { PGTZ => 'Asia/Kolkata' } }, 'snooze', $snz_id, '30min');
+like($out, qr/\AIncident \Q$snz_id\E snoozed until \S+ \S+\+05:30\.\n\z/, 'snooze: the time in the session\'s time zone (PGTZ)');
+($until_utc) = $dbh->selectrow_array(
+	q{SELECT to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM gate_bridge.incidents WHERE id = ?},
+	undef, $snz_id);
+
+for my $case (
+	[[$snz_id, '31 days'], 'SELECT gate_bridge.snooze(?, ?)', '22023', 'a snooze longer than the server allows'],
+	[['987654321', '1h'], 'SELECT gate_bridge.snooze(?, ?)', '02000', 'an unknown incident'],
+	[[$crit_id, '1h'], 'SELECT gate_bridge.snooze(?, ?)', '55000', 'a resolved incident'])
+{
+	my ($args, $sql, $want_state, $name) = @$case;
+	my ($msg, $state) = server_refusal($sql, @$args);
+	is($state, $want_state, "gate_bridge.snooze refuses $name with $want_state");
+	($rc, $out, $err) = gb('snooze', @$args);
+	is($rc, 1, "snooze: $name exits 1");
+	like($err, qr/^gate-bridge: \Q$msg\E$/m, "snooze: $name, the server's message");
+	is($out, '', "snooze: $name prints nothing on stdout");
+}
+($rc, $out, $err) = gb('snooze', $snz_id, '--', '-1h');
+is($rc, 64, 'snooze: a negative duration is a usage error');
+like($err, qr/snooze: invalid DURATION "-1h": the duration must be longer than zero/, 'and says so');
+($rc, $out, $err) = gb('snooze', $snz_id, 'a fortnight');
+is($rc, 64, 'snooze: a duration that is no interval is a usage error');
+like($err, qr/snooze: invalid DURATION "a fortnight": invalid input syntax for type interval/, 'with the server\'s reason');
+
+# silence
+my ($me) = $dbh->selectrow_array('SELECT current_user');
+($rc, $out, $err) = gb('silence', 'regress.lc.sil.*', '2h', '--comment', 'maintenance: "sil" agents',
+	'--kind', 'budget', '--type', 'quality');
+is($rc, 0, 'silence exits 0') or diag($err);
+my ($sil_id, $sil_until) = $out =~ /\ASilence (\d+) created: regress\.lc\.sil\.\* until (.+)\.\n\z/;
+ok(defined $sil_id, 'silence prints "Silence ID created: PATTERN until TIME."') or diag($out);
+$sil_id //= 0;
+my $sil = $dbh->selectrow_hashref(q{
+	SELECT s.*, abs(extract(epoch FROM s.ends_at - (now() + interval '2 hours'))) AS off_by,
+		   s.starts_at <= now() AS started
+	  FROM gate_bridge.silences s WHERE id = ?}, undef, $sil_id) // {};
+is_deeply([@$sil{qw(agent_pattern kind violation_type key created_by comment)}],
+	['regress.lc.sil.*', 'budget', 'quality', undef, $me, 'maintenance: "sil" agents'],
+	'silence: the row has the pattern, kind, type, creator and comment');
+ok($sil->{started} && defined $sil->{off_by} && $sil->{off_by} < 60, 'silence 2h: from now for 2 hours');
+ok(same_instant($sil_until // 'infinity', $sil->{ends_at} // '-infinity'), 'silence: the time printed is its ends_at');
+
+($rc, $out, $err) = gb('silence', 'regress.lc.other.*', '30min', '-c', 'second');
+is($rc, 0, 'silence of any kind and type exits 0') or diag($err);
+my ($sil2_id) = $out =~ /\ASilence (\d+) created: regress\.lc\.other\.\* until /;
+ok(defined $sil2_id, 'and confirms') or diag($out);
+$sil2_id //= 0;
+
+{
+	my ($msg, $state) = server_refusal(
+		'SELECT gate_bridge.silence(?, ?, ?, ?)', 'regress.lc.sil.*', '1h', 'x', 'no-such-kind');
+	is($state, '22023', 'gate_bridge.silence refuses an unknown kind with 22023');
+	($rc, $out, $err) = gb('silence', 'regress.lc.sil.*', '1h', '-c', 'x', '--kind', 'no-such-kind');
+	is($rc, 1, 'silence: an unknown kind exits 1');
+	like($err, qr/^gate-bridge: \Q$msg\E$/m, 'silence: the server\'s message');
+}
+($rc, $out, $err) = gb('silence', '-c', 'x', 'regress.lc.sil.*', '--', '-5min');
+is($rc, 64, 'silence: a negative duration is a usage error');
+like($err, qr/silence: invalid DURATION "-5min": the duration must be longer than zero/, 'and says so');
+
+# an incident under the silence
+my $silenced_id = open_incident($dbh, 'regress.lc.sil.a');
+ok(defined $silenced_id, 'an incident for an agent under the silence');
+$silenced_id //= 0;
+my ($db_sil) = $dbh->selectrow_array('SELECT silence_id FROM gate_bridge.incidents WHERE id = ?', undef, $silenced_id);
+is($db_sil, $sil_id, 'the incident is under the silence');
+
+# an incident that flaps: opened and resolved again and again
+{
+	my $h = db($dbname);
+	$h->do('SET gate_bridge.rate_limit = 100');
+	for (1 .. 6)
+	{
+		my $id = open_incident($h, 'regress.lc.flap');
+		$h->do('SELECT gate_bridge.resolve(?)', undef, $id) if $_ < 6 && defined $id;
+	}
+	$h->disconnect;
+}
+my ($flap_id, $flapping) = $dbh->selectrow_array(
+	q{SELECT id, flapping FROM gate_bridge.incidents WHERE agent = 'regress.lc.flap' AND status = 'open'});
+ok($flapping, 'an incident opened and resolved six times in a row is flapping');
+$flap_id //= 0;
+
+# incidents: FLAGS and the JSON fields, as the view has them
+($rc, $out, $err) = gb('incidents');
+is($rc, 0, 'incidents with snoozed, silenced and flapping incidents exits 0') or diag($err);
+like($out, qr/^\Q$snz_id\E\s+sev1\s+ack\s+1\s+\S+\s+snoozed until \Q$until_utc\E\s+BUDGET_regress\.lc\.snooze_quality$/m,
+	'incidents: FLAGS of a snoozed incident, in UTC');
+like($out, qr/^\Q$silenced_id\E\s+sev1\s+open\s+1\s+\S+\s+silence \Q$sil_id\E\s+BUDGET_regress\.lc\.sil\.a_quality$/m,
+	'incidents: FLAGS of a silenced incident');
+like($out, qr/^\Q$flap_id\E\s+sev1\s+open\s+1\s+\S+\s+flapping\s+BUDGET_regress\.lc\.flap_quality$/m,
+	'incidents: FLAGS of a flapping incident');
+my $view = $dbh->selectall_hashref(q{
+	SELECT id, to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS snoozed_until,
+		   silence_id, flapping
+	  FROM gate_bridge.incidents WHERE status <> 'resolved'}, 'id');
+my %flags_want = map {
+	my $v = $view->{$_};
+	my @f = ((defined $v->{snoozed_until} ? "snoozed until $v->{snoozed_until}" : ()),
+		(defined $v->{silence_id} ? "silence $v->{silence_id}" : ()), ($v->{flapping} ? 'flapping' : ()));
+	$_ => (@f ? join(', ', @f) : '-')
+} keys %$view;
+my %flags_got = map { /^(\d+)\s+sev\d\s+\S+\s+\d+\s+\S+\s+(.*?)\s+\S+$/ ? ($1 => $2) : () } split /\n/, $out;
+is_deeply(\%flags_got, \%flags_want, 'incidents: every row\'s FLAGS is what the view says');
+
+($rc, $out) = gb('incidents', '--json');
+my %inc = map { $_->{id} => $_ } json_lines($out);
+is_deeply({ map { $_ => [@{ $inc{$_} }{qw(snoozed_until silence_id)}, $inc{$_}{flapping} ? 1 : 0] } keys %inc },
+	{ map { $_ => [@{ $view->{$_} }{qw(snoozed_until silence_id)}, $view->{$_}{flapping} ? 1 : 0] } keys %$view },
+	'incidents --json: snoozed_until (UTC), silence_id and flapping of every incident, as the view has them');
+ok(JSON::PP::is_bool($inc{$flap_id}{flapping}) && $inc{$flap_id}{flapping}, 'incidents --json: flapping is a JSON boolean');
+is($inc{$silenced_id}{silence_id}, $sil_id, 'incidents --json: silence_id is a number');
+
+# silences
+($rc, $out, $err) = gb('silences');
+is($rc, 0, 'silences exits 0') or diag($err);
+like($out, qr/\AID\s+PATTERN\s+KIND\s+TYPE\s+STARTS \(UTC\)\s+ENDS \(UTC\)\s+BY\s+COMMENT\n/, 'silences: table header');
+my $iso = qr/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/;
+like($out, qr/^\Q$sil_id\E\s+regress\.lc\.sil\.\*\s+budget\s+quality\s+$iso\s+$iso\s+\Q$me\E\s+maintenance: "sil" agents$/m,
+	'silences: a row with its kind, type, times, creator and comment');
+like($out, qr/^\Q$sil2_id\E\s+regress\.lc\.other\.\*\s+\*\s+\*\s+$iso\s+$iso\s+\Q$me\E\s+second$/m,
+	'silences: any kind or type shows "*"');
+my @listed = $out =~ /^(\d+)\s/mg;
+my $active = $dbh->selectcol_arrayref('SELECT id FROM gate_bridge.silences WHERE ends_at > now() ORDER BY created_at DESC, id DESC');
+is_deeply(\@listed, $active, 'silences: those in force or to come, newest first');
+like($out, qr/^\(\d+ silences?\)$/m, 'silences: count line');
+
+($rc, $out) = gb('silences', '--json');
+my @sil_lines = json_lines($out);
+is_deeply([map { $_->{id} } @sil_lines], $active, 'silences --json: the same silences, newest first');
+my ($sil_json) = grep { $_->{id} == $sil_id } @sil_lines;
+is_deeply([sort keys %{ $sil_json || {} }],
+	[sort qw(id agent_pattern kind violation_type key starts_at ends_at created_by comment created_at)],
+	'silences --json: every field');
+my ($sil2_json) = grep { $_->{id} == $sil2_id } @sil_lines;
+ok($sil2_json && !defined $sil2_json->{kind} && !defined $sil2_json->{violation_type},
+	'silences --json: any kind or type is null');
+like($sil_json->{ends_at} // '', qr/^$iso$/, 'silences --json: times in UTC');
+
+# unsilence
+($rc, $out, $err) = gb('unsilence', $sil2_id);
+is($rc, 0, 'unsilence exits 0') or diag($err);
+is($out, "Silence $sil2_id ended.\n", 'unsilence confirms');
+my ($ended) = $dbh->selectrow_array('SELECT ends_at <= now() FROM gate_bridge.silences WHERE id = ?', undef, $sil2_id);
+ok($ended, 'unsilence: the silence has ended');
+($rc, $out) = gb('silences');
+unlike($out, qr/^\Q$sil2_id\E\s/m, 'silences: an ended silence is not listed');
+($rc, $out) = gb('silences', '--all');
+like($out, qr/^\Q$sil2_id\E\s+regress\.lc\.other\.\*\s/m, 'silences --all: it is');
+my $every = $dbh->selectcol_arrayref('SELECT id FROM gate_bridge.silences ORDER BY created_at DESC, id DESC');
+is_deeply([$out =~ /^(\d+)\s/mg], $every, 'silences --all: every silence, newest first');
+($rc, $out) = gb('silences', '--all', '--json');
+is_deeply([map { $_->{id} } json_lines($out)], $every, 'silences --all --json: every silence');
+
+for my $case ([$sil2_id, '55000', 'a silence that has ended'], ['987654321', '02000', 'an unknown silence'])
+{
+	my ($id, $want_state, $name) = @$case;
+	my ($msg, $state) = server_refusal('SELECT gate_bridge.unsilence(?)', $id);
+	is($state, $want_state, "gate_bridge.unsilence refuses $name with $want_state");
+	($rc, $out, $err) = gb('unsilence', $id);
+	is($rc, 1, "unsilence: $name exits 1");
+	like($err, qr/^gate-bridge: \Q$msg\E$/m, "unsilence: $name, the server's message");
+}
+($rc, $out, $err) = gb('unsilence', $sil_id);
+is($rc, 0, 'unsilence the other silence too') or diag($err);
 
 # ---------------------------------------------------------------------------
 # run-gates: exit codes and report
