@@ -558,7 +558,7 @@ BEGIN
 	LOOP
 		IF gate_bridge.auto_resolve(r.id,
 				jsonb_build_object('reason', 'quiet', 'last_seen_at', r.last_seen_at,
-								   'resolve_quiet', r.resolve_quiet::text),
+								   'resolve_quiet', extract(epoch FROM r.resolve_quiet)::bigint),
 				clock_timestamp() - r.resolve_quiet) THEN
 			n := n + 1;
 		END IF;
@@ -592,7 +592,7 @@ BEGIN
 		INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
 		SELECT max(i.id), 'flapping_ended', clock_timestamp(), 'gate_bridge',
 			   jsonb_build_object('flapping_since', r.flapping_since,
-								  'flap_window', flap_window::text)
+								  'flap_window', extract(epoch FROM flap_window)::bigint)
 		  FROM gate_bridge.incident_rows i
 		 WHERE i.kind = r.kind AND i.agent = r.agent AND i.subject = r.subject
 		HAVING max(i.id) IS NOT NULL;
@@ -1453,7 +1453,8 @@ CREATE TRIGGER incident_events_held
 
 /*
  * snooze(incident_id, duration, actor, note): acknowledges an open or
- * acknowledged incident until now() + duration (returned); when that
+ * acknowledged incident until the current time plus duration (returned,
+ * clock_timestamp() rather than the transaction's start); when that
  * passes and it is still unresolved, tick() puts it back to open
  * (snooze_expired, announced).  Resolving ends the snooze.  A duration
  * that is not positive or longer than 30 days is refused (22023).

@@ -190,7 +190,7 @@ static void
 run_latest(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
 	int			ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
-										   InvalidSnapshot, false, false, 0);
+										   InvalidSnapshot, false, true, 0);
 
 	if (ret != expected)
 		elog(ERROR, "gate_bridge statement failed: %s", SPI_result_code_string(ret));
