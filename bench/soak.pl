@@ -110,6 +110,31 @@ my $DB = 'gb_soak';
 my $WRITER = 'regress_soak_writer';
 my $OPERATOR = 'regress_soak_operator';
 my $CHANNEL = 'incident_created';
+my $EVENTS_CHANNEL = 'incident_events';
+
+# The lifecycle in the storm.  Agents whose own budgets (same tiers as the
+# glob) resolve an incident after RESOLVE_AFTER passing rows in a row; one
+# agent whose budgets resolve after RESOLVE_QUIET seconds without a
+# violation, and that the writers leave alone in the second half of the run;
+# the odd-numbered writers reopen an incident resolved less than
+# REOPEN_WINDOW seconds ago; the operator snoozes for SNOOZE_MS, ticks every
+# TICK_MS, and holds silences: one per agent of @SILENCED from a quarter to
+# 60 % of the run (ended with unsilence()), and one on the latency of
+# $SILENCED_SHORT that runs out by itself (ended by tick()).  Flapping is
+# off (gate_bridge.flap_threshold = 0): with an operator resolving every few
+# milliseconds every key would flap at once and hold everything back.
+my $RESOLVE_AFTER = 5;
+my @RECOVERING = map { sprintf('soak.a%02d', $_) } 1 .. 5;
+my $QUIET_AGENT = sprintf('soak.a%02d', $N_AGENTS);
+my $RESOLVE_QUIET = 1;
+my $REOPEN_WINDOW = 2;
+my @SNOOZE_MS = (1000, 2000);
+my $TICK_MS = 200;
+my @SILENCED = ('soak.a03', 'soak.a08', 'soak.a13');
+my $SILENCED_SHORT = 'soak.a18';
+# a decision that read the silences just before one began or ended may
+# still be committing: events this close to either edge are not judged
+my $SILENCE_MARGIN = 0.05;
 
 # Budgets (glob "soak.*"): quality is a floor, latency a ceiling.
 my @Q_VIOLATING = (0.7, 0.5, 0.2);			# warning, error, critical
@@ -199,14 +224,29 @@ sub set_up
 				 (agent_pattern, budget_type, warning, error, critical)
 			   VALUES ('soak.*', 'quality', 0.8, 0.6, 0.4),
 					  ('soak.*', 'latency', 1000, 2000, 4000)});
+	for my $agent (@RECOVERING, $QUIET_AGENT)
+	{
+		my ($after, $quiet) = $agent eq $QUIET_AGENT
+		  ? (undef, "$RESOLVE_QUIET s") : ($RESOLVE_AFTER, undef);
+		$dbh->do(q{INSERT INTO gate_bridge.budgets
+					 (agent_pattern, budget_type, warning, error, critical,
+					  resolve_after, resolve_quiet)
+				   VALUES ($1, 'quality', 0.8, 0.6, 0.4, $2, $3::interval),
+						  ($1, 'latency', 1000, 2000, 4000, $2, $3::interval)},
+				 undef, $agent, $after, $quiet);
+	}
 	$dbh->do("GRANT USAGE ON SCHEMA gate_bridge TO $WRITER, $OPERATOR");
 	$dbh->do("GRANT INSERT ON gate_bridge.eval_results TO $WRITER");
 	$dbh->do("GRANT SELECT ON gate_bridge.incidents TO $OPERATOR");
 	$dbh->do("GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),"
-			 . " gate_bridge.resolve(bigint, text, text) TO $OPERATOR");
+			 . " gate_bridge.resolve(bigint, text, text),"
+			 . " gate_bridge.snooze(bigint, interval, text, text), gate_bridge.tick(),"
+			 . " gate_bridge.silence(text, interval, text, text, text),"
+			 . " gate_bridge.unsilence(bigint) TO $OPERATOR");
 	# before any client connects, so every session starts with them
 	$dbh->do("ALTER DATABASE $DB SET gate_bridge.rate_window = '${WINDOW}s'");
 	$dbh->do("ALTER DATABASE $DB SET gate_bridge.rate_limit = $RATE_LIMIT");
+	$dbh->do("ALTER DATABASE $DB SET gate_bridge.flap_threshold = 0");
 	$dbh->disconnect;
 }
 
@@ -214,10 +254,12 @@ sub set_up
 # are in force), the settings checked, then the client's role.
 sub client_session
 {
-	my ($role, $name) = @_;
+	my ($role, $name, $reopen) = @_;
 	my $dbh = connect_db($DB);
 
 	$dbh->do("SET application_name = '$name'");
+	# a superuser setting, made before the role is taken
+	$dbh->do("SET gate_bridge.reopen_window = '${REOPEN_WINDOW}s'") if $reopen;
 	$dbh->selectrow_array(q{SELECT gate_bridge.incident_severity('error')});
 	my ($window, $limit) = $dbh->selectrow_array(
 		q{SELECT current_setting('gate_bridge.rate_window'),
@@ -240,7 +282,7 @@ sub pick { return $_[int(rand(@_))]; }
 sub writer
 {
 	my ($w, $ready_w, $go_r) = @_;
-	my $dbh = client_session($WRITER, "soak writer $w");
+	my $dbh = client_session($WRITER, "soak writer $w", $w % 2);
 	my $seq = 0;
 	my %st = (ops => {}, committed_rows => 0, rolled_back_rows => 0,
 			  violations => {}, errors => {}, expected_errors => 0,
@@ -260,6 +302,9 @@ sub writer
 				q => $bad_q ? pick(@Q_VIOLATING) : pick(@Q_CLEAN),
 				l => $bad_l ? pick(@L_VIOLATING) : pick(@L_CLEAN)};
 	};
+	# the quiet agent (the last) is written in the first half of the run only
+	my $quiet_from;
+	my $agent = sub { return int(rand(time < $quiet_from ? $N_AGENTS : $N_AGENTS - 1)); };
 	# a batch: one agent (a broken agent's run) or many, in key order
 	my $new_rows = sub {
 		my ($n) = @_;
@@ -267,12 +312,12 @@ sub writer
 
 		if (rand() < 0.4)
 		{
-			my $a = int(rand($N_AGENTS));
+			my $a = $agent->();
 			push @rows, $new_row->($a) for 1 .. $n;
 		}
 		else
 		{
-			push @rows, $new_row->(int(rand($N_AGENTS))) for 1 .. $n;
+			push @rows, $new_row->($agent->()) for 1 .. $n;
 		}
 		# Key order: by agent, and within an agent the rows that violate
 		# the quality floor first, so that a transaction takes its keys'
@@ -354,6 +399,7 @@ sub writer
 	my $go = <$go_r>;			# EOF when the parent starts the storm
 	close $go_r;
 	my $deadline = time + $SECS;
+	$quiet_from = time + $SECS / 2;
 
 	while (time < $deadline)
 	{
@@ -519,15 +565,22 @@ sub operator
 			 client_session($OPERATOR, 'soak operator 2'));
 	my @actor = ('soak.op1', 'soak.op2');
 	my %st = (moves => {}, races => {}, race_bad => 0, errors => {},
-			  picks_empty => 0);
+			  picks_empty => 0, lost => [], race_none => [], ticks => 0,
+			  tick_transitions => 0, silences => []);
 	my %sql = (ack => 'SELECT gate_bridge.ack(?, ?)',
 			   resolve => 'SELECT gate_bridge.resolve(?, ?, ?)');
+	my $snooze = $c[0]->prepare(
+		"SELECT gate_bridge.snooze(?, make_interval(secs => ?::numeric / 1000), ?, 'soak')");
+	my $snooze2 = $c[1]->prepare(
+		"SELECT gate_bridge.snooze(?, make_interval(secs => ?::numeric / 1000), ?, 'soak')");
+	my @tick = map { $_->prepare('SELECT gate_bridge.tick()') } @c;
+	my @tick_async = map { $_->prepare('SELECT gate_bridge.tick()', {pg_async => PG_ASYNC}) } @c;
 
 	open my $log, '>', "$dir/moves" or die $!;
 
 	my $pick = $c[0]->prepare(
 		q{SELECT id, status FROM gate_bridge.incidents
-		   WHERE status <> 'resolved' ORDER BY random() LIMIT 1});
+		   WHERE status <> 'resolved' AND agent <> $1 ORDER BY random() LIMIT 1});
 	my @sync = map {
 		my $h = $_;
 		{ack => $h->prepare($sql{ack}), resolve => $h->prepare($sql{resolve})}
@@ -547,12 +600,82 @@ sub operator
 	close $ready_w;
 	my $go = <$go_r>;
 	close $go_r;
-	my $deadline = time + $SECS;
+	my $t0 = time;
+	my $deadline = $t0 + $SECS;
+	my $next_tick = $t0 + $TICK_MS / 1000;
+	my ($silence_at, $unsilence_at) = ($t0 + $SECS / 4, $t0 + $SECS * 0.6);
+	my @silenced;
+
+	# tick(), now and then from both connections at once (neither may wait
+	# for the other, nor make a transition twice)
+	my $do_tick = sub {
+		$st{ticks}++;
+		if ($st{ticks} % 5 == 0)
+		{
+			$tick_async[$_]->execute for 0, 1;
+			for my $side (0, 1)
+			{
+				my $n = eval { $tick_async[$side]->pg_result; ($tick_async[$side]->fetchrow_array)[0] };
+				if (defined $n) { $st{tick_transitions} += $n; }
+				else
+				{
+					my $state = sqlstate_of($c[$side]);
+					$st{errors}{$state}++;
+					$st{first_error}{$state} //= "tick: $@";
+				}
+			}
+			$st{ticks_concurrent}++;
+			return;
+		}
+		my $n = eval { $tick[0]->execute; ($tick[0]->fetchrow_array)[0] };
+		if (defined $n) { $st{tick_transitions} += $n; }
+		else
+		{
+			my $state = sqlstate_of($c[0]);
+			$st{errors}{$state}++;
+			$st{first_error}{$state} //= "tick: $@";
+		}
+	};
 
 	while (time < $deadline)
 	{
 		sleep($OP_PAUSE / 1000) if $OP_PAUSE;
-		$pick->execute;
+		if (time >= $next_tick)
+		{
+			$do_tick->();
+			$next_tick += $TICK_MS / 1000 while $next_tick <= time;
+		}
+		if (defined $silence_at && time >= $silence_at)
+		{
+			undef $silence_at;
+			for my $agent (@SILENCED)
+			{
+				my ($id) = $c[0]->selectrow_array(
+					q{SELECT gate_bridge.silence($1, interval '1 hour', 'soak: maintenance')},
+					undef, $agent);
+				push @silenced, $id;
+				push @{$st{silences}}, {id => $id, agent => $agent, type => undef,
+									   committed => time};
+			}
+			my ($id) = $c[0]->selectrow_array(
+				q{SELECT gate_bridge.silence($1, make_interval(secs => $2::int),
+											 'soak: short maintenance', 'budget', 'latency')},
+				undef, $SILENCED_SHORT, max(2, int($SECS / 4)));
+			push @{$st{silences}}, {id => $id, agent => $SILENCED_SHORT, type => 'latency',
+								   committed => time};
+		}
+		if (defined $unsilence_at && time >= $unsilence_at)
+		{
+			undef $unsilence_at;
+			for my $s (@{$st{silences}})
+			{
+				next if defined $s->{type};
+				$s->{unsilence_started} = time;
+				$c[0]->do('SELECT gate_bridge.unsilence(?)', undef, $s->{id});
+			}
+		}
+		# the quiet agent's incidents are left to tick()
+		$pick->execute($QUIET_AGENT);
 		my ($id, $status) = $pick->fetchrow_array;
 		$pick->finish;
 		if (!defined $id)
@@ -564,11 +687,23 @@ sub operator
 		my $r = rand;
 		if ($r < 0.75)
 		{
-			# one move; nobody else moves incidents, so it must succeed
-			my $move = ($r < 0.3 && $status eq 'open') ? 'ack' : 'resolve';
+			# one move; only an auto-resolve by a writer can get there first
+			my $move = $r < 0.12 ? 'snooze'
+			  : ($r < 0.3 && $status eq 'open') ? 'ack' : 'resolve';
 			my $side = int(rand(2));
+			my $ms = $SNOOZE_MS[0] + int(rand($SNOOZE_MS[1] - $SNOOZE_MS[0] + 1));
 
-			if (eval { $sync[$side]{$move}->execute($args->($move, $id, $side)); 1 })
+			if (eval {
+					if ($move eq 'snooze')
+					{
+						($side ? $snooze2 : $snooze)->execute($id, $ms, $actor[$side]);
+					}
+					else
+					{
+						$sync[$side]{$move}->execute($args->($move, $id, $side));
+					}
+					1;
+				})
 			{
 				$st{moves}{$move}++;
 				print $log "$move $id $actor[$side]\n";
@@ -576,8 +711,16 @@ sub operator
 			else
 			{
 				my $state = sqlstate_of($c[$side]);
-				$st{errors}{$state}++;
-				$st{first_error}{$state} //= "$move $id ($status): $@";
+
+				if ($state eq '55000')
+				{
+					push @{$st{lost}}, "$move $id";
+				}
+				else
+				{
+					$st{errors}{$state}++;
+					$st{first_error}{$state} //= "$move $id ($status): $@";
+				}
 			}
 			next;
 		}
@@ -621,6 +764,12 @@ sub operator
 		my $good = $kind eq 'ack/resolve'
 		  ? ($won eq 'resolve' || $won eq 'ack/resolve')
 		  : ($won eq $moves[0]);
+		# nobody won: an auto-resolve got there first (the audit checks)
+		if ($won eq '')
+		{
+			push @{$st{race_none}}, $id;
+			$good = 1;
+		}
 		if (!$good)
 		{
 			$st{race_bad}++;
@@ -629,7 +778,9 @@ sub operator
 	}
 	close $log or die $!;
 	undef $pick;
-	@sync = @async = ();
+	undef $snooze;
+	undef $snooze2;
+	@sync = @async = @tick = @tick_async = ();
 	$_->disconnect for @c;
 	write_json("$dir/operator.json", \%st);
 }
@@ -651,6 +802,7 @@ sub listener
 	$SIG{USR1} = sub { $drain = 1; };
 	$dbh->do("SET application_name = 'soak listener'");
 	$dbh->do("LISTEN $CHANNEL");
+	$dbh->do("LISTEN $EVENTS_CHANNEL");
 	open my $out, '>', "$dir/notifications" or die $!;
 	$out->autoflush(1);
 	# and a consumer of the event stream, as any client would write one
@@ -695,17 +847,21 @@ sub listener
 	}
 
 	# Everyone else has finished: wait until there are as many notifications
-	# as incidents, then a little longer for any extra one.
+	# as announced events (and incident_created for the creations and the
+	# ends of silences), then a little longer for any extra one.
 	my $give_up = time + 60;
 	while (time < $give_up)
 	{
 		$sel->can_read(0.2);
 		$read->();
-		my ($incidents) = $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incidents');
+		my ($announced, $created, $events) = $dbh->selectrow_array(q{
+			SELECT count(*) FILTER (WHERE NOT silenced),
+				   count(*) FILTER (WHERE NOT silenced AND event IN ('created', 'silence_ended')),
+				   count(*)
+			  FROM gate_bridge.incident_events});
 		$read->();
 		$consume->();
-		my ($events) = $dbh->selectrow_array('SELECT count(*) FROM gate_bridge.incident_events');
-		last if $n >= $incidents && $n_stream >= $events && time - $last > 1.5;
+		last if $n >= $announced + $created && $n_stream >= $events && time - $last > 0.5;
 	}
 	close $out or die $!;
 	close $stream or die $!;
@@ -756,6 +912,16 @@ my %SABOTAGE = (
 								  '{"event":"incident_created","data":' || detail::text || '}')
 				   FROM gate_bridge.incident_events
 				  WHERE id = (SELECT max(id) FROM gate_bridge.incident_events WHERE event = 'created')}],
+	announce_silenced => ['a silenced event is announced (8c)',
+						  q{SELECT pg_notify('incident_events',
+											 format('{"event":"%s","position":%s,"id":%s,"incident_id":%s}',
+													event, position, id, incident_id))
+							  FROM gate_bridge.incident_events
+							 WHERE id = (SELECT max(id) FROM gate_bridge.incident_events WHERE silenced)}],
+	resolve_twice => ['an incident is resolved twice without a reopen between (8a)',
+					  q{INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
+						SELECT incident_id, event, at, actor, detail FROM gate_bridge.incident_events
+						 WHERE id = (SELECT max(id) FROM gate_bridge.incident_events WHERE event = 'resolved')}],
 	occurrence => ['an incident counts one occurrence more (6a)',
 				   q{UPDATE gate_bridge.incident_rows SET occurrences = occurrences + 1
 					  WHERE id = (SELECT max(id) FROM gate_bridge.incident_rows)}],
@@ -1020,86 +1186,174 @@ my ($max_in_window, $saturated_windows, $limited_keys);
 }
 
 # --- 3. the timeline --------------------------------------------------------
+# Every incident and every event, walked in stream order through the
+# lifecycle; the walk's findings are judged in 3a and 8a.
+my %inc = map { $_->{id} => $_ } @{$dbh->selectall_arrayref(q{
+	SELECT id, kind, key, agent, subject, severity, summary, status, acked_by, resolved_by,
+		   snoozed_until IS NOT NULL AS snoozed, first_seen_at::text AS first_seen_at,
+		   to_char(date_trunc('second', first_seen_at) AT TIME ZONE 'UTC',
+				   'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created_at
+	  FROM gate_bridge.incidents}, {Slice => {}})};
+my @events = @{$dbh->selectall_arrayref(q{
+	SELECT e.id, e.incident_id, e.event, e.actor, e.position, e.silenced, e.detail::text AS detail,
+		   e.at = i.first_seen_at AS at_first_seen, extract(epoch FROM e.at)::float8 AS t,
+		   to_char(date_trunc('second', e.at) AT TIME ZONE 'UTC',
+				   'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS at_utc
+	  FROM gate_bridge.incident_events e
+	  JOIN gate_bridge.incidents i ON i.id = e.incident_id
+	 ORDER BY e.position NULLS FIRST, e.id}, {Slice => {}})};
+my %event_by_id = map { $_->{id} => $_ } @events;
+my %timeline;
+push @{$timeline{$_->{incident_id}}}, $_ for @events;
+my $json = JSON::PP->new->canonical;
+$_->{d} = $json->decode($_->{detail}) for @events;
+my %ops_actor = map { $_ => 1 } qw(soak.op1 soak.op2);
+my (@created_bad, @final_bad, @walk_bad, %count);
+for my $id (sort { $a <=> $b } keys %inc)
 {
-	my $bad = $dbh->selectall_arrayref(q{
-		SELECT i.id, i.key, e.created, e.created_ok, e.acked, e.acked_ok,
-			   e.resolved, e.resolved_ok, e.other
-		  FROM gate_bridge.incidents i
-		  LEFT JOIN LATERAL (
-				SELECT count(*) FILTER (WHERE ev.event = 'created') AS created,
-					   count(*) FILTER (WHERE ev.event = 'created'
-										  AND ev.at = i.first_seen_at
-										  AND ev.actor = $1
-										  AND ev.detail->>'id' = i.id::text
-										  AND ev.detail->>'key' = i.key) AS created_ok,
-					   count(*) FILTER (WHERE ev.event = 'acked') AS acked,
-					   count(*) FILTER (WHERE ev.event = 'acked'
-										  AND ev.at >= i.acked_at
-										  AND ev.actor = i.acked_by) AS acked_ok,
-					   count(*) FILTER (WHERE ev.event = 'resolved') AS resolved,
-					   count(*) FILTER (WHERE ev.event = 'resolved'
-										  AND ev.at >= i.resolved_at
-										  AND ev.actor = i.resolved_by) AS resolved_ok,
-					   count(*) FILTER (WHERE ev.event NOT IN ('created', 'acked', 'resolved')) AS other
-				  FROM gate_bridge.incident_events ev
-				 WHERE ev.incident_id = i.id) e ON true
-		 WHERE e.created <> 1 OR e.created_ok <> 1
-			OR e.acked <> (i.acked_at IS NOT NULL)::int OR e.acked_ok <> e.acked
-			OR e.resolved <> (i.resolved_at IS NOT NULL)::int OR e.resolved_ok <> e.resolved
-			OR e.other <> 0
-		 ORDER BY i.id}, undef, $WRITER);
-	ok(!@$bad,
-	   '3a. every incident has exactly one "created" row (at first_seen_at, by the writer)'
-	   . ' and "acked"/"resolved" rows exactly as its acked_at/resolved_at say',
-	   scalar(@$bad) . ' incidents disagree',
-	   map { "incident $_->[0] ($_->[1]): created $_->[2] (good $_->[3]), acked $_->[4] (good $_->[5]),"
-			   . " resolved $_->[6] (good $_->[7]), other $_->[8]" } @$bad[0 .. min(4, $#$bad)]);
+	my $i = $inc{$id};
+	my ($state, $snoozed, $ack_by, $res_by, $held, $created) = (undef, 0, undef, undef, 0, 0);
 
-	# the moves the operator saw succeed, against the incidents
-	my (%acked, %resolved, @twice);
+	for my $e (@{$timeline{$id} // []})
+	{
+		my $ev = $e->{event};
+		my $bad = sub { push @walk_bad, "incident $id ($i->{key}): $ev (event $e->{id}) $_[0]"; };
+
+		$count{$ev}++;
+		$held = 1 if $e->{silenced};
+		push @walk_bad, "incident $id: event $e->{id} ($ev) has no position" unless defined $e->{position};
+		if ($ev eq 'created')
+		{
+			$created++;
+			push @created_bad, "incident $id: created event $e->{id} after others" if defined $state;
+			push @created_bad, "incident $id: created event $e->{id} not at first_seen_at, by "
+			  . ($e->{actor} // 'NULL') . ", detail $e->{detail}"
+			  unless $e->{at_first_seen} && ($e->{actor} // '') eq $WRITER
+			  && ($e->{d}{id} // '') eq $id && ($e->{d}{key} // '') eq $i->{key};
+			$state = 'open';
+			next;
+		}
+		if (!defined $state)
+		{
+			$bad->('before the incident was created');
+			next;
+		}
+		if ($ev eq 'acked')
+		{
+			$bad->("while $state") unless $state eq 'open';
+			($state, $ack_by) = ('ack', $e->{actor});
+		}
+		elsif ($ev eq 'snoozed')
+		{
+			$bad->("while $state") if $state eq 'resolved';
+			($state, $snoozed, $ack_by) = ('ack', 1, $e->{actor});
+		}
+		elsif ($ev eq 'snooze_expired')
+		{
+			$bad->('without a snooze running') unless $state eq 'ack' && $snoozed;
+			$bad->('by ' . ($e->{actor} // 'NULL')) unless ($e->{actor} // '') eq 'gate_bridge';
+			($state, $snoozed, $ack_by) = ('open', 0, undef);
+		}
+		elsif ($ev eq 'resolved' || $ev eq 'auto_resolved')
+		{
+			$bad->('after a resolution with no reopen between') if $state eq 'resolved';
+			$bad->('by ' . ($e->{actor} // 'NULL'))
+			  unless $ev eq 'resolved' ? $ops_actor{$e->{actor} // ''} : ($e->{actor} // '') eq 'gate_bridge';
+			($state, $snoozed, $res_by) = ('resolved', 0, $e->{actor});
+			$count{"auto_resolved $e->{d}{reason}"}++ if $ev eq 'auto_resolved';
+		}
+		elsif ($ev eq 'reopened')
+		{
+			$bad->("while $state") unless $state eq 'resolved';
+			$bad->('names the resolution by ' . ($e->{d}{resolved_by} // 'NULL') . ', not ' . ($res_by // 'NULL'))
+			  unless defined $res_by && ($e->{d}{resolved_by} // '') eq $res_by;
+			$bad->('by ' . ($e->{actor} // 'NULL')) unless ($e->{actor} // '') eq $WRITER;
+			($state, $ack_by, $res_by) = ('open', undef, undef);
+		}
+		elsif ($ev eq 'escalated')
+		{
+			$bad->("while $state") if $state eq 'resolved';
+			$bad->("from $e->{d}{from} to $e->{d}{to}")
+			  unless ($e->{d}{to} // 'sev9') lt ($e->{d}{from} // '');
+		}
+		elsif ($ev eq 'silence_ended')
+		{
+			$bad->("while $state") if $state eq 'resolved';
+			$bad->('with nothing held back before') unless $held;
+			$held = 0;
+		}
+		else
+		{
+			$bad->('is no event of this storm');
+		}
+	}
+	push @created_bad, "incident $id: $created created events" unless $created == 1;
+	push @final_bad, "incident $id is $i->{status}" . ($i->{snoozed} ? ' (snoozed)' : '')
+	  . ', acked by ' . ($i->{acked_by} // 'NULL') . ', resolved by ' . ($i->{resolved_by} // 'NULL')
+	  . "; its timeline ends " . ($state // 'empty') . ($snoozed ? ' (snoozed)' : '')
+	  . ', acked by ' . ($ack_by // 'NULL') . ', resolved by ' . ($res_by // 'NULL')
+	  unless defined $state && $state eq $i->{status} && !$snoozed == !$i->{snoozed}
+	  && ($state ne 'ack' || ($ack_by // '') eq ($i->{acked_by} // ''))
+	  && ($state ne 'resolved' || ($res_by // '') eq ($i->{resolved_by} // ''));
+}
+my @orphans = grep { !$inc{$_} } keys %timeline;
+{
+	ok(!@created_bad && !@final_bad && !@orphans,
+	   '3a. every incident has exactly one "created" row, its first (at first_seen_at, by the writer),'
+	   . ' and its timeline ends where the incident is (status, snooze, acked_by, resolved_by)',
+	   scalar(@created_bad) + scalar(@final_bad) . ' incidents disagree',
+	   @created_bad[0 .. min(4, $#created_bad)], @final_bad[0 .. min(4, $#final_bad)],
+	   (@orphans ? "events of incidents that do not exist: @orphans[0 .. min(4, $#orphans)]" : undef));
+
+	# the moves the operator saw succeed, against the timeline
+	my (%seen, %db);
 	if (open my $fh, '<', "$dir/moves")
 	{
 		while (<$fh>)
 		{
-			my ($move, $id, $actor) = split;
-			my $set = $move eq 'ack' ? \%acked : \%resolved;
-
-			push @twice, "$move $id" if exists $set->{$id};
-			$set->{$id} = $actor;
+			chomp;
+			$seen{$_}++;
 		}
 	}
-	my %db_acked = map { $_->[0] => $_->[1] } @{$dbh->selectall_arrayref(
-		'SELECT id, acked_by FROM gate_bridge.incidents WHERE acked_at IS NOT NULL')};
-	my %db_resolved = map { $_->[0] => $_->[1] } @{$dbh->selectall_arrayref(
-		'SELECT id, resolved_by FROM gate_bridge.incidents WHERE resolved_at IS NOT NULL')};
-	my @diff;
-	for my $pair ([ack => \%acked, \%db_acked], [resolve => \%resolved, \%db_resolved])
+	my %move_of = (acked => 'ack', resolved => 'resolve', snoozed => 'snooze');
+	for my $e (@events)
 	{
-		my ($move, $seen, $db) = @$pair;
-
-		for my $id (sort { $a <=> $b } keys %$seen)
-		{
-			push @diff, "$move of $id by $seen->{$id} succeeded, the incident says "
-			  . ($db->{$id} // 'nothing')
-			  unless defined $db->{$id} && $db->{$id} eq $seen->{$id};
-		}
-		push @diff, map { "incident $_ shows a $move by $db->{$_} that the operator did not see succeed" }
-		  grep { !exists $seen->{$_} } sort { $a <=> $b } keys %$db;
+		my $m = $move_of{$e->{event}} or next;
+		$db{"$m $e->{incident_id} " . ($e->{actor} // 'NULL')}++;
 	}
-	ok(!@diff && !@twice,
-	   '3b. the acks (' . scalar(keys %acked) . ') and resolves (' . scalar(keys %resolved)
-	   . ') that succeeded are exactly those the incidents record',
-	   (map { "succeeded twice: $_" } @twice[0 .. min(4, $#twice)]), @diff[0 .. min(4, $#diff)]);
+	my @diff;
+	for my $k (sort keys %{{%seen, %db}})
+	{
+		push @diff, "$k: the operator saw it succeed " . ($seen{$k} // 0) . " times, the timeline has "
+		  . ($db{$k} // 0)
+		  unless ($seen{$k} // 0) == ($db{$k} // 0);
+	}
+	my %n;
+	$n{(split / /, $_)[0]} += $seen{$_} for keys %seen;
+	ok(!@diff,
+	   '3b. the acks (' . ($n{ack} // 0) . '), snoozes (' . ($n{snooze} // 0) . ') and resolves ('
+	   . ($n{resolve} // 0) . ') that succeeded are exactly those the timeline records',
+	   scalar(@diff) . ' differ', @diff[0 .. min(4, $#diff)]);
 
+	# a move or a race lost to nobody but an auto-resolve by a writer
+	my %auto = map { $_->{incident_id} => 1 } grep { $_->{event} eq 'auto_resolved' } @events;
+	my @unexplained = ((map { "move \"$_\" failed" } grep { !$auto{(split / /, $_)[1]} } @{$op->{lost} // []}),
+					   (map { "race on $_ had no winner" } grep { !$auto{$_} } @{$op->{race_none} // []}));
 	my $n_races = sum0(values %{$op->{races} // {}});
-	ok(($op->{race_bad} // 0) == 0,
-	   "3c. ack/resolve races: each had the winners the lifecycle allows ($n_races races)",
-	   ($op->{race_bad} // 0) . " races went wrong; first: " . ($op->{race_bad_example} // ''));
+	ok(($op->{race_bad} // 0) == 0 && !@unexplained,
+	   "3c. ack/resolve races: each had the winners the lifecycle allows ($n_races races);"
+	   . ' each move lost (' . scalar(@{$op->{lost} // []}) . ') or race without a winner ('
+	   . scalar(@{$op->{race_none} // []}) . ') lost to an auto-resolve',
+	   ($op->{race_bad} ? "$op->{race_bad} races went wrong; first: " . ($op->{race_bad_example} // '') : undef),
+	   @unexplained[0 .. min(4, $#unexplained)]);
 }
 
 # --- 4. notifications ---------------------------------------------------------
-my @notes;
+my (@notes, @created_notes, @event_notes);
 my $n_notified = 0;
+my %announced;		# event id => how many times on the events channel
+my %paged;			# event id => how many times on incident_created
+my @note_bad;
 {
 	if (open my $fh, '<', "$dir/notifications")
 	{
@@ -1112,16 +1366,7 @@ my $n_notified = 0;
 	}
 	$n_notified = @notes;
 
-	my %incident = map { $_->[0] => $_ } @{$dbh->selectall_arrayref(q{
-		SELECT i.id, i.kind, i.key, i.severity, i.summary,
-			   to_char(date_trunc('second', i.first_seen_at) AT TIME ZONE 'UTC',
-					   'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-			   e.detail::text, e.id, e.position
-		  FROM gate_bridge.incidents i
-		  JOIN gate_bridge.incident_events e
-			ON e.incident_id = i.id AND e.event = 'created'})};
-	my $json = JSON::PP->new->canonical;
-	my (%seen, @bad, @unknown, @dup, @mismatch, %order);
+	my (@bad, @unknown, @dup, @mismatch, %order);
 	my $longest = 0;
 
 	for my $note (@notes)
@@ -1130,79 +1375,120 @@ my $n_notified = 0;
 		$longest = $bytes if $bytes > $longest;
 		my $p = eval { $json->decode($note->{payload}) };
 
+		if ($note->{channel} eq $EVENTS_CHANNEL && $bytes < 8000 && $p && ref $p eq 'HASH'
+			&& join(',', $note->{payload} =~ /"(event|position|id|incident_id)":/g) eq 'event,position,id,incident_id'
+			&& keys %$p == 4 && ($p->{id} // '') =~ /^[0-9]+$/)
+		{
+			my $e = $event_by_id{$p->{id}};
+			if (!$e)
+			{
+				push @unknown, "notification $note->{n} on $EVENTS_CHANNEL for event $p->{id}, which does not exist";
+				next;
+			}
+			$announced{$p->{id}}++;
+			push @mismatch, "notification $note->{n}: $note->{payload} is not event $e->{id}"
+			  . " ($e->{event} of incident $e->{incident_id} at position " . ($e->{position} // 'NULL') . ')'
+			  unless $p->{event} eq $e->{event} && $p->{incident_id} == $e->{incident_id}
+			  && defined $e->{position} && $p->{position} == $e->{position};
+			push @event_notes, [$note, $e];
+			next;
+		}
 		if ($note->{channel} ne $CHANNEL || $bytes >= 8000 || !$p
 			|| ref $p ne 'HASH' || ($p->{event} // '') ne 'incident_created'
-			|| ref $p->{data} ne 'HASH' || ($p->{data}{id} // '') !~ /^[0-9]+$/)
+			|| ref $p->{data} ne 'HASH' || ($p->{data}{id} // '') !~ /^[0-9]+$/
+			|| ($p->{data}{event_id} // '') !~ /^[0-9]+$/)
 		{
 			push @bad, "notification $note->{n} on $note->{channel}: $note->{payload}";
 			next;
 		}
 		my $d = $p->{data};
 		my $id = $d->{id};
-		if ($seen{$id}++)
+		my $e = $event_by_id{$d->{event_id}};
+		if (!$e || $e->{incident_id} != $id || ($e->{event} ne 'created' && $e->{event} ne 'silence_ended'))
 		{
-			push @dup, "incident $id notified again (notification $note->{n})";
+			push @unknown, "notification $note->{n} for incident $id, event $d->{event_id},"
+			  . ' which is not a creation or end of silence of it';
 			next;
 		}
-		my $i = $incident{$id};
-		if (!$i)
+		if ($paged{$e->{id}}++)
 		{
-			push @unknown, "notification $note->{n} for incident $id, which does not exist";
+			push @dup, "event $e->{id} ($e->{event} of incident $id) paged again (notification $note->{n})";
 			next;
 		}
-		my @want = (kind => $i->[1], key => $i->[2], severity => $i->[3],
-					summary => $i->[4], status => 'open', created_at => $i->[5]);
+		my $i = $inc{$id};
+		# a creation pages with its own row's detail; an end of silence with
+		# the incident as it is then, at that time
+		my $src = $e->{d};
+		my @want = (kind => $i->{kind}, key => $i->{key}, severity => $src->{severity},
+					summary => $i->{summary}, status => 'open',
+					created_at => $e->{event} eq 'created' ? $i->{created_at} : $e->{at_utc},
+					agent => $i->{agent});
 		my @diffs;
 		while (my ($k, $v) = splice(@want, 0, 2))
 		{
-			push @diffs, "$k is " . ($d->{$k} // 'missing') . ", not $v"
-			  unless defined $d->{$k} && $d->{$k} eq $v;
+			push @diffs, "$k is " . ($d->{$k} // 'missing') . ", not " . ($v // 'NULL')
+			  unless defined $d->{$k} && defined $v && $d->{$k} eq $v;
 		}
 		my @keys_in_order = $note->{payload} =~ /"(id|kind|key|severity|summary|status|created_at|agent|event_id|position)":/g;
 		push @diffs, 'data has other keys or keys out of order: ' . join(',', @keys_in_order)
 		  unless join(',', @keys_in_order) eq 'id,kind,key,severity,summary,status,created_at,agent,event_id,position'
 		  && keys %$d == 10;
-		# the detail is the data without the event's id and position
-		my %detail = %$d;
-		my ($event_id, $position) = delete @detail{qw(event_id position)};
-		push @diffs, 'data differs from the "created" row\'s detail'
-		  unless $json->encode(\%detail) eq $json->encode($json->decode($i->[6]));
-		push @diffs, "event_id/position are " . ($event_id // 'missing') . '/' . ($position // 'missing')
-		  . ", not $i->[7]/" . ($i->[8] // 'NULL')
-		  unless defined $event_id && defined $position && defined $i->[8]
-		  && $event_id == $i->[7] && $position == $i->[8];
-		push @mismatch, "incident $id: " . join('; ', @diffs) if @diffs;
-		push @{$order{$i->[2]}}, [$id, $note->{n}];
+		if ($e->{event} eq 'created')
+		{
+			# the detail is the data without the event's id and position
+			my %detail = %$d;
+			delete @detail{qw(event_id position)};
+			push @diffs, 'data differs from the "created" row\'s detail'
+			  unless $json->encode(\%detail) eq $json->encode($src);
+		}
+		push @diffs, "position is " . ($d->{position} // 'missing') . ", not " . ($e->{position} // 'NULL')
+		  unless defined $d->{position} && defined $e->{position} && $d->{position} == $e->{position};
+		push @mismatch, "incident $id ($e->{event}): " . join('; ', @diffs) if @diffs;
+		push @{$order{$i->{key}}}, [$e->{position} // 0, $note->{n}, $id];
+		push @created_notes, [$note, $e];
 	}
-	my @missing = grep { !$seen{$_} } sort { $a <=> $b } keys %incident;
+	my @want_paged = grep { !$_->{silenced} && ($_->{event} eq 'created' || $_->{event} eq 'silence_ended') } @events;
+	my @missing = map { "$_->{event} of incident $_->{incident_id} (event $_->{id})" }
+	  grep { !$paged{$_->{id}} } @want_paged;
 
-	ok(!@bad, "4a. every payload parses as JSON, is an incident_created event on $CHANNEL"
-	   . " and is under 8000 bytes (longest: $longest bytes)",
+	ok(!@bad, "4a. every payload parses as JSON and is under 8000 bytes: an incident_created event"
+	   . " on $CHANNEL or an event on $EVENTS_CHANNEL (longest: $longest bytes)",
 	   scalar(@bad) . ' bad', @bad[0 .. min(4, $#bad)]);
 	ok(!@missing && !@dup && !@unknown,
-	   '4b. every incident (' . scalar(keys %incident) . ') was notified exactly once'
-	   . " and nothing else was ($n_notified notifications)",
-	   (@missing ? scalar(@missing) . ' incidents never notified, first: '
-		. join(', ', @missing[0 .. min(9, $#missing)]) : undef),
+	   '4b. every announced creation or end of silence (' . scalar(@want_paged) . ' of '
+	   . scalar(keys %inc) . " incidents) paged on $CHANNEL exactly once, and nothing else did ("
+	   . scalar(@created_notes) . ' notifications)',
+	   (@missing ? scalar(@missing) . ' never paged, first: '
+		. join(', ', @missing[0 .. min(4, $#missing)]) : undef),
 	   @dup[0 .. min(4, $#dup)], @unknown[0 .. min(4, $#unknown)]);
-	ok(!@mismatch, '4c. every payload matches its incident (kind, key, severity, summary,'
-	   . ' status, created_at, agent) and its "created" row (detail, event id, position)',
+	ok(!@mismatch, '4c. every payload matches its incident (kind, key, summary, status, agent)'
+	   . ' and its event (severity, created_at, detail, event id, position)',
 	   @mismatch[0 .. min(4, $#mismatch)]);
 
 	# Per key, creations are serialised by the key's lock held to commit,
-	# and notifications are delivered in commit order.
+	# and notifications are delivered in commit order (position order).
 	my @out_of_order;
 	for my $key (sort keys %order)
 	{
-		my @by_id = sort { $a->[0] <=> $b->[0] } @{$order{$key}};
-		for my $k (1 .. $#by_id)
+		my @by_pos = sort { $a->[0] <=> $b->[0] } @{$order{$key}};
+		for my $k (1 .. $#by_pos)
 		{
-			push @out_of_order, "$key: incident $by_id[$k][0] notified (#$by_id[$k][1])"
-			  . " before incident $by_id[$k - 1][0] (#$by_id[$k - 1][1])"
-			  if $by_id[$k][1] < $by_id[$k - 1][1];
+			push @out_of_order, "$key: position $by_pos[$k][0] (incident $by_pos[$k][2]) paged (#$by_pos[$k][1])"
+			  . " before position $by_pos[$k - 1][0] (#$by_pos[$k - 1][1])"
+			  if $by_pos[$k][1] < $by_pos[$k - 1][1];
 		}
 	}
-	ok(!@out_of_order, '4d. per key, notifications arrived in creation order',
+	my %last_pos;
+	for my $ne (@event_notes)
+	{
+		my ($note, $e) = @$ne;
+		push @out_of_order, "incident $e->{incident_id}: event at position " . ($e->{position} // 'NULL')
+		  . " announced after position $last_pos{$e->{incident_id}}"
+		  if defined $last_pos{$e->{incident_id}} && ($e->{position} // 0) <= $last_pos{$e->{incident_id}};
+		$last_pos{$e->{incident_id}} = $e->{position} // 0;
+	}
+	ok(!@out_of_order, '4d. per key, pages arrived in creation order; per incident, events were'
+	   . ' announced in position order',
 	   @out_of_order[0 .. min(4, $#out_of_order)]);
 
 	# The stream consumer read events_after() all through the storm: it saw
@@ -1357,6 +1643,118 @@ my %totals;
 	   . ' at the limit, ack, resolve, races, rollbacks, failed statements)', @missing);
 }
 
+# --- 8. the lifecycle: snoozes, silences, reopening, auto-resolve -----------------
+{
+	ok(!@walk_bad, '8a. every transition on the timeline once, in an order the lifecycle allows'
+	   . ' (a snooze expires only while it runs, no two resolutions without a reopen between,'
+	   . ' a reopen only of a resolution, by a writer; an escalation raises)',
+	   scalar(@walk_bad) . ' bad', @walk_bad[0 .. min(4, $#walk_bad)]);
+
+	# auto-resolutions: by gate_bridge only (8a), for the reasons the
+	# agents' budgets give, and exactly the incidents resolved_by says
+	my %recovering = map { $_ => 1 } @RECOVERING;
+	my @auto_bad;
+	for my $e (grep { $_->{event} eq 'auto_resolved' } @events)
+	{
+		my $agent = $inc{$e->{incident_id}}{agent};
+		my $r = $e->{d}{reason} // 'NULL';
+		push @auto_bad, "incident $e->{incident_id} ($agent) auto-resolved: $e->{detail}"
+		  unless ($r eq 'recovered' && $recovering{$agent} && ($e->{d}{passes} // 0) >= $RESOLVE_AFTER
+				  && ($e->{d}{resolve_after} // 0) == $RESOLVE_AFTER)
+		  || ($r eq 'quiet' && $agent eq $QUIET_AGENT);
+	}
+	my @by_bridge = grep { ($_->{resolved_by} // '') eq 'gate_bridge' } values %inc;
+	my @last_auto = grep {
+		my @res = grep { $_->{event} =~ /^(resolved|auto_resolved|reopened)$/ } @{$timeline{$_}};
+		@res && $res[-1]{event} eq 'auto_resolved'
+	} keys %inc;
+	ok(!@auto_bad && @by_bridge == @last_auto,
+	   '8b. auto_resolved events (' . ($count{auto_resolved} // 0) . ') only for the agents whose budgets'
+	   . " say so (after $RESOLVE_AFTER or more passing rows, or ${RESOLVE_QUIET} s quiet), and exactly the incidents"
+	   . " resolved by gate_bridge now end with one (" . scalar(@by_bridge) . ')',
+	   @auto_bad[0 .. min(4, $#auto_bad)],
+	   (@by_bridge == @last_auto ? undef : scalar(@by_bridge) . ' incidents resolved by gate_bridge, '
+		. scalar(@last_auto) . ' whose last resolution is auto_resolved'));
+
+	# nothing announced while silenced
+	my @silences = @{$op->{silences} // []};
+	my %ends = map { $_->[0] => $_->[1] } @{$dbh->selectall_arrayref(
+		'SELECT id, extract(epoch FROM ends_at)::float8 FROM gate_bridge.silences')};
+	my $held_by = sub {
+		my ($e) = @_;
+		my $i = $inc{$e->{incident_id}};
+		for my $s (@silences)
+		{
+			next unless $i->{agent} eq $s->{agent} && (!defined $s->{type} || $i->{subject} eq $s->{type});
+			return ($s, $e->{t} > $s->{committed} + $SILENCE_MARGIN
+					&& $e->{t} < ($s->{unsilence_started} // $ends{$s->{id}} // 0) - $SILENCE_MARGIN);
+		}
+		return;
+	};
+	my (@loud, @quiet_bad);
+	my $n_held = 0;
+	for my $e (@events)
+	{
+		my ($s, $inside) = $held_by->($e);
+
+		push @loud, "event $e->{id} ($e->{event} of incident $e->{incident_id}) is silenced but was"
+		  . " announced $announced{$e->{id}} times"
+		  if $e->{silenced} && $announced{$e->{id}};
+		push @loud, "event $e->{id} ($e->{event} of incident $e->{incident_id}) is silenced but paged"
+		  if $e->{silenced} && $paged{$e->{id}};
+		push @loud, "incident $e->{incident_id} paged by its creation (event $e->{id}) while silence"
+		  . " $s->{id} was on"
+		  if $inside && $e->{event} eq 'created' && $paged{$e->{id}};
+		push @quiet_bad, "event $e->{id} ($e->{event} of incident $e->{incident_id}) is silenced,"
+		  . ' but none of the silences covers its key'
+		  if $e->{silenced} && !$s;
+		push @quiet_bad, "event $e->{id} ($e->{event} of incident $e->{incident_id}) came while"
+		  . " silence $s->{id} was on, but was not held back"
+		  if $inside && !$e->{silenced} && $e->{event} =~ /^(created|reopened|escalated)$/;
+		$n_held++ if $e->{silenced};
+	}
+	ok(!@loud && !@quiet_bad,
+	   "8c. nothing announced while silenced ($n_held events held back): no silenced event on"
+	   . " $EVENTS_CHANNEL or $CHANNEL, no page for a creation inside a silence; every creation,"
+	   . ' reopen, escalation inside one was held back, and only those of silenced keys',
+	   @loud[0 .. min(4, $#loud)], @quiet_bad[0 .. min(4, $#quiet_bad)]);
+
+	# every resolution announced: the queue never skipped, and every event
+	# not held back (resolutions never are) came exactly once
+	my ($skipped) = $dbh->selectrow_array(
+		'SELECT COALESCE(sum(notifications_skipped), 0) FROM gate_bridge.stream_status');
+	my @unannounced = map { "$_->{event} of incident $_->{incident_id} (event $_->{id}) announced "
+							  . ($announced{$_->{id}} // 0) . ' times' }
+	  grep { !$_->{silenced} && ($announced{$_->{id}} // 0) != 1 } @events;
+	my $n_resolutions = grep { $_->{event} =~ /^(resolved|auto_resolved)$/ } @events;
+	my @res_unannounced = grep { /^(resolved|auto_resolved) / } @unannounced;
+	ok($skipped == 0 && !@unannounced,
+	   "8d. every resolution ($n_resolutions) announced on $EVENTS_CHANNEL, and every other event"
+	   . " not held back, exactly once (notifications skipped: $skipped)",
+	   scalar(@unannounced) . ' events not announced exactly once, ' . scalar(@res_unannounced)
+	   . ' of them resolutions', @unannounced[0 .. min(4, $#unannounced)]);
+
+	my %silence_ended_by;
+	for my $e (grep { $_->{event} eq 'silence_ended' } @events)
+	{
+		my ($s) = grep { $_->{id} == ($e->{d}{silence_id} // 0) } @silences;
+		$silence_ended_by{$s && defined $s->{type} ? 'tick' : 'unsilence'}++;
+	}
+	my @missing;
+	for my $what ('snoozed', 'snooze_expired', 'reopened', 'escalated', 'auto_resolved recovered',
+				  'auto_resolved quiet')
+	{
+		push @missing, "no $what" unless $count{$what};
+	}
+	push @missing, 'nothing held back by a silence' unless $n_held;
+	push @missing, "no silence ended by $_" for grep { !$silence_ended_by{$_} } qw(unsilence tick);
+	push @missing, 'no tick made a transition' unless $op->{tick_transitions};
+	push @missing, 'no concurrent ticks' unless $op->{ticks_concurrent};
+	ok(!@missing, '8e. the storm exercised the lifecycle (snooze and its expiry, silences ended by'
+	   . ' unsilence and by tick, reopen, escalation, auto-resolve after passing rows and when quiet)',
+	   @missing);
+}
+
 $dbh->disconnect;
 
 ###########################################################################
@@ -1390,9 +1788,15 @@ printf "#   violations committed: %d over %d keys (%.0f/s)\n",
 printf "#   incidents created: %d; deduplicated: %d; rate limited: %d (on %d keys); windows at the limit: %d\n",
   $totals{incidents} // 0, $totals{dedup} // 0, $totals{rate_limited} // 0,
   $totals{limited_keys} // 0, $saturated_windows // 0;
-printf "#   notifications received: %d\n", $n_notified;
-printf "#   operator: %d acks, %d resolves; races: %s; race losers (SQLSTATE 55000): %d\n",
-  $moves->{ack} // 0, $moves->{resolve} // 0,
+printf "#   notifications received: %d (%d pages on %s, %d events on %s)\n", $n_notified,
+  scalar(@created_notes), $CHANNEL, scalar(@event_notes), $EVENTS_CHANNEL;
+printf "#   lifecycle: %s; %d ticks (%d twice at once), %d transitions\n",
+  join(', ', map { "$_ " . ($count{$_} // 0) }
+	   'snoozed', 'snooze_expired', 'reopened', 'escalated', 'auto_resolved recovered',
+	   'auto_resolved quiet', 'silence_ended'),
+  $op->{ticks} // 0, $op->{ticks_concurrent} // 0, $op->{tick_transitions} // 0;
+printf "#   operator: %d acks, %d snoozes, %d resolves; races: %s; race losers (SQLSTATE 55000): %d\n",
+  $moves->{ack} // 0, $moves->{snooze} // 0, $moves->{resolve} // 0,
   join(', ', map { "$_ $races->{$_}" } sort keys %$races) || 'none', $op->{race_losers} // 0;
 printf "#   single-row INSERT latency, ms (p50/p95/p99/max): clean %s/%s/%s/%s (n=%d), violating %s/%s/%s/%s (n=%d)\n",
   (map { pct($_, @lat_clean) } 50, 95, 99, 100), scalar(@lat_clean),

@@ -1,0 +1,105 @@
+-- tick(): the time-driven transitions in one call, counted: snooze expiry,
+-- silence end, quiet auto-resolve and flapping end; a second tick has
+-- nothing left to do.  Times are moved back with UPDATE.
+\set VERBOSITY terse
+\set SHOW_CONTEXT never
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
+		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 RESTART IDENTITY CASCADE;
+
+-- Times are not printed: a value that is a timestamp shows as "(time)".
+CREATE FUNCTION pg_temp.masked(d jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+	SELECT COALESCE(jsonb_object_agg(e.key,
+			CASE WHEN jsonb_typeof(e.value) = 'string'
+				  AND e.value #>> '{}' ~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d'
+				 THEN '"(time)"'::jsonb ELSE e.value END), '{}')
+	  FROM jsonb_each(d) e
+$$;
+CREATE FUNCTION pg_temp.state()
+RETURNS TABLE (id bigint, key text, severity text, status text, occurrences integer,
+			   snoozed boolean, silence_id bigint, flapping boolean, resolved_by text,
+			   resolution_note text)
+LANGUAGE sql AS $$
+	SELECT i.id, i.key, i.severity, i.status, i.occurrences,
+		   i.snoozed_until IS NOT NULL, i.silence_id, i.flapping,
+		   CASE WHEN i.resolved_by = current_user THEN '(current_user)' ELSE i.resolved_by END,
+		   i.resolution_note
+	  FROM gate_bridge.incidents i ORDER BY i.id
+$$;
+CREATE FUNCTION pg_temp.timeline()
+RETURNS TABLE (id bigint, incident_id bigint, event text, actor text,
+			   detail jsonb, silenced boolean)
+LANGUAGE sql AS $$
+	SELECT ev.id, ev.incident_id, ev.event,
+		   CASE WHEN ev.actor = current_user THEN '(current_user)' ELSE ev.actor END,
+		   pg_temp.masked(ev.detail - 'created_at'), ev.silenced
+	  FROM gate_bridge.incident_events ev ORDER BY ev.id
+$$;
+CREATE FUNCTION pg_temp.violation(agent text, severity text DEFAULT 'error')
+RETURNS bigint LANGUAGE sql AS $$
+	SELECT gate_bridge.on_budget_violation(jsonb_build_object(
+		'agent', agent, 'budget_type', 'quality', 'severity', severity,
+		'actual', 0.5, 'threshold', 0.7))
+$$;
+
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, resolve_quiet)
+VALUES ('tick.quiet', 'quality', 0.875, '1 hour');
+
+SELECT gate_bridge.tick();
+
+-- 1: snoozed; 2: silenced; 3: quiet; 4..5: a flapping key
+SELECT pg_temp.violation('tick.snooze') AS id;
+SELECT gate_bridge.snooze(1, '1 hour', 'regress_alice') IS NOT NULL AS snoozed;
+SELECT gate_bridge.silence('tick.silence', '1 hour', 'tick test');
+SELECT pg_temp.violation('tick.silence') AS id;
+INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('tick.quiet', 0.5);
+SELECT pg_temp.violation('tick.flap') AS id;
+SELECT gate_bridge.resolve(4);
+SELECT pg_temp.violation('tick.flap') AS id;
+SELECT gate_bridge.resolve(5);
+SELECT * FROM pg_temp.state();
+SELECT gate_bridge.tick();
+
+-- everything falls due
+UPDATE gate_bridge.incident_rows SET snoozed_until = now() - interval '1 second' WHERE id = 1;
+UPDATE gate_bridge.silences SET starts_at = now() - interval '2 hours',
+	   ends_at = now() - interval '1 hour';
+SELECT gate_bridge.compact_folds(NULL) >= 0 AS compacted;
+UPDATE gate_bridge.incident_rows SET last_seen_at = now() - interval '2 hours' WHERE id = 3;
+UPDATE gate_bridge.incident_keys
+   SET state_changes = ARRAY(SELECT t - interval '2 hours' FROM unnest(state_changes) t),
+	   flapping_since = flapping_since - interval '2 hours'
+ WHERE flapping_since IS NOT NULL;
+UPDATE gate_bridge.incident_rows SET resolved_at = resolved_at - interval '2 hours'
+ WHERE resolved_at IS NOT NULL;
+SELECT gate_bridge.tick();
+SELECT gate_bridge.tick();
+SELECT * FROM pg_temp.state();
+SELECT id, incident_id, event, actor, detail - 'summary' AS detail, silenced
+  FROM pg_temp.timeline() WHERE actor = 'gate_bridge' ORDER BY id;
+
+-- A role granted EXECUTE on tick() may run it (SECURITY DEFINER); others not.
+CREATE ROLE regress_tick_operator;
+GRANT USAGE ON SCHEMA gate_bridge TO regress_tick_operator;
+SET ROLE regress_tick_operator;
+SELECT gate_bridge.tick();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION gate_bridge.tick() TO regress_tick_operator;
+SET ROLE regress_tick_operator;
+SELECT gate_bridge.tick();
+RESET ROLE;
+REVOKE ALL ON FUNCTION gate_bridge.tick() FROM regress_tick_operator;
+REVOKE USAGE ON SCHEMA gate_bridge FROM regress_tick_operator;
+DROP ROLE regress_tick_operator;
+
+-- In a read-only transaction it refuses.
+BEGIN READ ONLY;
+SELECT gate_bridge.tick();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
+		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 RESTART IDENTITY CASCADE;
