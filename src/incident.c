@@ -746,13 +746,14 @@ recover(const Decision *d, Datum *kv)
 			gb_jb_int8(&st, "last_eval_id", d->last_pass_eval_id);
 		res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 		if (gb_auto_resolve(id, note, JsonbValueToJsonb(res), false, DT_NOBEGIN))
-			return;
+			total = 0;			/* counted again for the key's next incident */
 	}
 	{
 		Datum		store[5] = {kv[0], kv[1], kv[2], Int64GetDatum(total),
 		Int64GetDatum(occurrences)};
+		char		store_nulls[5] = {' ', ' ', ' ', ' ', total == 0 ? 'n' : ' '};
 
-		gb_spi_run(plans.recovery_store, store, NULL, SPI_OK_UPDATE);
+		gb_spi_run(plans.recovery_store, store, store_nulls, SPI_OK_UPDATE);
 	}
 }
 
