@@ -170,20 +170,37 @@ check "one incident, one created event (later runs fold into it)" "1|1" \
 	"$(q "SELECT (SELECT count(*) FROM gate_bridge.incidents),
 				 (SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created')")"
 
+# a snoozed incident of another agent whose snooze is over: the tick job
+# puts it back to open, a lifecycle transition made under pg_cron
+q "SELECT gate_bridge.on_budget_violation('{\"agent\": \"regress.cron.snz\", \"budget_type\": \"latency\",
+		  \"severity\": \"warning\", \"actual\": 900, \"threshold\": 500}');
+   SELECT gate_bridge.snooze(i.id, '1 hour', 'regress_oncall')
+	 FROM gate_bridge.incidents i WHERE i.agent = 'regress.cron.snz';
+   UPDATE gate_bridge.incident_rows SET snoozed_until = now() - interval '1 second'
+	WHERE agent = 'regress.cron.snz';" >/dev/null || not_ok "a snoozed incident"
+
 # the gates job folds each later run into the incident; a tick run after
 # such a fold adds it into incident_rows
 tick_status=
 compacted=
+expired=
 for _ in $(seq $((timeout * 2))); do
 	tick_status=$(q "SELECT string_agg(DISTINCT status, ',') FROM cron.job_run_details
 					  WHERE jobid = ${tick_id:-0} AND status IN ('succeeded', 'failed')") || break
 	compacted=$(q "SELECT count(*) FROM gate_bridge.incident_rows WHERE occurrences > 1") || break
-	[ "$tick_status" = succeeded ] && [ "$compacted" -gt 0 ] && break
+	expired=$(q "SELECT count(*) FROM gate_bridge.incident_events
+				  WHERE event = 'snooze_expired' AND actor = 'gate_bridge'") || break
+	[ "$tick_status" = succeeded ] && [ "$compacted" -gt 0 ] && [ "$expired" -gt 0 ] && break
 	case "$tick_status" in *failed*) break ;; esac
 	sleep 1
 done
 check "pg_cron ran the tick job and it succeeded" "succeeded" "$tick_status"
 check "a tick run compacted the gates job's folds into the incident's row" 1 "$compacted"
+check "a tick run ended the snooze once: the incident is open again" "open||1" \
+	"$(q "SELECT i.status, i.snoozed_until,
+				 (SELECT count(*) FROM gate_bridge.incident_events e
+				   WHERE e.incident_id = i.id AND e.event = 'snooze_expired')
+			FROM gate_bridge.incidents i WHERE i.agent = 'regress.cron.snz'")"
 check "the view counts every violation: occurrences = runs of the gates job that succeeded" \
 	"t" "$(q "SELECT (SELECT occurrences FROM gate_bridge.incidents ORDER BY id LIMIT 1)
 					 BETWEEN (SELECT count(*) FROM cron.job_run_details

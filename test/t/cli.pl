@@ -664,7 +664,7 @@ like($out, qr/\AIncident \Q$snz_id\E snoozed until \S+ \S+\+05:30\.\n\z/, 'snooz
 
 for my $case (
 	[[$snz_id, '31 days'], 'SELECT gate_bridge.snooze(?, ?)', '22023', 'a snooze longer than the server allows'],
-	[['987654321', '1h'], 'SELECT gate_bridge.snooze(?, ?)', '02000', 'an unknown incident'],
+	[['987654321', '1h'], 'SELECT gate_bridge.snooze(?, ?)', 'P0002', 'an unknown incident'],
 	[[$crit_id, '1h'], 'SELECT gate_bridge.snooze(?, ?)', '55000', 'a resolved incident'])
 {
 	my ($args, $sql, $want_state, $name) = @$case;
@@ -812,7 +812,7 @@ is_deeply([$out =~ /^(\d+)\s/mg], $every, 'silences --all: every silence, newest
 ($rc, $out) = gb('silences', '--all', '--json');
 is_deeply([map { $_->{id} } json_lines($out)], $every, 'silences --all --json: every silence');
 
-for my $case ([$sil2_id, '55000', 'a silence that has ended'], ['987654321', '02000', 'an unknown silence'])
+for my $case ([$sil2_id, '55000', 'a silence that has ended'], ['987654321', 'P0002', 'an unknown silence'])
 {
 	my ($id, $want_state, $name) = @$case;
 	my ($msg, $state) = server_refusal('SELECT gate_bridge.unsilence(?)', $id);
