@@ -3,7 +3,7 @@
 -- nothing but the pure helpers and decide_pending(), which acts only on the
 -- caller's own transaction.
 BEGIN;
-SELECT plan(494);
+SELECT plan(493);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -29,11 +29,12 @@ GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
 	TO regress_priv_operator;
 GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
 	gate_bridge.resolve(bigint, text, text) TO regress_priv_operator;
--- ... and the lifecycle: snooze incidents, silence and unsilence, run the
--- time-driven transitions
+-- ... and the lifecycle: snooze incidents, silence and unsilence, and read
+-- the silences
 GRANT EXECUTE ON FUNCTION gate_bridge.snooze(bigint, interval, text, text),
 	gate_bridge.silence(text, interval, text, text, text),
-	gate_bridge.unsilence(bigint), gate_bridge.tick() TO regress_priv_operator;
+	gate_bridge.unsilence(bigint) TO regress_priv_operator;
+GRANT SELECT ON gate_bridge.silences TO regress_priv_operator;
 -- reader:
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_reader;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
@@ -60,8 +61,8 @@ SELECT schema_privs_are('gate_bridge', r.role,
 -- 14 relations x 5 roles: no table-level privilege for the writer either,
 -- its INSERT is granted column by column (below).  The view incidents is
 -- granted; the tables under it, incident_rows, incident_folds and
--- incident_contexts, to no one; silences to no one either (silence() and
--- unsilence() change them).
+-- incident_contexts, to no one; silences only to the operator, to read
+-- (silence() and unsilence() change them).
 SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_rows',
@@ -76,6 +77,7 @@ SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::
 	('regress_priv_operator', 'incident_counts', ARRAY['SELECT']),
 	('regress_priv_operator', 'stats', ARRAY['SELECT']),
 	('regress_priv_operator', 'stream_status', ARRAY['SELECT']),
+	('regress_priv_operator', 'silences', ARRAY['SELECT']),
 	('regress_priv_reader', 'incidents', ARRAY['SELECT']),
 	('regress_priv_reader', 'incident_events', ARRAY['SELECT']),
 	('regress_priv_reader', 'open_incidents', ARRAY['SELECT']),
@@ -111,8 +113,9 @@ SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
  ORDER BY r.role, s.seq;
 
 -- 33 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
--- comes from PUBLIC; the operator adds ack and resolve, snooze, silence,
--- unsilence and tick, operator and reader the event stream's functions;
+-- comes from PUBLIC; the operator adds ack and resolve, snooze, silence and
+-- unsilence, operator and reader the event stream's functions (tick() is
+-- the scheduled job's: Retention);
 -- nothing else for anyone (the lifecycle's internals, auto_resolve,
 -- release_silenced, silence_for, calling_role and the trigger functions,
 -- are for nobody).  The trigger
@@ -122,7 +125,7 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 		CASE WHEN f.name IN ('pattern_rank', 'incident_severity', 'valid_agent_name',
 							 'valid_agent_pattern', 'decide_pending')
 				  OR (r.role = 'regress_priv_operator'
-					  AND f.name IN ('ack', 'resolve', 'snooze', 'silence', 'unsilence', 'tick'))
+					  AND f.name IN ('ack', 'resolve', 'snooze', 'silence', 'unsilence'))
 				  OR (r.role IN ('regress_priv_operator', 'regress_priv_reader')
 					  AND f.name IN ('events_after', 'events_head', 'events_resume_point'))
 			 THEN ARRAY['EXECUTE']::name[] ELSE ARRAY[]::name[] END)
@@ -395,14 +398,14 @@ SELECT throws_ok(q, '42501', NULL, 'operator: ' || q)
 	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
 	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
 	$$SET gate_bridge.enabled = off$$,
-	$$SELECT * FROM gate_bridge.silences$$,
 	$$INSERT INTO gate_bridge.silences (ends_at, comment) VALUES (now() + interval '1 day', 'forged')$$,
 	$$UPDATE gate_bridge.silences SET ends_at = now()$$,
 	$$DELETE FROM gate_bridge.silences$$,
 	$$UPDATE gate_bridge.incidents SET snoozed_until = now() + interval '1 day' WHERE key = 'BUDGET_regress.priv_quality'$$,
 	$$SELECT gate_bridge.auto_resolve(id, '{}') FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
 	$$SELECT gate_bridge.release_silenced()$$,
-	$$SELECT gate_bridge.silence_for('budget', 'regress.priv', 'quality', 'BUDGET_regress.priv_quality', now())$$
+	$$SELECT gate_bridge.silence_for('budget', 'regress.priv', 'quality', 'BUDGET_regress.priv_quality', now())$$,
+	$$SELECT gate_bridge.tick()$$
   ]) AS q;
 
 SELECT lives_ok($$SELECT gate_bridge.resolve(id, 'regress_priv_operator', 'fixed by regress')
@@ -553,7 +556,7 @@ SELECT results_eq(:'fold_state', $$ VALUES (3, 0::bigint) $$,
 -- The lifecycle: operators can snooze and silence; writers cannot, and
 -- their rows still open incidents through the trigger, held back by a
 -- silence too.  (The operator's grants of snooze, silence, unsilence and
--- tick are above.)
+-- SELECT on silences are above.)
 -------------------------------------------------------------------------------
 INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical)
 VALUES ('regress.priv.life', 'cost', 1), ('regress.priv.quiet', 'cost', 1);
@@ -578,14 +581,12 @@ SELECT results_eq(format($$SELECT status, acked_by,
 SELECT gate_bridge.silence('regress.priv.quiet', '1 hour', 'maintenance of regress.priv.quiet',
 						   kind => 'budget') AS silence_id \gset
 SELECT ok(:silence_id > 0, 'operator: silences an agent, and learns the silence''s id');
-SELECT lives_ok('SELECT gate_bridge.tick()', 'operator: runs tick()');
-RESET ROLE;
-
 SELECT results_eq(format($$SELECT agent_pattern, kind, created_by, comment, ends_at - starts_at
 							 FROM gate_bridge.silences WHERE id = %s$$, :silence_id),
 				  $$ VALUES ('regress.priv.quiet', 'budget', 'regress_priv_operator',
 							 'maintenance of regress.priv.quiet', interval '1 hour') $$,
-				  'the silence is recorded as the operator''s, for an hour');
+				  'operator: reads the silence, recorded as its own, for an hour');
+RESET ROLE;
 
 -- The writer, under the operator's silence.
 SET ROLE regress_priv_writer;
