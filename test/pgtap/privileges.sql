@@ -3,7 +3,7 @@
 -- nothing but the pure helpers and decide_pending(), which acts only on the
 -- caller's own transaction.
 BEGIN;
-SELECT plan(390);
+SELECT plan(493);
 
 CREATE ROLE regress_priv_writer;
 CREATE ROLE regress_priv_operator;
@@ -29,6 +29,12 @@ GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
 	TO regress_priv_operator;
 GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
 	gate_bridge.resolve(bigint, text, text) TO regress_priv_operator;
+-- ... and the lifecycle: snooze incidents, silence and unsilence, and read
+-- the silences
+GRANT EXECUTE ON FUNCTION gate_bridge.snooze(bigint, interval, text, text),
+	gate_bridge.silence(text, interval, text, text, text),
+	gate_bridge.unsilence(bigint) TO regress_priv_operator;
+GRANT SELECT ON gate_bridge.silences TO regress_priv_operator;
 -- reader:
 GRANT USAGE ON SCHEMA gate_bridge TO regress_priv_reader;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
@@ -52,17 +58,18 @@ SELECT schema_privs_are('gate_bridge', r.role,
 							 THEN ARRAY[]::name[] ELSE ARRAY['USAGE']::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 13 relations x 5 roles: no table-level privilege for the writer either,
+-- 14 relations x 5 roles: no table-level privilege for the writer either,
 -- its INSERT is granted column by column (below).  The view incidents is
 -- granted; the tables under it, incident_rows, incident_folds and
--- incident_contexts, to no one.
+-- incident_contexts, to no one; silences only to the operator, to read
+-- (silence() and unsilence() change them).
 SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::name[]))
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results', 'budgets', 'incidents', 'incident_rows',
 						 'incident_folds', 'incident_events',
 						 'incident_keys', 'playbook_rules', 'open_incidents',
 						 'incident_counts', 'stats', 'stream_status',
-						 'incident_contexts']::name[]) AS t(rel)
+						 'incident_contexts', 'silences']::name[]) AS t(rel)
   LEFT JOIN (VALUES
 	('regress_priv_operator'::name, 'incidents'::name, ARRAY['SELECT']::name[]),
 	('regress_priv_operator', 'incident_events', ARRAY['SELECT']),
@@ -70,6 +77,7 @@ SELECT table_privs_are('gate_bridge', t.rel, r.role, COALESCE(e.privs, ARRAY[]::
 	('regress_priv_operator', 'incident_counts', ARRAY['SELECT']),
 	('regress_priv_operator', 'stats', ARRAY['SELECT']),
 	('regress_priv_operator', 'stream_status', ARRAY['SELECT']),
+	('regress_priv_operator', 'silences', ARRAY['SELECT']),
 	('regress_priv_reader', 'incidents', ARRAY['SELECT']),
 	('regress_priv_reader', 'incident_events', ARRAY['SELECT']),
 	('regress_priv_reader', 'open_incidents', ARRAY['SELECT']),
@@ -95,24 +103,29 @@ SELECT any_column_privs_are('gate_bridge', 'eval_results', r.role,
 			 THEN ARRAY['INSERT', 'SELECT']::name[] ELSE ARRAY[]::name[] END)
   FROM gb_roles r ORDER BY r.role;
 
--- 5 sequences x 5 roles: nobody needs one (the writer's inserts below draw
+-- 6 sequences x 5 roles: nobody needs one (the writer's inserts below draw
 -- the identity without any sequence privilege).
 SELECT sequence_privs_are('gate_bridge', s.seq, r.role, ARRAY[]::name[])
   FROM gb_roles r
  CROSS JOIN unnest(ARRAY['eval_results_id_seq', 'incident_rows_id_seq',
 						 'incident_events_id_seq', 'incident_events_position_seq',
-						 'incident_contexts_id_seq']::name[]) AS s(seq)
+						 'incident_contexts_id_seq', 'silences_id_seq']::name[]) AS s(seq)
  ORDER BY r.role, s.seq;
 
--- 24 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
--- comes from PUBLIC; the operator adds ack and resolve, operator and reader
--- the event stream's functions; nothing else for anyone.  The trigger
+-- 33 functions x 5 roles: EXECUTE on the pure helpers and decide_pending
+-- comes from PUBLIC; the operator adds ack and resolve, snooze, silence and
+-- unsilence, operator and reader the event stream's functions (tick() is
+-- the scheduled job's: Retention);
+-- nothing else for anyone (the lifecycle's internals, auto_resolve,
+-- release_silenced, silence_for, calling_role and the trigger functions,
+-- are for nobody).  The trigger
 -- function's EXECUTE is revoked from PUBLIC, and the writer's inserts below
 -- fire it all the same.
 SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 		CASE WHEN f.name IN ('pattern_rank', 'incident_severity', 'valid_agent_name',
 							 'valid_agent_pattern', 'decide_pending')
-				  OR (r.role = 'regress_priv_operator' AND f.name IN ('ack', 'resolve'))
+				  OR (r.role = 'regress_priv_operator'
+					  AND f.name IN ('ack', 'resolve', 'snooze', 'silence', 'unsilence'))
 				  OR (r.role IN ('regress_priv_operator', 'regress_priv_reader')
 					  AND f.name IN ('events_after', 'events_head', 'events_resume_point'))
 			 THEN ARRAY['EXECUTE']::name[] ELSE ARRAY[]::name[] END)
@@ -141,7 +154,16 @@ SELECT function_privs_are('gate_bridge', f.name, f.args, r.role,
 	('decide_pending',		  ARRAY[]::name[]),
 	('compact_folds',		  ARRAY['bigint']),
 	('tick',				  ARRAY[]::name[]),
-	('incident_rows_removed', ARRAY[]::name[])
+	('incident_rows_removed', ARRAY[]::name[]),
+	('snooze',				  ARRAY['bigint', 'interval', 'text', 'text']),
+	('silence',				  ARRAY['text', 'interval', 'text', 'text', 'text']),
+	('unsilence',			  ARRAY['bigint']),
+	('auto_resolve',		  ARRAY['bigint', 'jsonb', 'timestamp with time zone']),
+	('silence_for',			  ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone']),
+	('calling_role',		  ARRAY[]::name[]),
+	('release_silenced',	  ARRAY[]::name[]),
+	('incident_events_held',  ARRAY[]::name[]),
+	('incident_rows_changed', ARRAY[]::name[])
   ) AS f(name, args)
  ORDER BY r.role, f.name;
 
@@ -241,14 +263,15 @@ SELECT throws_ok(format(c, 'gate_bridge.eval_results'), '42501', NULL,
 					'DELETE FROM %s WHERE id = 1',
 					'TRUNCATE %s']) AS c;
 
--- 6 tables x 5 commands, and the view incidents x 4 (a view has no
+-- 7 tables x 5 commands, and the view incidents x 4 (a view has no
 -- TRUNCATE)
 SELECT throws_ok(format(c.cmd, t.rel, t.col), '42501', NULL,
 				 format('writer: %s', format(c.cmd, t.rel, t.col)))
   FROM (VALUES (1, 'incident_rows', 'status'), (2, 'incident_folds', 'occurrences'),
 			   (3, 'incident_events', 'event'),
 			   (4, 'incident_keys', 'created'), (5, 'budgets', 'enabled'),
-			   (6, 'playbook_rules', 'enabled'), (7, 'incidents', 'status')) AS t(tn, rel, col)
+			   (6, 'playbook_rules', 'enabled'), (7, 'incidents', 'status'),
+			   (8, 'silences', 'ends_at')) AS t(tn, rel, col)
  CROSS JOIN unnest(ARRAY['SELECT * FROM gate_bridge.%s',
 						 'INSERT INTO gate_bridge.%s DEFAULT VALUES',
 						 'UPDATE gate_bridge.%s SET %2$I = %2$I',
@@ -272,7 +295,13 @@ SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
 	$$SELECT gate_bridge.compact_folds()$$,
 	$$SELECT gate_bridge.tick()$$,
 	$$SELECT gate_bridge.suggest_playbooks('quality', 'regress.priv')$$,
-	$$SELECT * FROM gate_bridge.events_after(0)$$
+	$$SELECT * FROM gate_bridge.events_after(0)$$,
+	$$SELECT gate_bridge.snooze(1, '1 hour')$$,
+	$$SELECT gate_bridge.silence('*', '1 hour', 'forged maintenance')$$,
+	$$SELECT gate_bridge.unsilence(1)$$,
+	$$SELECT gate_bridge.auto_resolve(1, '{}')$$,
+	$$SELECT gate_bridge.release_silenced()$$,
+	$$SELECT gate_bridge.silence_for('budget', 'regress.priv', 'quality', 'BUDGET_regress.priv_quality', now())$$
   ]) AS q;
 
 -- Ways around the trigger.
@@ -368,7 +397,15 @@ SELECT throws_ok(q, '42501', NULL, 'operator: ' || q)
 	$$SELECT gate_bridge.on_invariant_failure('{"agent": "regress.priv"}', '{"invariant": "regress_forged"}')$$,
 	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
 	$$SELECT gate_bridge.on_gate_failure('regress.priv', '{}', '[]')$$,
-	$$SET gate_bridge.enabled = off$$
+	$$SET gate_bridge.enabled = off$$,
+	$$INSERT INTO gate_bridge.silences (ends_at, comment) VALUES (now() + interval '1 day', 'forged')$$,
+	$$UPDATE gate_bridge.silences SET ends_at = now()$$,
+	$$DELETE FROM gate_bridge.silences$$,
+	$$UPDATE gate_bridge.incidents SET snoozed_until = now() + interval '1 day' WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$SELECT gate_bridge.auto_resolve(id, '{}') FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv_quality'$$,
+	$$SELECT gate_bridge.release_silenced()$$,
+	$$SELECT gate_bridge.silence_for('budget', 'regress.priv', 'quality', 'BUDGET_regress.priv_quality', now())$$,
+	$$SELECT gate_bridge.tick()$$
   ]) AS q;
 
 SELECT lives_ok($$SELECT gate_bridge.resolve(id, 'regress_priv_operator', 'fixed by regress')
@@ -444,7 +481,11 @@ SELECT throws_ok(q, '42501', NULL, 'reader: ' || q)
 	$$SELECT * FROM gate_bridge.budgets$$,
 	$$SELECT * FROM gate_bridge.incident_keys$$,
 	$$SELECT * FROM gate_bridge.incident_contexts$$,
-	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$
+	$$SELECT gate_bridge.on_planner_regression('regress-forged', '{}', '{}', '{}')$$,
+	$$SELECT gate_bridge.snooze(id, '1 hour') FROM gate_bridge.incidents WHERE key = 'INVARIANT_regress.priv_regress_inv'$$,
+	$$SELECT gate_bridge.silence('regress.priv', '1 hour', 'reader maintenance')$$,
+	$$SELECT gate_bridge.unsilence(1)$$,
+	$$SELECT * FROM gate_bridge.silences$$
   ]) AS q;
 
 RESET ROLE;
@@ -510,6 +551,103 @@ SELECT is((SELECT occurrences FROM gate_bridge.incidents WHERE agent = 'regress.
 RESET ROLE;
 SELECT results_eq(:'fold_state', $$ VALUES (3, 0::bigint) $$,
 'the resolution compacted the folds into the row, as the extension''s owner');
+
+-------------------------------------------------------------------------------
+-- The lifecycle: operators can snooze and silence; writers cannot, and
+-- their rows still open incidents through the trigger, held back by a
+-- silence too.  (The operator's grants of snooze, silence, unsilence and
+-- SELECT on silences are above.)
+-------------------------------------------------------------------------------
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical)
+VALUES ('regress.priv.life', 'cost', 1), ('regress.priv.quiet', 'cost', 1);
+
+SET ROLE regress_priv_writer;
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+				  VALUES ('regress.priv.life', 5)$$,
+				'writer: a violating row is accepted');
+SELECT gate_bridge.decide_pending() \g /dev/null
+RESET ROLE;
+SELECT id AS life_id FROM gate_bridge.incidents WHERE key = 'BUDGET_regress.priv.life_cost' \gset
+
+SET ROLE regress_priv_operator;
+SELECT lives_ok(format($$SELECT gate_bridge.snooze(%s, '2 hours', note => 'after the deploy')$$, :life_id),
+				'operator: snoozes an open incident');
+SELECT results_eq(format($$SELECT status, acked_by,
+								  snoozed_until BETWEEN now() + interval '2 hours'
+													AND clock_timestamp() + interval '2 hours'
+							 FROM gate_bridge.incidents WHERE id = %s$$, :life_id),
+				  $$ VALUES ('ack', 'regress_priv_operator', true) $$,
+				  'operator: the snoozed incident is acked in its name, for 2 hours from the call');
+SELECT gate_bridge.silence('regress.priv.quiet', '1 hour', 'maintenance of regress.priv.quiet',
+						   kind => 'budget') AS silence_id \gset
+SELECT ok(:silence_id > 0, 'operator: silences an agent, and learns the silence''s id');
+SELECT results_eq(format($$SELECT agent_pattern, kind, created_by, comment, ends_at - starts_at
+							 FROM gate_bridge.silences WHERE id = %s$$, :silence_id),
+				  $$ VALUES ('regress.priv.quiet', 'budget', 'regress_priv_operator',
+							 'maintenance of regress.priv.quiet', interval '1 hour') $$,
+				  'operator: reads the silence, recorded as its own, for an hour');
+RESET ROLE;
+
+-- The writer, under the operator's silence.
+SET ROLE regress_priv_writer;
+SELECT lives_ok($$INSERT INTO gate_bridge.eval_results (agent, cost_usd)
+				  VALUES ('regress.priv.quiet', 5)$$,
+				'writer: a violating row of a silenced agent is accepted');
+SELECT gate_bridge.decide_pending() \g /dev/null
+SELECT throws_ok(q, '42501', NULL, 'writer: ' || q)
+  FROM unnest(ARRAY[
+	format($$SELECT gate_bridge.snooze(%s, '1 hour')$$, :life_id),
+	format($$SELECT gate_bridge.unsilence(%s)$$, :silence_id),
+	$$SELECT gate_bridge.silence('regress.priv.life', '1 hour', 'the writer''s own maintenance')$$,
+	$$SELECT gate_bridge.tick()$$,
+	format($$SELECT gate_bridge.auto_resolve(%s, '{}')$$, :life_id),
+	$$SELECT gate_bridge.release_silenced()$$,
+	$$INSERT INTO gate_bridge.incident_rows (kind, key, agent, violation_type, severity, summary, subject) VALUES ('budget', 'BUDGET_regress.forged_cost', 'regress.forged', 'cost', 'sev1', 'forged', 'cost')$$,
+	$$INSERT INTO gate_bridge.incidents (kind, key, agent, violation_type, severity, summary, subject) VALUES ('budget', 'BUDGET_regress.forged_cost', 'regress.forged', 'cost', 'sev1', 'forged', 'cost')$$,
+	$$INSERT INTO gate_bridge.silences (agent_pattern, ends_at, comment) VALUES ('*', now() + interval '1 day', 'forged')$$,
+	format($$UPDATE gate_bridge.silences SET ends_at = now() WHERE id = %s$$, :silence_id)
+  ]) AS q;
+RESET ROLE;
+
+SELECT results_eq($$SELECT status, silence_id, snoozed_until IS NULL, flapping
+					  FROM gate_bridge.incidents WHERE agent = 'regress.priv.quiet'$$,
+				  format($$ VALUES ('open', %s::bigint, true, false) $$, :silence_id),
+				  'the writer''s row opened an incident all the same, held by the operator''s silence');
+SELECT results_eq(format($$SELECT i.agent, e.event, e.actor, e.silenced
+							 FROM gate_bridge.incident_events e
+							 JOIN gate_bridge.incidents i ON i.id = e.incident_id
+							WHERE i.agent IN ('regress.priv.life', 'regress.priv.quiet')
+							ORDER BY e.id$$),
+				  $$ VALUES ('regress.priv.life', 'created', 'regress_priv_writer', false),
+							('regress.priv.life', 'snoozed', 'regress_priv_operator', false),
+							('regress.priv.quiet', 'created', 'regress_priv_writer', true) $$,
+				  'the timeline: the writer''s creations (the silenced one marked so) and the operator''s snooze, nothing forged');
+SELECT is((SELECT (e.detail - 'until') || jsonb_build_object('until', (e.detail->>'until')::timestamptz = i.snoozed_until)
+			 FROM gate_bridge.incident_events e JOIN gate_bridge.incident_rows i ON i.id = e.incident_id
+			WHERE e.incident_id = :life_id AND e.event = 'snoozed'),
+		  '{"note": "after the deploy", "role": "regress_priv_operator", "until": true}'::jsonb,
+		  'the snoozed event names the operator''s role, its note and the end of the snooze');
+SELECT is((SELECT count(*) FROM gate_bridge.silences), 1::bigint,
+		  'the operator''s is the only silence');
+
+-- The operator ends the silence: the incident it held is announced.
+SET ROLE regress_priv_operator;
+SELECT lives_ok(format('SELECT gate_bridge.unsilence(%s)', :silence_id),
+				'operator: unsilences');
+SELECT throws_ok(format('SELECT gate_bridge.unsilence(%s)', :silence_id), '55000', NULL,
+				 'operator: a silence that has ended cannot be ended again');
+SELECT throws_ok('SELECT gate_bridge.unsilence(-1)', 'P0002', NULL,
+				 'operator: an unknown silence cannot be ended');
+SELECT is(current_user, 'regress_priv_operator',
+		  'operator: still itself after errors inside unsilence()');
+SELECT results_eq($$SELECT e.event, e.actor, e.silenced, i.silence_id IS NULL
+					  FROM gate_bridge.incident_events e
+					  JOIN gate_bridge.incidents i ON i.id = e.incident_id
+					 WHERE i.agent = 'regress.priv.quiet' ORDER BY e.id$$,
+				  $$ VALUES ('created', 'regress_priv_writer', true, true),
+							('silence_ended', 'gate_bridge', false, true) $$,
+				  'operator: the released incident is announced (silence_ended) and no longer held');
+RESET ROLE;
 
 -------------------------------------------------------------------------------
 -- A role with nothing granted (PUBLIC's share only) cannot even reach the

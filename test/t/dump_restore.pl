@@ -8,7 +8,11 @@
 # inserted so that the trigger decides, incidents in every status, folded
 # repeats (occurrences > 1), both compacted into incident_rows and still in
 # incident_folds, rate-limited keys, incidents from the SQL
-# functions, and the timeline all this leaves behind.  It is dumped with
+# functions, and the timeline all this leaves behind; and the lifecycle's
+# state: silences (one running, one ended, a deleted one's id left out),
+# snoozed, silenced, flapping, reopened, escalated and auto-resolved
+# incidents, silenced events, budgets that auto-resolve, and the keys'
+# re-fire, recovery and flapping counters.  It is dumped with
 # pg_dump twice, as a plain script restored with psql and in the custom
 # format restored with pg_restore, each into a fresh database, the plain
 # way, with nothing switched off: restored eval rows bring their own ids,
@@ -26,7 +30,10 @@
 #	  (and notifies it), a key at its rate limit stays limited, the restored
 #	  playbook rules are the ones applied, and gate_bridge.stats adds up;
 #	  tick() then compacts the restored folds and the new ones without
-#	  changing what gate_bridge.incidents shows.
+#	  changing what gate_bridge.incidents shows; a restored silence holds a
+#	  new incident back (not notified), a new silence's id is above the
+#	  restored ones, and a key's restored recovery count resolves its
+#	  incident with the next passing row.
 #
 # A self-check proves that the comparison notices a changed, a deleted and
 # an added row.
@@ -67,9 +74,10 @@ my %ORDER = (
 	incident_contexts => 'id',
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
 	stream_status => 'singleton',
+	silences => 'id',
 );
 my @TABLES = sort keys %ORDER;
-my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts)),
+my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts silences)),
 					 'gate_bridge.incident_events_position_seq');
 
 # An agent whose name needs quoting in every key, summary, payload and dump.
@@ -337,6 +345,55 @@ $orig->do(q{SELECT gate_bridge.on_budget_violation(
 # an agent name that needs quoting everywhere
 eval_row($orig, $ODD, quality => 0.5, context => encode_json({agent => $ODD}));
 
+# the lifecycle (agents dr.life.*, which the restored database is asked
+# about at the end only): budgets that auto-resolve
+$orig->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, error, critical, resolve_after, resolve_quiet)
+			VALUES ('dr.life.*', 'cost', 1, 2, 3, NULL), ('dr.life.quiet', 'cost', 1, 2, 5, '1 day 02:03:04.5')});
+# recovering: two passing rows of the three that resolve
+eval_row($orig, 'dr.life.rec', cost => 5);
+eval_row($orig, 'dr.life.rec', cost => 0.5) for 1 .. 2;
+# recovered: auto-resolved by three passing rows
+eval_row($orig, 'dr.life.done', cost => 5);
+eval_row($orig, 'dr.life.done', cost => 0.5) for 1 .. 3;
+# quiet: resolve_quiet, not yet due
+eval_row($orig, 'dr.life.quiet', cost => 1.5);
+# escalated: a worse violation raises the open incident
+eval_row($orig, 'dr.life.esc', cost => 1.5);
+eval_row($orig, 'dr.life.esc', cost => 5);
+# snoozed for a day
+eval_row($orig, 'dr.life.snooze', cost => 5);
+$orig->do(q{SELECT gate_bridge.snooze(?, '1 day', 'alice', 'overnight')}, undef,
+		  unresolved_id($orig, 'BUDGET_dr.life.snooze_cost'));
+# silences: one ended with unsilence() (its incident announced then), one
+# deleted, one running that holds an incident back
+my ($ended_silence) = $orig->selectrow_array(
+	q{SELECT gate_bridge.silence('dr.life.old', '1 hour', 'ended early')});
+eval_row($orig, 'dr.life.old', cost => 5);
+$orig->do('SELECT gate_bridge.unsilence(?)', undef, $ended_silence);
+my ($deleted_silence) = $orig->selectrow_array(
+	q{SELECT gate_bridge.silence('*', '1 hour', 'a mistake')});
+$orig->do('DELETE FROM gate_bridge.silences WHERE id = ?', undef, $deleted_silence);
+my ($silence) = $orig->selectrow_array(
+	qq{SELECT gate_bridge.silence('dr.life.sil.*', '30 days', 'maintenance of dr.life.sil \x{2713}', 'budget', 'cost')});
+eval_row($orig, 'dr.life.sil.a', cost => 5);
+# reopened within the reopen window; held back by the re-fire backoff;
+# flapping (three state changes with flap_threshold 3)
+$orig->do(q{SET gate_bridge.reopen_window = '1h'});
+eval_row($orig, 'dr.life.reopen', cost => 5);
+$orig->do('SELECT gate_bridge.resolve(?)', undef, unresolved_id($orig, 'BUDGET_dr.life.reopen_cost'));
+eval_row($orig, 'dr.life.reopen', cost => 5);
+$orig->do(q{RESET gate_bridge.reopen_window});
+$orig->do(q{SET gate_bridge.refire_backoff = '1h, 4h'});
+eval_row($orig, 'dr.life.refire', cost => 5);
+$orig->do('SELECT gate_bridge.resolve(?)', undef, unresolved_id($orig, 'BUDGET_dr.life.refire_cost'));
+eval_row($orig, 'dr.life.refire', cost => 5);
+$orig->do(q{RESET gate_bridge.refire_backoff});
+$orig->do(q{SET gate_bridge.flap_threshold = 3});
+eval_row($orig, 'dr.life.flap', cost => 5);
+$orig->do('SELECT gate_bridge.resolve(?)', undef, unresolved_id($orig, 'BUDGET_dr.life.flap_cost'));
+eval_row($orig, 'dr.life.flap', cost => 5);
+$orig->do(q{RESET gate_bridge.flap_threshold});
+
 ################################################################ the original
 
 my $want = all_tables($orig);
@@ -383,7 +440,8 @@ is($orig->selectrow_array(q{SELECT rate_limited FROM gate_bridge.incident_keys
    'the original has a rate-limited key');
 is_deeply($orig->selectcol_arrayref(
 	'SELECT DISTINCT event FROM gate_bridge.incident_events ORDER BY 1'),
-	[qw(acked created resolved)], 'the original has a timeline of every event');
+	[qw(acked auto_resolved created escalated flapping reopened resolved silence_ended snoozed)],
+	'the original has a timeline of every event');
 is(scalar $orig->selectrow_array(q{SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created'}),
    scalar @{$want->{incident_rows}}, 'the original has one created event per incident');
 is_deeply($orig->selectcol_arrayref(q{
@@ -394,10 +452,52 @@ is_deeply($orig->selectcol_arrayref(q{
 	 'quality dr.* {page_owner,rerun_eval} true'],
 	'the original has a new, an edited and a disabled built-in playbook rule');
 my %count = map { ($_ => scalar @{$want->{$_}}) } @TABLES;
-ok($count{eval_results} >= 25 && $count{budgets} == 10 && $count{incident_keys} >= 10,
+ok($count{eval_results} >= 25 && $count{budgets} == 12 && $count{incident_keys} >= 10,
    "the original has $count{eval_results} eval rows, $count{budgets} budgets,"
    . " $count{incident_rows} incidents, $count{incident_folds} folds, $count{incident_events} events,"
    . " $count{incident_keys} keys, $count{playbook_rules} playbook rules");
+
+# The lifecycle's state is in the fill, with values other than the defaults.
+is_deeply($orig->selectall_arrayref(q{SELECT id, agent_pattern, kind, violation_type, ends_at > now() FROM gate_bridge.silences ORDER BY id}),
+		  [[$ended_silence, 'dr.life.old', undef, undef, 0], [$silence, 'dr.life.sil.*', 'budget', 'cost', 1]],
+		  'the original has an ended and a running silence, and a gap in their ids');
+is_deeply($orig->selectall_arrayref(q{
+	SELECT agent, status, snoozed_until IS NOT NULL, silence_id, flapping::int, resolved_by
+	  FROM gate_bridge.incidents WHERE agent LIKE 'dr.life.%' ORDER BY id}),
+	[['dr.life.rec', 'open', 0, undef, 0, undef],
+	 ['dr.life.done', 'resolved', 0, undef, 0, 'gate_bridge'],
+	 ['dr.life.quiet', 'open', 0, undef, 0, undef],
+	 ['dr.life.esc', 'open', 0, undef, 0, undef],
+	 ['dr.life.snooze', 'ack', 1, undef, 0, undef],
+	 ['dr.life.old', 'open', 0, undef, 0, undef],
+	 ['dr.life.sil.a', 'open', 0, $silence, 0, undef],
+	 ['dr.life.reopen', 'open', 0, undef, 0, undef],
+	 ['dr.life.refire', 'resolved', 0, undef, 0, 'postgres'],
+	 ['dr.life.flap', 'resolved', 0, undef, 0, 'postgres'],
+	 ['dr.life.flap', 'open', 0, undef, 1, undef]],
+	'the original has recovering, auto-resolved, escalated, snoozed, silenced, reopened and flapping incidents');
+is_deeply($orig->selectall_arrayref(q{
+	SELECT i.agent, e.event, e.silenced::int FROM gate_bridge.incident_events e
+	  JOIN gate_bridge.incidents i ON i.id = e.incident_id
+	 WHERE i.agent IN ('dr.life.sil.a', 'dr.life.old', 'dr.life.flap') ORDER BY e.id}),
+	[['dr.life.old', 'created', 1], ['dr.life.old', 'silence_ended', 0],
+	 ['dr.life.sil.a', 'created', 1],
+	 ['dr.life.flap', 'created', 0], ['dr.life.flap', 'resolved', 0],
+	 ['dr.life.flap', 'created', 0], ['dr.life.flap', 'flapping', 0]],
+	'the original has silenced events');
+is_deeply($orig->selectall_arrayref(q{
+	SELECT agent, refires, recovery_passes, recovery_occurrences, cardinality(state_changes) > 0,
+		   flapping_since IS NOT NULL, rate_limited
+	  FROM gate_bridge.incident_keys
+	 WHERE agent IN ('dr.life.rec', 'dr.life.refire', 'dr.life.flap') ORDER BY agent COLLATE "C"}),
+	[['dr.life.flap', 2, 0, undef, 1, 1, 0], ['dr.life.rec', 1, 2, 1, 1, 0, 0],
+	 ['dr.life.refire', 1, 0, undef, 1, 0, 1]],
+	'the original has keys with re-fire, recovery and flapping state');
+is_deeply($orig->selectall_arrayref(q{
+	SELECT agent_pattern, resolve_after, resolve_quiet::text FROM gate_bridge.budgets
+	 WHERE resolve_after IS NOT NULL OR resolve_quiet IS NOT NULL ORDER BY agent_pattern COLLATE "C"}),
+	[['dr.life.*', 3, undef], ['dr.life.quiet', 5, '1 day 02:03:04.5']],
+	'the original has budgets that auto-resolve');
 
 # What the playbook rules suggest, to be asked again after the restore.
 my @SUGGEST = (['latency', 'knowledge.search'], ['latency', 'elastic.query'],
@@ -479,6 +579,7 @@ for my $format (qw(plain custom))
 		incident_keys => q{INSERT INTO gate_bridge.incident_keys (kind, key, agent, subject) VALUES ('budget', 'BUDGET_zz_cost', 'zz', 'cost')},
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
 		stream_status => q{INSERT INTO gate_bridge.stream_status (notifications_skipped) VALUES (1) ON CONFLICT (singleton) DO UPDATE SET notifications_skipped = gate_bridge.stream_status.notifications_skipped + 1},
+		silences => q{UPDATE gate_bridge.silences SET comment = comment || '.' WHERE id = (SELECT min(id) FROM gate_bridge.silences)},
 	);
 	my @noticed;
 
@@ -602,6 +703,28 @@ for my $format (qw(plain custom))
 	is_deeply($dbh->selectcol_arrayref($shown_sql), $shown,
 			  "$format: gate_bridge.incidents shows the same occurrences and last_seen_at after tick()");
 	is_deeply(stats($dbh), \%expect, "$format: and gate_bridge.stats the same counts");
+
+	# the lifecycle goes on from the restored state
+	my ($held) = eval {
+		eval_row($dbh, 'dr.life.sil.b', cost => 5);
+		$dbh->selectrow_array(q{SELECT silence_id FROM gate_bridge.incidents WHERE agent = 'dr.life.sil.b'});
+	};
+	is($held, $silence, "$format: the restored silence holds a new incident back");
+	is_deeply($dbh->selectall_arrayref(q{
+		SELECT e.event, e.silenced::int FROM gate_bridge.incident_events e
+		  JOIN gate_bridge.incidents i ON i.id = e.incident_id WHERE i.agent = 'dr.life.sil.b'}),
+		[['created', 1]], "$format: its created event is marked silenced");
+	$dbh->do('SELECT 1');
+	my $notified = 0;
+	$notified++ while $dbh->pg_notifies;
+	is($notified, 0, "$format: and it is not notified");
+	my ($new_silence) = $dbh->selectrow_array(q{SELECT gate_bridge.silence('dr.life.x', '1 hour', 'after the restore')});
+	cmp_ok($new_silence // 0, '>', $silence, "$format: a new silence gets an id above the restored ones");
+	eval_row($dbh, 'dr.life.rec', cost => 0.5);
+	is_deeply($dbh->selectrow_arrayref(q{SELECT status, resolved_by, resolution_note FROM gate_bridge.incidents
+										  WHERE agent = 'dr.life.rec'}),
+			  ['resolved', 'gate_bridge', 'recovered: 3 passing rows in a row'],
+			  "$format: the restored recovery count resolves its incident with the third passing row");
 	$dbh->disconnect;
 }
 

@@ -3,7 +3,10 @@
 # Upgrades: install 1.0, fill it, ALTER EXTENSION gate_bridge UPDATE, and
 # check that the result matches a fresh install of the current version
 # object for object, that the data survive, and that the updated database
-# goes on deciding.  Grants that a deployment made on the table incidents
+# goes on deciding.  An installation of 1.1 updated in one step matches it
+# too; the rows from before the update get the lifecycle columns' defaults;
+# and a self-check shows that the comparison notices a missing column,
+# default, NOT NULL, constraint, index or trigger of the lifecycle.  Grants that a deployment made on the table incidents
 # of 1.1 (one on the table, column ones) move to the view of that name in
 # 1.2: they still work, and pg_dump keeps them.
 #
@@ -21,6 +24,7 @@ use Test::More;
 
 my $OLD = 'gb_tap_upgrade_old';
 my $NEW = 'gb_tap_upgrade_new';
+my $MID = 'gb_tap_upgrade_mid';
 
 sub connect_db
 {
@@ -30,8 +34,8 @@ sub connect_db
 }
 
 my $admin = connect_db('postgres');
-$admin->do("DROP DATABASE IF EXISTS $_") for ($OLD, $NEW);
-$admin->do("CREATE DATABASE $_") for ($OLD, $NEW);
+$admin->do("DROP DATABASE IF EXISTS $_") for ($OLD, $NEW, $MID);
+$admin->do("CREATE DATABASE $_") for ($OLD, $NEW, $MID);
 # roles that users granted run_gates to (the README's pg_cron job)
 my @GATE_ROLES = ('regress_upgrade_gates_job', 'regress_upgrade_gates_admin',
 				  'regress_upgrade_reader', 'regress_upgrade_columns');
@@ -179,7 +183,8 @@ $old->do(q{
 # Each table's rows in the columns 1.0 has: the update may add columns, never
 # change or lose what was there.
 my %SNAP = (
-	eval_results => ['id', '*'], budgets => ['agent_pattern, budget_type', '*'],
+	eval_results => ['id', '*'],
+	budgets => ['agent_pattern, budget_type', 'agent_pattern, budget_type, warning, error, critical, lookback, enabled'],
 	incidents => ['id', 'id, kind, key, agent, violation_type, severity, status, summary, details, playbooks, '
 				  . 'occurrences, first_seen_at, last_seen_at, acked_at, acked_by, resolved_at, resolved_by, resolution_note'],
 	incident_events => ['id', 'id, incident_id, event, at, actor, detail'],
@@ -282,6 +287,103 @@ if (!Test::More->builder->is_passing)
 }
 is($old->selectrow_array($CONFIG), $new->selectrow_array($CONFIG),
    'pg_dump keeps the same tables, with the same conditions');
+like($new->selectrow_array($CONFIG), qr/gate_bridge\.silences '', gate_bridge\.silences_id_seq ''/,
+	 'silences and its sequence among them');
+
+# The comparison would notice a lifecycle object that the update script
+# forgot or made differently (each change in a transaction rolled back).
+{
+	my @MISSING = (
+		'ALTER TABLE gate_bridge.incident_keys DROP COLUMN refires',
+		'ALTER TABLE gate_bridge.budgets DROP COLUMN resolve_quiet',
+		'ALTER TABLE gate_bridge.incident_events ALTER COLUMN silenced DROP DEFAULT',
+		'ALTER TABLE gate_bridge.incident_rows ALTER COLUMN flapping DROP NOT NULL',
+		'ALTER TABLE gate_bridge.budgets DROP CONSTRAINT budgets_resolve_after_check',
+		'ALTER TABLE gate_bridge.silences DROP CONSTRAINT silences_ends_at_check',
+		'DROP INDEX gate_bridge.incident_rows_silence_id_idx',
+		'DROP INDEX gate_bridge.incident_keys_flapping_since_idx',
+		'DROP INDEX gate_bridge.silences_ends_at_idx',
+		'DROP TRIGGER incident_events_held ON gate_bridge.incident_events',
+		'ALTER TABLE gate_bridge.incident_rows ENABLE TRIGGER incident_rows_changed',
+		'ALTER EXTENSION gate_bridge DROP FUNCTION gate_bridge.unsilence(bigint)',
+		# an update script that forgot its REVOKE from PUBLIC
+		'GRANT EXECUTE ON FUNCTION gate_bridge.snooze(bigint, interval, text, text) TO PUBLIC',
+	);
+	my @noticed;
+	for my $change (@MISSING)
+	{
+		$old->begin_work;
+		my $before = $old->selectcol_arrayref($DESCRIBE);
+		$old->do($change);
+		my $after = $old->selectcol_arrayref($DESCRIBE);
+		$old->rollback;
+		push @noticed, $change if !eq_array($after, $before);
+	}
+	is_deeply(\@noticed, \@MISSING,
+			  'self-check: the comparison notices each lifecycle object missing or changed');
+}
+
+################################################################ the rows from before the update
+
+# The lifecycle's columns: the rows from before take their defaults, and
+# nothing is silenced, snoozed or flapping.
+is_deeply($old->selectrow_arrayref(q{
+	SELECT count(*), count(*) FILTER (WHERE snoozed_until IS NULL AND silence_id IS NULL AND NOT flapping)
+	  FROM gate_bridge.incident_rows}), [5, 5],
+	'incidents from before the update are neither snoozed, silenced nor flapping');
+is_deeply($old->selectrow_arrayref(q{
+	SELECT count(*), count(*) FILTER (WHERE NOT silenced) FROM gate_bridge.incident_events}), [8, 8],
+	'their events are not marked silenced');
+is_deeply($old->selectall_arrayref(q{
+	SELECT DISTINCT refires, recovery_passes, recovery_occurrences, state_changes::text, flapping_since
+	  FROM gate_bridge.incident_keys}), [[0, 0, undef, '{}', undef]],
+	'their keys start the lifecycle counters at zero');
+is_deeply($old->selectall_arrayref(q{
+	SELECT DISTINCT resolve_after, resolve_quiet FROM gate_bridge.budgets}), [[undef, undef]],
+	'the budgets from before auto-resolve nothing (resolved by hand only)');
+is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.silences}), 0, 'there is no silence');
+
+################################################################ 1.1, updated in one step
+
+{
+	my $mid = connect_db($MID);
+	$mid->do(q{SET client_min_messages = warning});
+	$mid->do(q{CREATE EXTENSION gate_bridge VERSION '1.1'});
+	$mid->do($_) for @GATE_GRANTS, @INCIDENT_GRANTS;
+	$mid->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical) VALUES ('mid.a', 'cost', 1)});
+	$mid->do(q{
+		INSERT INTO gate_bridge.incidents (kind, key, agent, violation_type, severity, status, summary)
+		VALUES ('budget', 'BUDGET_mid.a_cost', 'mid.a', 'cost', 'sev1', 'open', 'Budget violation: mid.a cost')});
+	$mid->do(q{INSERT INTO gate_bridge.incident_events (incident_id, event, actor) SELECT id, 'created', 'writer' FROM gate_bridge.incidents});
+	$mid->do(q{INSERT INTO gate_bridge.incident_keys (kind, key, created, last_created_at) VALUES ('budget', 'BUDGET_mid.a_cost', 1, now())});
+	$mid->do(q{ALTER EXTENSION gate_bridge UPDATE});
+	is($mid->selectrow_array(q{SELECT extversion FROM pg_extension WHERE extname = 'gate_bridge'}), $default,
+	   "1.1: ALTER EXTENSION gate_bridge UPDATE goes to $default");
+	is_deeply($mid->selectcol_arrayref($DESCRIBE), $want,
+			  '1.1 updated in one step matches a fresh install object for object');
+	is($mid->selectrow_array($CONFIG), $new->selectrow_array($CONFIG),
+	   '1.1 updated: pg_dump keeps the same tables, with the same conditions');
+	is_deeply($mid->selectrow_arrayref(q{
+		SELECT i.status, i.snoozed_until, i.silence_id, i.flapping::text, e.silenced::text,
+			   k.agent, k.subject, k.refires, k.state_changes::text, b.resolve_after, b.resolve_quiet
+		  FROM gate_bridge.incident_rows i
+		  JOIN gate_bridge.incident_events e ON e.incident_id = i.id
+		  JOIN gate_bridge.incident_keys k ON k.kind = i.kind
+		  CROSS JOIN gate_bridge.budgets b}),
+		['open', undef, undef, 'false', 'false', 'mid.a', 'cost', 0, '{}', undef, undef],
+		'1.1 updated: its rows keep their values and take the lifecycle defaults');
+	# it goes on deciding, with the lifecycle: a silence holds a new incident back
+	$mid->do(q{SELECT gate_bridge.silence('mid.b', '1 hour', 'maintenance')});
+	$mid->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical) VALUES ('mid.b', 'cost', 1)});
+	$mid->do(q{INSERT INTO gate_bridge.eval_results (agent, cost_usd) VALUES ('mid.a', 5), ('mid.b', 5)});
+	is_deeply($mid->selectall_arrayref(q{
+		SELECT i.agent, i.occurrences, i.silence_id IS NOT NULL, e.event, e.silenced
+		  FROM gate_bridge.incidents i JOIN gate_bridge.incident_events e ON e.incident_id = i.id
+		 ORDER BY i.id, e.id}),
+		[['mid.a', 2, 0, 'created', 0], ['mid.b', 1, 1, 'created', 1]],
+		'1.1 updated: a violation folds into the incident from 1.1, and a silenced agent\'s incident is held back');
+	$mid->disconnect;
+}
 
 ################################################################ the grants on incidents
 
@@ -371,6 +473,6 @@ ok(!eval { $old->do(q{UPDATE gate_bridge.budgets SET critical = 0.97 WHERE agent
 
 $old->disconnect;
 $new->disconnect;
-$admin->do("DROP DATABASE $_") for ($OLD, $NEW);
+$admin->do("DROP DATABASE $_") for ($OLD, $NEW, $MID);
 $admin->do("DROP ROLE $_") for @GATE_ROLES;
 done_testing();
