@@ -565,7 +565,7 @@ sub operator
 			 client_session($OPERATOR, 'soak operator 2'));
 	my @actor = ('soak.op1', 'soak.op2');
 	my %st = (moves => {}, races => {}, race_bad => 0, errors => {},
-			  picks_empty => 0, lost => [], race_none => [], ticks => 0,
+			  picks_empty => 0, lost => [], race_none => [], race_two => [], ticks => 0,
 			  tick_transitions => 0, silences => []);
 	my %sql = (ack => 'SELECT gate_bridge.ack(?, ?)',
 			   resolve => 'SELECT gate_bridge.resolve(?, ?, ?)');
@@ -768,6 +768,13 @@ sub operator
 		if ($won eq '')
 		{
 			push @{$st{race_none}}, $id;
+			$good = 1;
+		}
+		# both won: only if a reopen undid the first winner's move meanwhile
+		# (the audit checks)
+		if (!$good && $won eq "$moves[0]/$moves[0]")
+		{
+			push @{$st{race_two}}, $id;
 			$good = 1;
 		}
 		if (!$good)
@@ -1337,8 +1344,10 @@ my @orphans = grep { !$inc{$_} } keys %timeline;
 
 	# a move or a race lost to nobody but an auto-resolve by a writer
 	my %auto = map { $_->{incident_id} => 1 } grep { $_->{event} eq 'auto_resolved' } @events;
+	my %reopened = map { $_->{incident_id} => 1 } grep { $_->{event} eq 'reopened' } @events;
 	my @unexplained = ((map { "move \"$_\" failed" } grep { !$auto{(split / /, $_)[1]} } @{$op->{lost} // []}),
-					   (map { "race on $_ had no winner" } grep { !$auto{$_} } @{$op->{race_none} // []}));
+					   (map { "race on $_ had no winner" } grep { !$auto{$_} } @{$op->{race_none} // []}),
+					   (map { "race on $_ had two winners and no reopen" } grep { !$reopened{$_} } @{$op->{race_two} // []}));
 	my $n_races = sum0(values %{$op->{races} // {}});
 	ok(($op->{race_bad} // 0) == 0 && !@unexplained,
 	   "3c. ack/resolve races: each had the winners the lifecycle allows ($n_races races);"
@@ -1747,7 +1756,9 @@ my %totals;
 		push @missing, "no $what" unless $count{$what};
 	}
 	push @missing, 'nothing held back by a silence' unless $n_held;
-	push @missing, "no silence ended by $_" for grep { !$silence_ended_by{$_} } qw(unsilence tick);
+	# a silence that runs out ends by tick() only if an incident it holds is
+	# still unresolved then, which the operator may have resolved: not required
+	push @missing, 'no silence ended by unsilence' unless $silence_ended_by{unsilence};
 	push @missing, 'no tick made a transition' unless $op->{tick_transitions};
 	push @missing, 'no concurrent ticks' unless $op->{ticks_concurrent};
 	ok(!@missing, '8e. the storm exercised the lifecycle (snooze and its expiry, silences ended by'

@@ -117,11 +117,11 @@ prepare_plans(void)
 							  "         jsonb_strip_nulls(jsonb_build_object('note', $4, 'role', $5))"
 							  "         || COALESCE($6, '{}'::jsonb))",
 							  6, t_event);
-	/* open or acknowledged -> acknowledged until a time */
+	/* open or acknowledged -> acknowledged until a time, by whoever snoozes */
 	snooze_plan = gb_keep_plan("UPDATE gate_bridge.incident_rows"
 							   "   SET status = 'ack',"
 							   "       acked_at = CASE WHEN status = 'open' THEN clock_timestamp() ELSE acked_at END,"
-							   "       acked_by = CASE WHEN status = 'open' THEN $2 ELSE acked_by END,"
+							   "       acked_by = $2,"
 							   "       snoozed_until = clock_timestamp() + $3"
 							   " WHERE id = $1 AND status <> 'resolved' RETURNING snoozed_until",
 							   3, t_snooze);
