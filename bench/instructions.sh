@@ -21,7 +21,11 @@
 #
 # Environment: GB_BENCH_N1 [200], GB_BENCH_N2 [1200],
 #   GB_BENCH_SPECS [clean:off clean:on clean:noopc clean:noop
-#                   storm:off storm:on storm:update],
+#                   storm:off storm:on storm:update]; the kinds armed and
+#                   recover (the clean rows of run.sh's armed-N and
+#                   recover-N cases: agents whose quality budget has
+#                   resolve_after, without and with an unresolved incident)
+#                   are there too,
 #   GB_BENCH_DROP_CHECKS=incidents[,eval_results] (experiment, as in run.sh),
 #   GB_BENCH_KEEP=DIR keeps the callgrind files there, for callgrind_annotate
 set -euo pipefail
@@ -76,6 +80,13 @@ fi
 q -c "INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('bench.storm', 0.65)"
 [ "$(q -c 'SELECT count(*) FROM gate_bridge.incidents')" = 1 ] ||
 	{ echo "the storm incident was not created" >&2; exit 1; }
+# the armed and recover agents (run.sh's armed-N and recover-N), and the
+# recover agents' incidents, when asked for
+case " $SPECS " in *" armed:"* | *" recover:"*)
+	q -v resolve_after=1000000 -f recover-setup.sql
+	[ "$(q -c "SELECT count(*) FROM gate_bridge.incidents WHERE agent LIKE 'bench.recover.%' AND status <> 'resolved'")" = 8 ] ||
+		{ echo "the recover agents' incidents were not created" >&2; exit 1; }
+esac
 
 echo "== server"
 q -c 'SELECT version()'
@@ -127,9 +138,9 @@ rows() {
 		srand(42)
 		for (i = 0; i < n; i++) {
 			l = 100 + int(rand() * 1401); c = (1 + int(rand() * 900)) / 1000
-			if (kind == "clean")
-				printf "EXECUTE ins(%cbench.clean.%d%c, %cbench-1%c, %.3f, %d, %.3f, %.3f)\n",
-					39, int(rand() * 8), 39, 39, 39, (850 + int(rand() * 151)) / 1000, l, c,
+			if (kind == "clean" || kind == "armed" || kind == "recover")
+				printf "EXECUTE ins(%cbench.%s.%d%c, %cbench-1%c, %.3f, %d, %.3f, %.3f)\n",
+					39, kind, int(rand() * 8), 39, 39, 39, (850 + int(rand() * 151)) / 1000, l, c,
 					(950 + int(rand() * 51)) / 1000
 			else
 				printf "EXECUTE ins(%cbench.storm%c, %cbench-1%c, 0.65, %d, %.3f, 0.99)\n",

@@ -16,6 +16,15 @@
 #     storm10.sql: ten storm rows per transaction) and N clients.  A script
 #     inserting more than one row per transaction says so in a
 #     "-- rows per transaction: N" line.
+#   armed-N, recover-N  clean rows (armed.sql, recover.sql: clean.sql for
+#     other agents) of agents whose quality budget has resolve_after
+#     (recover-setup.sql, GB_BENCH_RECOVER_AFTER passing rows, run once
+#     before the measurements when one of these cases is asked for):
+#     armed, no unresolved incident (the pass is not counted; as free as
+#     clean rows); recover, every agent with an unresolved quality incident
+#     that resolve_after is too large to resolve during the run, so that
+#     every row with the trigger on is counted towards its recovery at
+#     commit: the cost of auto-resolve
 #   snapshot-N  storm.sql with N clients; side "snap" is the trigger on
 #     while another role (gb_bench_reader) holds a REPEATABLE READ snapshot
 #     open, idle in transaction, for the whole measurement; side "on" the
@@ -89,6 +98,7 @@ esac
 BATCH_SECS=${GB_BENCH_BATCH_SECS:-10}
 BATCH_ROUNDS=${GB_BENCH_BATCH_ROUNDS:-2}
 BATCH_RATE_LIMIT=${GB_BENCH_BATCH_RATE_LIMIT:-1000000}
+RECOVER_AFTER=${GB_BENCH_RECOVER_AFTER:-1000000}
 OUT=${GB_BENCH_OUT:-out/speed}
 DB=gb_bench
 STORM_KEY=BUDGET_bench.storm_quality
@@ -98,10 +108,10 @@ PYTHON=/usr/bin/python3
 case " $SIDES " in *" off "*) ;; *) echo "GB_BENCH_SIDES must include off" >&2; exit 2 ;; esac
 case " $SNAP_SIDES " in *" on "*) ;; *) echo "GB_BENCH_SNAPSHOT_SIDES must include on" >&2; exit 2 ;; esac
 for c in $CASES; do
-	[[ $c =~ ^((clean|storm|storm10|snapshot)-[1-9][0-9]*|burst|bulk|history|batch)(@(sync|nofsync|async))?$ ]] ||
+	[[ $c =~ ^((clean|storm|storm10|snapshot|armed|recover)-[1-9][0-9]*|burst|bulk|history|batch)(@(sync|nofsync|async))?$ ]] ||
 		{ echo "unknown case \"$c\" (GB_BENCH_CASES; see bench/run.sh)" >&2; exit 2; }
 done
-for v in ROUNDS PROFILE_ROUNDS SECS SNAP_SECS SNAP_ROUNDS BURST_KEYS BURST_ROUNDS BULK_ROWS \
+for v in RECOVER_AFTER ROUNDS PROFILE_ROUNDS SECS SNAP_SECS SNAP_ROUNDS BURST_KEYS BURST_ROUNDS BULK_ROWS \
 	BULK_ROUNDS HISTORY_KEYS HISTORY_ROUNDS HISTORY_SECS REOPEN_KEYS BATCH_SECS BATCH_ROUNDS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, not \"${!v}\"" >&2; exit 2; }
 done
@@ -143,6 +153,17 @@ if [ -n "${GB_BENCH_DROP_CHECKS:-}" ]; then
 	q -v tables="$GB_BENCH_DROP_CHECKS" -f drop-checks.sql >/dev/null
 fi
 
+# the auto-resolve cases: budgets with resolve_after, and the recover
+# agents' unresolved incidents
+RECOVER_INCIDENTS=0
+case " $CASES " in *" armed-"* | *" recover-"*)
+	q -v resolve_after="$RECOVER_AFTER" -f recover-setup.sql
+	RECOVER_INCIDENTS=$(q -c "SELECT count(*) FROM gate_bridge.incidents
+		WHERE agent LIKE 'bench.recover.%' AND kind = 'budget' AND subject = 'quality' AND status <> 'resolved'")
+	[ "$RECOVER_INCIDENTS" = 8 ] ||
+		{ echo "recover-setup.sql: $RECOVER_INCIDENTS unresolved incidents of the recover agents, expected 8" >&2; exit 1; }
+esac
+
 # the snapshot cases: a role that may read the incidents, and pgstattuple
 # to count the dead row versions the snapshot keeps
 case " $CASES " in *" snapshot-"*)
@@ -178,7 +199,7 @@ q -F ' = ' -c "SELECT name, setting || COALESCE(unit, '') FROM pg_settings
 q -c "SELECT 'gate_bridge ' || extversion FROM pg_extension WHERE extname = 'gate_bridge'"
 [ -z "${GB_BENCH_BUILD:-}" ] || echo "$GB_BENCH_BUILD"
 echo "extension triggers on eval_results (side on), name:tgenabled: $EXT_TRIGGERS"
-q -c "SELECT 'budgets: ' || count(*) FROM gate_bridge.budgets"
+q -c "SELECT 'budgets: ' || count(*) || ', with resolve_after: ' || count(resolve_after) FROM gate_bridge.budgets"
 echo "pgbench: $(pgbench --version)"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), kernel $(uname -r), $(awk '/^MemTotal/ { printf "%.0f GB RAM", $2 / 1048576 }' /proc/meminfo)"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -315,6 +336,7 @@ stop_snapshot() {
 }
 
 folded_rows=0		# storm rows inserted by the sides that fold into the incident (on, snap, update)
+recover_rows=0		# recover rows inserted with the trigger on: each counts towards a recovery
 errors=0
 
 # measure CASE SIDE ROUND SECONDS: one pgbench run of a single-row case
@@ -359,6 +381,7 @@ measure() {
 	fi
 	case $base:$side in
 		storm*:on | storm*:update | snapshot*:on | snapshot*:snap) folded_rows=$((folded_rows + rows)) ;;
+		recover*:on) recover_rows=$((recover_rows + rows)) ;;
 	esac
 	cpu=0
 	[ "$rows" -gt 0 ] && cpu=$(awk -v t=$((t1 - t0)) -v us="$TICK_US" -v n="$rows" 'BEGIN { printf "%.1f", t * us / n }')
@@ -625,7 +648,7 @@ for case in $CASES; do
 	t0=$(date +%s)
 	case ${case%@*} in
 		snapshot-*) run_rows "$case" "$SNAP_ROUNDS" "$SNAP_SECS" $SNAP_SIDES ;;
-		clean-* | storm-* | storm10-*)
+		clean-* | storm-* | storm10-* | armed-* | recover-*)
 			if [ -n "$prof" ]; then
 				run_rows "$case" "$PROFILE_ROUNDS" "$SECS" $SIDES
 			else
@@ -649,8 +672,21 @@ case " $CASES " in *" clean-"*)
 	check "incidents for the clean agents" \
 		"$(q -c "SELECT count(*) FROM gate_bridge.incidents WHERE agent LIKE 'bench.clean.%'")" 0
 esac
+case " $CASES " in *" armed-"*)
+	check "incidents for the armed agents" \
+		"$(q -c "SELECT count(*) FROM gate_bridge.incidents WHERE agent LIKE 'bench.armed.%'")" 0
+esac
+if [ "$RECOVER_INCIDENTS" -gt 0 ]; then
+	check "incidents of the recover agents: all, unresolved" \
+		"$(q -c "SELECT count(*) || ', ' || count(*) FILTER (WHERE status <> 'resolved') FROM gate_bridge.incidents
+				 WHERE agent LIKE 'bench.recover.%'")" "8, 8"
+	check "their passing rows counted (incident_keys.recovery_passes) = recover rows inserted with the trigger on" \
+		"$(q -c "SELECT COALESCE(sum(recovery_passes), 0) FROM gate_bridge.incident_keys
+				 WHERE kind = 'budget' AND agent LIKE 'bench.recover.%' AND subject = 'quality'")" "$recover_rows"
+fi
 if [ "$folded_rows" -gt 0 ]; then
-	check "incidents in all" "$(q -c 'SELECT count(*) FROM gate_bridge.incidents')" 1
+	check "incidents in all, but the recover agents'" \
+		"$(q -c "SELECT count(*) FROM gate_bridge.incidents WHERE agent NOT LIKE 'bench.recover.%'")" 1
 	check "incidents for $STORM_KEY" \
 		"$(q -c "SELECT count(*) FROM gate_bridge.incidents WHERE kind = 'budget' AND key = '$STORM_KEY'")" 1
 	check "its occurrences = storm rows inserted with the trigger on" \
@@ -658,7 +694,7 @@ if [ "$folded_rows" -gt 0 ]; then
 		"$folded_rows"
 	check "stats for kind budget: created,deduplicated,rate_limited" \
 		"$(q -c "SELECT created || ',' || deduplicated || ',' || rate_limited FROM gate_bridge.stats WHERE kind = 'budget'")" \
-		"1,$((folded_rows - 1)),0"
+		"$((1 + RECOVER_INCIDENTS)),$((folded_rows - 1)),0"
 fi
 cat "$OUT/checks.txt"
 echo "time per case: ${timings[*]}"
@@ -686,7 +722,7 @@ function target(cs, side,   c, prof) {
 	if (c ~ /^snapshot-/) return side == "snap" ? 0.50 : 0
 	if (side != "on") return 0
 	if (c ~ /^storm/) return prof == "sync" ? 0.70 : prof == "nofsync" ? 0.75 : 0.50
-	if (c ~ /^clean/) return (prof == "sync" || prof == "nofsync") ? 0.97 : 0.95
+	if (c ~ /^(clean|armed)/) return (prof == "sync" || prof == "nofsync") ? 0.97 : 0.95
 	return 0
 }
 {

@@ -53,8 +53,19 @@
 #                      the same load with the trigger off     0 deadlocks
 #   budgets            bench/budgets.sh, run after the others on its own
 #                      cluster, if it is there
-# Also: clean-N, storm-N, storm10-N (ten storm rows per transaction) and
-# snapshot-N for any N clients, and burst, bulk, history, batch, with any
+# Not in the default list, the cost of auto-resolve (budgets.resolve_after;
+# recover-setup.sql gives the agents of both the clean agents' budgets,
+# with resolve_after GB_BENCH_RECOVER_AFTER on the quality budgets):
+#   armed-N            clean rows (armed.sql) of agents with such budgets
+#                      and no unresolved incident: as free as clean rows,
+#                      target as clean-N's
+#   recover-N          clean rows (recover.sql) of agents with such budgets,
+#                      each with an unresolved quality incident that does
+#                      not resolve during the run: every row is counted
+#                      towards its recovery at commit; on / off measured,
+#                      no target
+# Also: clean-N, storm-N, storm10-N (ten storm rows per transaction),
+# snapshot-N, armed-N and recover-N for any N clients, and burst, bulk, history, batch, with any
 # profile.  The ratio of a single-row case is median tps on / median tps
 # off (snapshot: snap / on) over its rounds.
 #
@@ -77,6 +88,8 @@
 #   GB_BENCH_SIDES    sides of the single-row cases [on off]; also noopc,
 #                     noop and update, the reference triggers of
 #                     bench/reference.sql
+#   GB_BENCH_RECOVER_AFTER    resolve_after of the armed and recover agents'
+#                     quality budgets [1000000: no incident resolves]
 #   GB_BENCH_SNAPSHOT_SECS    seconds per side of a snapshot case [80]
 #   GB_BENCH_SNAPSHOT_ROUNDS  rounds of a snapshot case [1]
 #   GB_BENCH_SNAPSHOT_SIDES   [on snap]; off may be added
