@@ -118,6 +118,9 @@ sub writer
 
 	$w->do("SET gate_bridge.rate_limit = $RATE_LIMIT");
 	$w->do("SET gate_bridge.rate_window = '${RATE_WINDOW}s'");
+	# every creation is to be announced: keys that are resolved and re-fire
+	# again and again here would otherwise be held back as flapping
+	$w->do("SET gate_bridge.flap_threshold = 0");
 	$w->do("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL $level");
 	srand($$ ^ int(time * 1000));
 
@@ -485,9 +488,11 @@ sub storm
 		my $row = $incidents->{$id} or next;
 		my $d = $payload_data{$id};
 
+		# the severity is the creation's (the timeline row below): a worse
+		# violation may have escalated the incident since
 		push @mismatch, $id
 			if grep { ($d->{$_} // '') ne ($row->{$_} // '') }
-			qw(kind key severity summary created_at);
+			qw(kind key summary created_at);
 		# the timeline's "created" row is the consumers' copy of the data,
 		# which the notification completes with the event's id and position
 		my %d = %$d;
