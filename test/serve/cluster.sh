@@ -1,0 +1,104 @@
+# A throw-away PostgreSQL cluster for test/serve/run.sh and bench/serve.sh.
+# Sourced, not run (after tools/common.sh, which gives gb_free_port).
+#
+#   gbs_cluster_create DIR     initdb into DIR/data, socket in DIR/sock, a free
+#                              port on 127.0.0.1 (sets GBS_PORT, GBS_PGDATA,
+#                              GBS_PGBIN, GBS_SOCK, GBS_PGLOG)
+#   gbs_cluster_start / gbs_cluster_stop [MODE]
+#   gbs_psql SQL               as the superuser, ON_ERROR_STOP
+#   gbs_setup_db               the extension, the roles serve_viewer and
+#                              serve_oncall with the README's grants, a
+#                              quality budget on every agent
+#
+# As root the server runs as the postgres user.
+
+GBS_PGVERSION=${GB_PGVERSION:-15}
+GBS_PGBIN=/usr/lib/postgresql/$GBS_PGVERSION/bin
+
+gbs_as_server_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+gbs_cluster_create() {
+	local dir=$1
+	GBS_PGDATA=$dir/data
+	GBS_SOCK=$dir/sock
+	GBS_PGLOG=$dir/postgres.log
+	mkdir -p "$GBS_SOCK"
+	chmod 0755 "$dir"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown postgres: "$dir" "$GBS_SOCK"
+	fi
+	GBS_PORT=$(gb_free_port) || { echo "no free port for the cluster" >&2; return 1; }
+	(cd / && gbs_as_server_user "$GBS_PGBIN/initdb" -D "$GBS_PGDATA" -U postgres \
+		--auth=trust -E UTF8 --locale=C.UTF-8 --no-sync) >"$dir/initdb.log" 2>&1 ||
+		{ cat "$dir/initdb.log" >&2; return 1; }
+	cat >>"$GBS_PGDATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $GBS_PORT
+unix_socket_directories = '$GBS_SOCK'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 64MB
+log_line_prefix = '%m [%p] %q%a '
+log_min_messages = warning
+CONF
+	export GBS_PORT GBS_PGDATA GBS_PGBIN GBS_SOCK GBS_PGLOG
+}
+
+gbs_cluster_start() {
+	(cd / && gbs_as_server_user "$GBS_PGBIN/pg_ctl" -D "$GBS_PGDATA" -l "$GBS_PGLOG" \
+		-w -t 60 start) >/dev/null
+}
+
+gbs_cluster_stop() {
+	[ -n "${GBS_PGDATA:-}" ] && [ -f "$GBS_PGDATA/postmaster.pid" ] || return 0
+	(cd / && gbs_as_server_user "$GBS_PGBIN/pg_ctl" -D "$GBS_PGDATA" -w -t 60 \
+		-m "${1:-fast}" stop) >/dev/null 2>&1 || true
+}
+
+gbs_psql() {
+	"$GBS_PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$GBS_PORT" \
+		-U postgres -d postgres -c "$1"
+}
+
+gbs_setup_db() {
+	gbs_psql "
+CREATE EXTENSION gate_bridge;
+CREATE ROLE serve_viewer LOGIN;
+CREATE ROLE serve_oncall LOGIN;
+-- readers (dashboards and event consumers), as the README grants them
+GRANT USAGE ON SCHEMA gate_bridge TO serve_viewer;
+GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
+                gate_bridge.open_incidents, gate_bridge.incident_counts,
+                gate_bridge.stats, gate_bridge.stream_status TO serve_viewer;
+GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
+                          gate_bridge.events_head(),
+                          gate_bridge.events_resume_point(bigint) TO serve_viewer;
+-- operators, as the README grants them
+GRANT USAGE ON SCHEMA gate_bridge TO serve_oncall;
+GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
+                gate_bridge.open_incidents, gate_bridge.incident_counts,
+                gate_bridge.stats, gate_bridge.stream_status TO serve_oncall;
+GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
+                          gate_bridge.events_head(),
+                          gate_bridge.events_resume_point(bigint) TO serve_oncall;
+GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
+                          gate_bridge.resolve(bigint, text, text),
+                          gate_bridge.snooze(bigint, interval, text, text),
+                          gate_bridge.silence(text, interval, text, text, text),
+                          gate_bridge.unsilence(bigint) TO serve_oncall;
+GRANT SELECT ON gate_bridge.silences TO serve_oncall;
+GRANT EXECUTE ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint)
+      TO serve_oncall;
+-- quality: 0.85 opens a sev3, 0.7 a sev2, 0.3 a sev1
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
+VALUES ('*', 'quality', 0.9, 0.8, 0.5);
+"
+}

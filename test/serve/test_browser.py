@@ -1,0 +1,273 @@
+"""The dashboard in a real headless browser (chromium through selenium):
+live updates without reload, counters, an operator's ack, the live badge
+across a stop and a restart of the database, the token form, and a
+screenshot (GB_SCREENSHOT)."""
+
+import os
+import shutil
+import struct
+import time
+
+import pytest
+
+from conftest import (OPERATOR_NAME, OPERATOR_TOKEN, VIEWER_TOKEN, WORK, Serve, db_connect,
+                      pg_start, pg_stop, sql, tokens_text)
+
+APPEAR_DEADLINE = float(os.environ.get("GB_BROWSER_DEADLINE", "2"))
+CHROMIUM = os.environ.get("GB_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("GB_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+webdriver = pytest.importorskip("selenium.webdriver")
+
+
+def make_driver():
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1400,900", "--hide-scrollbars", "--force-device-scale-factor=1",
+              "--lang=en-US"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    log = os.path.join(WORK, "chromedriver.log")
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER, log_path=log), options=opts)
+    drv.set_window_size(1400, 900)
+    drv.set_page_load_timeout(30)
+    return drv
+
+
+class UI:
+    def __init__(self, drv, srv):
+        self.drv = drv
+        self.srv = srv
+
+    def js(self, script, *args):
+        return self.drv.execute_script(script, *args)
+
+    def attr(self, selector, name):
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       "return e ? e.getAttribute(arguments[1]) : null;", selector, name)
+
+    def text(self, selector):
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       "return e ? e.textContent.trim() : null;", selector)
+
+    def exists(self, selector):
+        return self.js("return document.querySelector(arguments[0]) !== null;", selector)
+
+    def visible(self, selector):
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       "if (!e || e.hidden) return false;"
+                       "const r = e.getBoundingClientRect();"
+                       "return r.width > 0 && r.height > 0 &&"
+                       " getComputedStyle(e).visibility !== 'hidden';", selector)
+
+    def wait(self, pred, timeout, what, step=0.05):
+        deadline = time.time() + timeout
+        last = None
+        while True:
+            last = pred()
+            if last:
+                return last
+            if time.time() > deadline:
+                raise AssertionError("browser: timed out after %.1fs waiting for %s (last %r)"
+                                     % (timeout, what, last))
+            time.sleep(step)
+
+    def badge(self):
+        return self.attr("#live-badge", "data-state")
+
+    def row(self, iid):
+        return '#incident-rows [data-incident-id="%d"]' % iid
+
+    def count(self, name):
+        t = self.text("#count-" + name)
+        return int(t) if t is not None and t.isdigit() else t
+
+    def counts(self):
+        return {k: self.count(k) for k in ("sev1", "sev2", "sev3", "open", "ack")}
+
+    def click(self, selector):
+        from selenium.webdriver.common.by import By
+        el = self.drv.find_element(By.CSS_SELECTOR, selector)
+        self.js("arguments[0].scrollIntoView({block: 'center'});", el)
+        el.click()
+
+
+def sql_counts():
+    r = sql("SELECT sev1, sev2, sev3, open, ack FROM gate_bridge.incident_counts")[0]
+    return dict(zip(("sev1", "sev2", "sev3", "open", "ack"), r))
+
+
+SEED = [  # agent, kind of row, severity
+    ("support.triage", "quality", 0.31, "sev1"),
+    ("billing.refunds", "latency", 12500, "sev1"),
+    ("search.ranker", "quality", 0.72, "sev2"),
+    ("inbox.summarizer", "latency", 6100, "sev2"),
+    ("sales.outreach", "quality", 0.86, "sev3"),
+    ("docs.qa", "quality", 0.88, "sev3"),
+    ("travel.booking", "latency", 2600, "sev3"),
+]
+
+
+def open_row(kind, value, agent):
+    with db_connect() as c:
+        if kind == "quality":
+            c.execute("INSERT INTO gate_bridge.eval_results (agent, quality, triggered_by) "
+                      "VALUES (%s, %s, 'ci')", (agent, value))
+        else:
+            c.execute("INSERT INTO gate_bridge.eval_results (agent, latency_p95_ms, triggered_by) "
+                      "VALUES (%s, %s, 'ci')", (agent, value))
+        return c.execute("SELECT id FROM gate_bridge.incidents WHERE agent = %s AND "
+                         "status <> 'resolved' ORDER BY id DESC LIMIT 1", (agent,)).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def ui():
+    # a clean board for the screenshot: what the other tests left is resolved
+    sql("SELECT gate_bridge.resolve(id, 'test-cleanup', NULL) FROM gate_bridge.incidents "
+        "WHERE status <> 'resolved'")
+    sql("INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical) "
+        "VALUES ('*', 'latency', 2000, 5000, 10000) ON CONFLICT DO NOTHING")
+    seeded = {}
+    for agent, kind, value, sev in SEED:
+        seeded[agent] = open_row(kind, value, agent)
+    sql("SELECT gate_bridge.ack(%s, 'dana')", (seeded["inbox.summarizer"],))
+    srv = Serve(name="browser", tokens=tokens_text())
+    try:
+        drv = make_driver()
+    except Exception as e:  # noqa: BLE001
+        srv.stop()
+        pytest.fail("could not start chromium through chromedriver: %r" % e)
+    u = UI(drv, srv)
+    u.seeded = seeded
+    try:
+        yield u
+    finally:
+        try:
+            logs = drv.get_log("browser")
+            with open(os.path.join(WORK, "browser-console.log"), "w") as f:
+                for e in logs:
+                    f.write("%s %s\n" % (e.get("level"), e.get("message")))
+        except Exception:  # noqa: BLE001
+            pass
+        drv.quit()
+        srv.stop()
+
+
+def test_page_loads_live_with_the_open_incidents(ui):
+    ui.drv.get(ui.srv.url + "/?token=" + OPERATOR_TOKEN)
+    ui.wait(lambda: ui.badge() == "live", 20, "#live-badge[data-state=live]")
+    for agent, iid in ui.seeded.items():
+        ui.wait(lambda: ui.exists(ui.row(iid)), 10, "the row of %s (incident %d)" % (agent, iid))
+        assert ui.attr(ui.row(iid), "data-severity") == \
+            sql("SELECT severity FROM gate_bridge.incidents WHERE id = %s", (iid,))[0][0]
+    assert ui.attr(ui.row(ui.seeded["inbox.summarizer"]), "data-status") == "ack"
+    assert ui.attr(ui.row(ui.seeded["support.triage"]), "data-status") == "open"
+    ui.wait(lambda: ui.counts() == sql_counts(), 10, "the counters to match SQL %r" % sql_counts())
+    # the token left the address bar
+    assert OPERATOR_TOKEN not in ui.drv.current_url, ui.drv.current_url
+
+
+def test_a_new_incident_appears_without_reload(ui):
+    before = ui.counts()
+    ui.js("window.__gb_no_reload = true;")
+    iid = open_row("quality", 0.2, "checkout.assistant")
+    t0 = time.time()
+    ui.wait(lambda: ui.exists(ui.row(iid)), APPEAR_DEADLINE + 0.5,
+            "the new incident's row [data-incident-id=%d]" % iid, step=0.02)
+    elapsed = time.time() - t0
+    assert elapsed <= APPEAR_DEADLINE, "the row appeared %.2fs after the commit" % elapsed
+    assert ui.js("return window.__gb_no_reload === true;"), "the page was reloaded"
+    assert ui.attr(ui.row(iid), "data-severity") == "sev1"
+    assert ui.attr(ui.row(iid), "data-status") == "open"
+    want = dict(before, sev1=before["sev1"] + 1, open=before["open"] + 1)
+    ui.wait(lambda: ui.counts() == want, APPEAR_DEADLINE,
+            "the counters to move to %r" % want)
+    assert ui.counts() == sql_counts()
+    ui.seeded["checkout.assistant"] = iid
+
+
+def test_operators_ack_click_changes_the_row(ui):
+    iid = ui.seeded["support.triage"]
+    before = ui.counts()
+    ui.click(ui.row(iid))
+    ui.wait(lambda: ui.visible("#incident-detail"), 5, "#incident-detail to open")
+    ui.wait(lambda: ui.exists("#action-ack") and
+            ui.js("return !document.querySelector('#action-ack').disabled;"), 5,
+            "an enabled #action-ack")
+    assert ui.exists("#action-resolve") and ui.exists("#action-snooze")
+    ui.click("#action-ack")
+    ui.wait(lambda: ui.attr(ui.row(iid), "data-status") == "ack", 5,
+            "the row's data-status to become ack")
+    st, by = sql("SELECT status, acked_by FROM gate_bridge.incidents WHERE id = %s", (iid,))[0]
+    assert (st, by) == ("ack", OPERATOR_NAME), (st, by)
+    want = dict(before, open=before["open"] - 1, ack=before["ack"] + 1)
+    ui.wait(lambda: ui.counts() == want, 5, "the counters to move to %r" % want)
+    ui.wait(lambda: ui.visible("#toast"), 5, "a #toast after the ack")
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_screenshot(ui):
+    # the detail of a sev1 with its timeline (acked above)
+    ui.wait(lambda: ui.visible("#incident-detail"), 5, "#incident-detail open")
+    time.sleep(0.5)  # the toast and transitions settle
+    path = os.path.join(WORK, "dashboard.png")
+    assert ui.drv.save_screenshot(path)
+    w, h = png_size(path)
+    assert (w, h) == (1400, 900), (w, h)
+    dest = os.environ.get("GB_SCREENSHOT")
+    if dest:
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        shutil.copyfile(path, dest)
+    # several severities are on screen
+    sevs = set(ui.js("return [...document.querySelectorAll('#incident-rows [data-severity]')]"
+                     ".map(e => e.getAttribute('data-severity'));"))
+    assert sevs == {"sev1", "sev2", "sev3"}, sevs
+
+
+def test_database_stop_turns_the_badge_red_and_restart_brings_it_back(ui):
+    # committed just before the stop: must be shown, now or after the restart
+    x = open_row("quality", 0.25, "fraud.screening")
+    pg_stop("fast")
+    try:
+        ui.wait(lambda: ui.badge() not in ("live", None), 30,
+                "#live-badge to leave data-state=live with the database down")
+        down_state = ui.badge()
+    finally:
+        pg_start()
+    # right after the restart
+    y = open_row("quality", 0.7, "hr.onboarding")
+    ui.wait(lambda: ui.badge() == "live", 60, "#live-badge[data-state=live] after the restart")
+    for agent, iid in (("fraud.screening", x), ("hr.onboarding", y)):
+        ui.wait(lambda: ui.exists(ui.row(iid)), 10,
+                "the row of %s (incident %d) after the restart" % (agent, iid))
+    for agent, iid in ui.seeded.items():
+        assert ui.exists(ui.row(iid)), "lost the row of %s after the restart" % agent
+    ui.wait(lambda: ui.counts() == sql_counts(), 10, "the counters to match SQL after the restart")
+    assert down_state in ("down", "connecting"), down_state
+    # and live again: a new one appears as before
+    z = open_row("quality", 0.86, "maps.routing")
+    t0 = time.time()
+    ui.wait(lambda: ui.exists(ui.row(z)), APPEAR_DEADLINE + 0.5, "a new row after the restart")
+    assert time.time() - t0 <= APPEAR_DEADLINE
+
+
+def test_token_form(ui):
+    ui.js("sessionStorage.clear();")
+    ui.drv.get(ui.srv.url + "/")
+    ui.wait(lambda: ui.visible("#token-form"), 10, "#token-form without a token")
+    from selenium.webdriver.common.by import By
+    inp = ui.drv.find_element(By.CSS_SELECTOR, "#token-input")
+    inp.send_keys(VIEWER_TOKEN)
+    ui.click('#token-form [type="submit"]')
+    ui.wait(lambda: ui.badge() == "live", 20, "live after entering a viewer token")
+    iid = ui.seeded["search.ranker"]
+    ui.wait(lambda: ui.exists(ui.row(iid)), 10, "the rows for a viewer")
+    assert not ui.visible("#token-form")
