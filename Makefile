@@ -32,7 +32,7 @@ PG_CPPFLAGS += -DGB_VERSION='"$(EXTVERSION)"'
 
 
 EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out \
-              gate-bridge
+              gate-bridge dashboard_assets.c dashboard_assets.c.tmp
 
 # The command line, a libpq client.  PGXS's PROGRAM cannot be used beside
 # MODULE_big, so it has rules of its own below.  Its version is the control
@@ -62,10 +62,18 @@ all: gate-bridge
 # the libraries the server links with (libselinux, libpam, ...), whose
 # development files Debian does not install with postgresql-server-dev,
 # and a program that uses only libpq needs none of them.
-gate-bridge: $(CLI_SRCS) $(CLI_HEADERS) $(EXTENSION).control
-	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -I$(libpq_srcdir) $(CPPFLAGS) \
-		-DGB_CLI_VERSION='"$(EXTVERSION)"' $(CLI_SRCS) \
-		$(LDFLAGS) $(LDFLAGS_EX) $(libpq_pgport) -o $@
+#
+# serve is also a libmicrohttpd server (threads: -pthread); its dashboard
+# (cli/dashboard/) is embedded at build time by tools/embed-assets.sh.
+CLI_ASSETS  = $(sort $(wildcard cli/dashboard/*))
+
+dashboard_assets.c: $(CLI_ASSETS) tools/embed-assets.sh
+	sh tools/embed-assets.sh $@ $(CLI_ASSETS)
+
+gate-bridge: $(CLI_SRCS) $(CLI_HEADERS) dashboard_assets.c $(EXTENSION).control
+	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -pthread -I$(libpq_srcdir) -Icli $(CPPFLAGS) \
+		-DGB_CLI_VERSION='"$(EXTVERSION)"' $(CLI_SRCS) dashboard_assets.c \
+		$(LDFLAGS) $(LDFLAGS_EX) $(libpq_pgport) -lmicrohttpd -o $@
 
 install: install-cli
 install-cli: gate-bridge

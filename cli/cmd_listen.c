@@ -53,34 +53,12 @@
 
 #include "gate_bridge_cli.h"
 
-#define BATCH			500
-#define BATCH_TEXT		"500"	/* the same, for the query */
+#define BATCH			GB_EVENTS_BATCH
 #define BACKOFF_FIRST	0.25
 #define BACKOFF_MAX		10.0
 #define BACKOFF_TEXT	"0.25 s doubling to 10 s"
 
-/* an event's fields in its JSON line; e is the event, i its incident */
-#define EVENT_FIELDS \
-"e.id, e.position, e.event, e.incident_id," \
-" pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at," \
-" e.actor, i.kind, i.key, i.agent, i.severity, i.summary," \
-" CASE e.event WHEN 'created' THEN 'open' WHEN 'acked' THEN 'ack'" \
-"              WHEN 'resolved' THEN 'resolved' ELSE i.status END AS status"
-
-/*
- * "note" is there only when the event has one.  One statement, so one
- * snapshot serves events_after() (a STABLE function) and the join.
- */
-static const char *const events_query =
-"SELECT e.position,"
-"       CASE WHEN e.detail->>'note' IS NULL"
-"            THEN (SELECT pg_catalog.row_to_json(l) FROM (SELECT " EVENT_FIELDS ") AS l)"
-"            ELSE (SELECT pg_catalog.row_to_json(l)"
-"                    FROM (SELECT " EVENT_FIELDS ", e.detail->>'note' AS note) AS l)"
-"       END::pg_catalog.text AS line"
-"  FROM gate_bridge.events_after($1::pg_catalog.int8, " BATCH_TEXT ") AS e"
-"  JOIN gate_bridge.incidents i ON i.id = e.incident_id"
-" ORDER BY e.position";
+static const char *const events_query = GB_EVENTS_QUERY(GB_EVENT_FIELDS);
 
 static const char *const head_query =
 "SELECT gate_bridge.events_head()";

@@ -52,6 +52,30 @@
  */
 #define GB_SQL_UTC(col) "pg_catalog.to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
+/*
+ * The event stream as listen and serve read it: the events after a
+ * position, each with its JSON line.  In the fields, e is the event and i
+ * its incident; "note" is added when the event has one.  One statement, so
+ * one snapshot serves events_after() (a STABLE function) and the join.
+ */
+#define GB_EVENTS_BATCH 500
+#define GB_EVENT_FIELDS \
+"e.id, e.position, e.event, e.incident_id," \
+" pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at," \
+" e.actor, i.kind, i.key, i.agent, i.severity, i.summary," \
+" CASE e.event WHEN 'created' THEN 'open' WHEN 'acked' THEN 'ack'" \
+"              WHEN 'resolved' THEN 'resolved' ELSE i.status END AS status"
+#define GB_EVENTS_QUERY(fields) \
+"SELECT e.position, e.event, e.incident_id," \
+"       CASE WHEN e.detail->>'note' IS NULL" \
+"            THEN (SELECT pg_catalog.row_to_json(l) FROM (SELECT " fields ") AS l)" \
+"            ELSE (SELECT pg_catalog.row_to_json(l)" \
+"                    FROM (SELECT " fields ", e.detail->>'note' AS note) AS l)" \
+"       END::pg_catalog.text AS line" \
+"  FROM gate_bridge.events_after($1::pg_catalog.int8, 500) AS e" \
+"  JOIN gate_bridge.incidents i ON i.id = e.incident_id" \
+" ORDER BY e.position"
+
 /* A connection setting a command wants unless the connection string says otherwise. */
 typedef struct GBConnExtra
 {
@@ -129,6 +153,7 @@ extern const GBCommand gb_command_snooze;
 extern const GBCommand gb_command_silence;
 extern const GBCommand gb_command_unsilence;
 extern const GBCommand gb_command_silences;
+extern const GBCommand gb_command_serve;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,

@@ -29,6 +29,7 @@ static const GBCommand *const commands[] = {
 	&gb_command_silence,
 	&gb_command_unsilence,
 	&gb_command_silences,
+	&gb_command_serve,
 };
 
 #define NCOMMANDS ((int) lengthof(commands))
