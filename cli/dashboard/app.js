@@ -286,16 +286,16 @@
         node.textContent = String(n);
         node.parentElement.classList.toggle('zero', n === 0);
       }
-      if (c.position != null) setPosition(c.position, true);
+      if (c.position != null) setPosition(c.position);
       const total = Number(c.sev1 || 0) + Number(c.sev2 || 0) + Number(c.sev3 || 0);
       document.title = (total ? `(${total}) ` : '') + 'gate_bridge — incidents';
     } catch (e) { /* the list shows the error */ }
   }
 
-  function setPosition(p, fromCounts) {
+  function setPosition(p) {
     const n = Number(p);
     if (!Number.isFinite(n)) return;
-    if (state.position == null || n > state.position || !fromCounts) state.position = Math.max(n, state.position || 0);
+    if (state.position == null || n > state.position) state.position = n;
     if (state.baseline == null) state.baseline = n;
     $('stream-position').textContent = `stream @ ${state.position}`;
   }
@@ -369,7 +369,7 @@
           el('span', { class: 'agent-inline' }, inc.agent ? ' · ' + inc.agent : ''))),
       el('td', { class: 'c-agent', title: inc.agent || '' }, inc.agent || '—'),
       el('td', { class: 'c-occ num' }, inc.occurrences != null ? String(inc.occurrences) : '—'),
-      el('td', { class: 'c-seen' }, timeEl(inc.status === 'resolved' && inc.resolved_at ? inc.resolved_at : inc.last_seen_at)),
+      el('td', { class: 'c-seen' }, timeEl(inc.last_seen_at)),
       flagsCell(inc),
     );
     return tr;
@@ -450,7 +450,9 @@
     let i = rows.findIndex((r) => r.getAttribute('data-incident-id') === state.selectedId);
     if (i < 0) i = delta > 0 ? -1 : rows.length;
     i = Math.max(0, Math.min(rows.length - 1, i + delta));
-    select(rows[i].getAttribute('data-incident-id'));
+    const id = rows[i].getAttribute('data-incident-id');
+    select(id);
+    if (state.detailId && state.detailId !== id && !window.matchMedia('(max-width: 900px)').matches) openDetail(id);
   }
 
   $('incident-rows').addEventListener('click', (e) => {
@@ -744,6 +746,8 @@
   function showOverlay(id) {
     if (!document.querySelector('.overlay:not([hidden])')) lastFocus = document.activeElement;
     $(id).hidden = false;
+    const f = $(id).querySelector('textarea, input, button:not([data-close])') || $(id).querySelector('button');
+    if (f) f.focus();
   }
   function hideOverlay(id) {
     $(id).hidden = true;
@@ -828,6 +832,12 @@
   }
 
   function updateBadge() {
+    const sb = $('stale-banner');
+    const lost = state.everConnected && (!state.esOpen || state.db === 'down');
+    sb.hidden = !lost || !state.loadedOnce;
+    sb.textContent = state.esOpen && state.db === 'down'
+      ? 'The server cannot reach its database: showing the last known state until it is back.'
+      : 'Disconnected from the event stream, reconnecting: the list may be out of date.';
     if (!state.esOpen) {
       if (state.db === null && !state.everConnected) setBadge('connecting', 'Connecting…', 'Connecting to the event stream');
       else setBadge('down', 'Offline', 'Event stream disconnected — reconnecting');
@@ -878,9 +888,16 @@
       state.esOpen = true;
       const prev = state.db;
       state.db = d.database === 'up' ? 'up' : 'down';
-      if (d.position != null) {
-        if (state.baseline == null) state.baseline = Number(d.position);
-        setPosition(d.position, false);
+      const p = Number(d.position);
+      if (d.position != null && Number.isFinite(p)) {
+        if (state.position != null && p < state.position) {
+          // the stream restarted lower (a database restored or crashed): start over from there
+          state.position = p;
+          state.baseline = p;
+          state.lastEventId = p;
+          state.seen.clear();
+        }
+        setPosition(p);
       }
       updateBadge();
       if (state.db === 'up' && prev !== 'up') refreshAll();
@@ -894,17 +911,18 @@
     if (!ev || typeof ev !== 'object') return;
     if (!ev.event) ev.event = m.type;
     const pos = ev.position != null ? Number(ev.position) : (m.lastEventId ? Number(m.lastEventId) : null);
+    let fresh = true;
     if (pos != null && Number.isFinite(pos)) {
-      if (state.seen.has(pos)) return;
+      fresh = !state.seen.has(pos);
       state.seen.add(pos);
       if (state.seen.size > 2000) state.seen = new Set([...state.seen].slice(-1000));
-      state.lastEventId = Math.max(state.lastEventId || 0, pos);
-      setPosition(pos, false);
+      state.lastEventId = pos;
+      setPosition(pos);
     }
     scheduleCounts();
     scheduleList();
     if (state.detailId && String(ev.incident_id) === state.detailId) scheduleDetail();
-    maybeNotify(ev, pos);
+    if (fresh) maybeNotify(ev, pos);
   }
 
   /* ---------- notifications ---------- */
@@ -955,7 +973,16 @@
       if (state.detailId) { closeDetail(); e.preventDefault(); }
       return;
     }
-    if (ov) return;
+    if (ov) {
+      if (e.key === 'Tab') {
+        const f = [...ov.querySelectorAll('button:not([disabled]), input, textarea, select')].filter((x) => x.offsetParent !== null);
+        if (!f.length) return;
+        const i = f.indexOf(document.activeElement);
+        if (e.shiftKey && i <= 0) { f[f.length - 1].focus(); e.preventDefault(); }
+        else if (!e.shiftKey && (i < 0 || i === f.length - 1)) { f[0].focus(); e.preventDefault(); }
+      }
+      return;
+    }
     const t = e.target;
     const typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable);
     if (typing) return;
