@@ -391,6 +391,7 @@
     const tbody = $('incident-rows');
     const active = document.activeElement;
     const focusedId = active && active.closest && active.closest('#incident-rows tr') ? active.getAttribute('data-incident-id') : null;
+    const prevIndex = focusedId ? [...tbody.children].indexOf(rowById(focusedId)) : -1;
     const next = new Map();
     const rows = [];
     for (const inc of state.incidents) {
@@ -425,8 +426,11 @@
     $('reset-filters').hidden = clear || (state.filters.status === 'resolved' && !state.filters.agent && state.filters.severity.size === SEVS.length);
     $('list-status').textContent = n === LIMIT ? `first ${n} incidents` : `${n} incident${n === 1 ? '' : 's'}`;
     if (focusedId && document.activeElement !== rowById(focusedId)) {
-      const r = rowById(focusedId);
-      if (r) r.focus({ preventScroll: true });
+      const r = rowById(focusedId) || (rows.length && prevIndex >= 0 ? rows[Math.min(prevIndex, rows.length - 1)] : null);
+      if (r) {
+        r.focus({ preventScroll: true });
+        if (r.getAttribute('data-incident-id') !== state.selectedId) select(r.getAttribute('data-incident-id'), { focus: false });
+      }
     }
   }
 
@@ -647,7 +651,7 @@
           el('td', null, el('span', { class: 'dv-status' }, x.status != null ? String(x.status) : '—')),
           el('td', { class: 'num' }, x.attempts != null ? String(x.attempts) : '—'),
           el('td', { class: 'num' }, x.last_status != null ? String(x.last_status) : '—'),
-          el('td', { class: 'dv-err' }, x.last_error ? String(x.last_error) : (x.delivered_at ? timeEl(x.delivered_at) : ''))));
+          el('td', null, x.last_error ? el('span', { class: 'dv-err' }, String(x.last_error)) : (x.delivered_at ? timeEl(x.delivered_at) : ''))));
       }
       sections.push(el('section', { class: 'dsec' }, el('h3', null, 'Deliveries'),
         el('div', { class: 'scroll-x' }, el('table', { class: 'deliveries' },
