@@ -501,3 +501,21 @@ def test_connections_set_timezone_and_application_name(serve_factory):
     body = assert_json(s.get("/api/incidents", params={"status": "all", "limit": "5"}))
     for inc in body["incidents"]:
         assert inc["first_seen_at"].endswith("+00:00"), inc
+
+
+def test_no_503_once_the_database_is_back(serve_factory):
+    """After a restart of the database, with the database up, API requests
+    are answered: a pooled connection the restart broke is replaced, not
+    reported as "database away"."""
+    s = serve_factory(name="poolback")
+    for _ in range(8):
+        assert s.get("/api/counts").status_code == 200
+    pg_stop("fast")
+    pg_start()  # returns once a new connection is accepted
+    codes = []
+    for path in ("/api/counts", "/api/incidents", "/api/counts", "/api/session",
+                 "/api/incidents", "/api/counts", "/api/incidents", "/api/counts"):
+        r = s.get(path)
+        codes.append((path, r.status_code, r.text[:120] if r.status_code != 200 else ""))
+    assert all(c == 200 for _, c, _ in codes), \
+        "requests right after the database came back: %r" % codes

@@ -32,6 +32,9 @@ def make_driver():
     log = os.path.join(WORK, "chromedriver.log")
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER, log_path=log), options=opts)
     drv.set_window_size(1400, 900)
+    # the page's viewport itself is 1400x900 (the window has chrome around it)
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                        {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
     drv.set_page_load_timeout(30)
     return drv
 
@@ -250,7 +253,22 @@ def test_database_stop_turns_the_badge_red_and_restart_brings_it_back(ui):
                 "the row of %s (incident %d) after the restart" % (agent, iid))
     for agent, iid in ui.seeded.items():
         assert ui.exists(ui.row(iid)), "lost the row of %s after the restart" % agent
-    ui.wait(lambda: ui.counts() == sql_counts(), 10, "the counters to match SQL after the restart")
+    seen = {}
+
+    def counts_match():
+        seen["ui"], seen["sql"] = ui.counts(), sql_counts()
+        return seen["ui"] == seen["sql"]
+
+    try:
+        ui.wait(counts_match, 10, "the counters to match SQL after the restart")
+    except AssertionError:
+        api = ui.srv.get("/api/counts", token=OPERATOR_TOKEN).json()
+        ypos = sql("SELECT position FROM gate_bridge.incident_events WHERE incident_id = %s",
+                   (y,))
+        raise AssertionError("the counters after the restart: page %r, SQL %r, /api/counts %r; "
+                             "the page's %r, the event of the row committed after the "
+                             "restart at %r" % (seen.get("ui"), seen.get("sql"), api,
+                                                ui.text("#stream-position"), ypos))
     assert down_state in ("down", "connecting"), down_state
     # and live again: a new one appears as before
     z = open_row("quality", 0.86, "maps.routing")
