@@ -583,7 +583,7 @@
     const st = inc.status;
     const d = $('incident-detail');
     const wasFocused = d.contains(document.activeElement) ? document.activeElement.id : null;
-    const scroll = d.scrollTop;
+    const scroll = d.getAttribute('data-shown') === id ? d.scrollTop : 0;
 
     const head = el('div', { class: 'detail-head' },
       el('div', { class: 'detail-title' }, sevBadge(inc.severity), statusBadge(st, inc), el('span', { class: 'iid' }, '#' + id)),
@@ -665,6 +665,7 @@
       hasDetails ? el('pre', { class: 'json' }, typeof details === 'string' ? details : JSON.stringify(details, null, 2)) : el('p', { class: 'muted small' }, 'No details.')));
 
     d.hidden = false;
+    d.setAttribute('data-shown', id);
     d.replaceChildren(head, el('div', { class: 'detail-body' }, title, key, actions, dl, ...sections));
     d.scrollTop = scroll;
     if (wasFocused && $(wasFocused)) $(wasFocused).focus({ preventScroll: true });
