@@ -289,7 +289,12 @@
       if (c.position != null) setPosition(c.position);
       const total = Number(c.sev1 || 0) + Number(c.sev2 || 0) + Number(c.sev3 || 0);
       document.title = (total ? `(${total}) ` : '') + 'gate_bridge — incidents';
-    } catch (e) { /* the list shows the error */ }
+    } catch (e) { retryLater(e, scheduleCounts); }
+  }
+
+  // a server or database hiccup (a pool connection lost in a restart): try again shortly
+  function retryLater(e, again) {
+    if (e && (e.status === 0 || e.status >= 500)) setTimeout(() => { if (state.esOpen && state.db === 'up') again(); }, 1500);
   }
 
   function setPosition(p) {
@@ -332,6 +337,7 @@
       const b = $('list-error');
       b.textContent = e.status === 401 ? 'Access token required.' : `Could not load incidents: ${e.message}`;
       b.hidden = false;
+      retryLater(e, scheduleList);
       if (!state.loadedOnce) {
         $('incident-table').hidden = true;
         $('empty-state').hidden = true;
@@ -525,7 +531,8 @@
       renderDetail();
     } catch (e) {
       if (seq !== state.detailSeq || id !== state.detailId) return;
-      if (state.detail && e.status !== 404) { toast(`Could not refresh incident #${id}: ${e.message}`); return; }
+      retryLater(e, scheduleDetail);
+      if (state.detail && e.status !== 404) return;
       const d = $('incident-detail');
       d.hidden = false;
       d.replaceChildren(el('div', { class: 'detail-head' },
