@@ -776,6 +776,7 @@
 
   /* ---------- filters ---------- */
 
+  $('filters').addEventListener('submit', (e) => e.preventDefault());
   $('reset-filters').addEventListener('click', () => {
     state.filters = { status: 'unresolved', severity: new Set(SEVS), agent: '' };
     syncFilterControls();
@@ -1009,7 +1010,10 @@
       case '/': e.preventDefault(); $('filter-agent').focus(); $('filter-agent').select(); break;
       case '?': e.preventDefault(); showOverlay('help-overlay'); break;
       case 'a': case 'r': case 's': {
-        if (!canAct()) { toast('Actions need an operator token.', 'info'); return; }
+        if (!canAct()) {
+          toast(state.session && !state.session.auth ? 'This server is read-only: it was started without --tokens.' : 'Actions need an operator token.', 'info');
+          return;
+        }
         const inc = incidentForAction();
         if (!inc) return;
         e.preventDefault();
