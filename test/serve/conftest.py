@@ -187,6 +187,9 @@ class Serve:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.PIPE, cwd=WORK)
+        # run.sh ends whatever is left of these if the session dies
+        with open(os.path.join(WORK, "serve.pids"), "a") as f:
+            f.write("%d\n" % self.proc.pid)
         self.listening = threading.Event()
         self.reader = threading.Thread(target=self._read_stderr, daemon=True)
         self.reader.start()

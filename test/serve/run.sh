@@ -32,7 +32,15 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gb_serve_test.XXXXXX")
 cleanup() {
-	local rc=$?
+	local rc=$? pid
+	# servers a dead session left behind (pytest ends them itself)
+	if [ -f "$work/serve.pids" ]; then
+		while read -r pid; do
+			if grep -qa 'gate-bridge' "/proc/$pid/cmdline" 2>/dev/null; then
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		done <"$work/serve.pids"
+	fi
 	gbs_cluster_stop immediate
 	if [ "${GB_SERVE_KEEP:-}" = 1 ]; then
 		echo "test/serve: kept $work" >&2
