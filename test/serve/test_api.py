@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import pytest
 
@@ -519,3 +520,17 @@ def test_no_503_once_the_database_is_back(serve_factory):
         codes.append((path, r.status_code, r.text[:120] if r.status_code != 200 else ""))
     assert all(c == 200 for _, c, _ in codes), \
         "requests right after the database came back: %r" % codes
+
+
+def test_tick_without_the_privilege_is_logged_once_and_stops(serve_factory):
+    """serve_oncall may not execute gate_bridge.tick(): one log line, and
+    the server goes on serving."""
+    s = Serve(name="tick", args=["--tick", "1"])
+    try:
+        time.sleep(4.5)
+        assert s.get("/api/counts").status_code == 200
+        assert s.get("/healthz").status_code == 200
+    finally:
+        assert s.stop() == 0
+    tick_lines = [l for l in s.lines if "tick" in l.lower() and "listening on" not in l]
+    assert len(tick_lines) == 1, "lines about tick(): %r" % tick_lines
