@@ -280,9 +280,27 @@ def test_snooze(serve_auth):
 
 # ---------------------------------------------------------------- status codes
 
+class Soft:
+    """Collects every failed check of a test, so that one report names them all."""
+
+    def __init__(self):
+        self.problems = []
+
+    def __call__(self, r, status, sqlstate=MISSING):
+        try:
+            assert_error(r, status, sqlstate)
+        except AssertionError as e:
+            self.problems.append(str(e).split("\n")[0])
+
+    def done(self):
+        assert not self.problems, "%d problems:\n%s" % (len(self.problems),
+                                                         "\n".join(self.problems))
+
+
 def test_400(serve_auth):
     iid, _ = new_incident("sev3")
     t = OPERATOR_TOKEN
+    assert_error = Soft()
     for path in ("/api/incidents/abc", "/api/incidents/12x", "/api/incidents/-1x"):
         assert_error(serve_auth.get(path, token=t), 400)
     for params in ({"status": "bogus"}, {"status": "open,nope"}, {"severity": "sev4"},
@@ -299,6 +317,7 @@ def test_400(serve_auth):
                                  {"duration": "about a fortnight"}, token=t), 400)
     row = incident_row(iid)
     assert row["status"] == "open" and row["snoozed_until"] is None, row
+    assert_error.done()
 
 
 def test_401(serve_auth):
@@ -342,6 +361,7 @@ def test_403(serve_auth, serve_open):
 
 def test_404(serve_auth, serve_open):
     t = OPERATOR_TOKEN
+    assert_error = Soft()
     missing = sql1("SELECT coalesce(max(id), 0) + 1000000 FROM gate_bridge.incidents")
     assert_error(serve_auth.get("/api/incidents/%d" % missing, token=t), 404, "P0002")
     assert_error(serve_open.get("/api/incidents/%d" % missing), 404, "P0002")
@@ -351,6 +371,7 @@ def test_404(serve_auth, serve_open):
     for path in ("/api/nothing", "/nothing", "/api/incidents/1/nothing", "/app.js.map"):
         assert_error(serve_auth.get(path, token=t), 404)
         assert_error(serve_open.get(path), 404)
+    assert_error.done()
 
 
 def test_405(serve_auth):

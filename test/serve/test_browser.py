@@ -277,6 +277,46 @@ def test_database_stop_turns_the_badge_red_and_restart_brings_it_back(ui):
     assert time.time() - t0 <= APPEAR_DEADLINE
 
 
+def rows_shown(ui):
+    return ui.js("return [...document.querySelectorAll('#incident-rows [data-incident-id]')]"
+                 ".map(e => [Number(e.getAttribute('data-incident-id')),"
+                 " e.getAttribute('data-status'), e.getAttribute('data-severity')]);")
+
+
+def test_filters(ui):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    for id_ in ("#filter-status", "#filter-agent", "#filter-sev1", "#filter-sev2",
+                "#filter-sev3", "#enable-notifications", "#toast", "#count-open", "#count-ack"):
+        assert ui.exists(id_), "no %s on the page" % id_
+    # acknowledged only
+    Select(ui.drv.find_element(By.CSS_SELECTOR, "#filter-status")).select_by_value("ack")
+    want = {r[0] for r in sql("SELECT id FROM gate_bridge.incidents WHERE status = 'ack'")}
+    ui.wait(lambda: {r[0] for r in rows_shown(ui)} == want, 5,
+            "only the acknowledged incidents %r (shown %r)" % (want, rows_shown(ui)))
+    Select(ui.drv.find_element(By.CSS_SELECTOR, "#filter-status")).select_by_value("unresolved")
+    # no sev3
+    ui.click("#filter-sev3")
+    want = {r[0] for r in sql("SELECT id FROM gate_bridge.incidents WHERE status <> 'resolved' "
+                              "AND severity <> 'sev3'")}
+    ui.wait(lambda: {r[0] for r in rows_shown(ui)} == want, 5,
+            "the unresolved incidents but sev3 %r" % want)
+    ui.click("#filter-sev3")
+    # an agent glob
+    agent = ui.drv.find_element(By.CSS_SELECTOR, "#filter-agent")
+    agent.send_keys("support.*")
+    want = {r[0] for r in sql("SELECT id FROM gate_bridge.incidents WHERE status <> 'resolved' "
+                              "AND agent LIKE 'support.%'")}
+    ui.wait(lambda: {r[0] for r in rows_shown(ui)} == want, 5,
+            "the incidents of support.* %r" % want)
+    agent.clear()
+    ui.js("const e = document.querySelector('#filter-agent');"
+          "e.value = ''; e.dispatchEvent(new Event('input', {bubbles: true}));"
+          "e.dispatchEvent(new Event('change', {bubbles: true}));")
+    want = {r[0] for r in sql("SELECT id FROM gate_bridge.incidents WHERE status <> 'resolved'")}
+    ui.wait(lambda: {r[0] for r in rows_shown(ui)} == want, 5, "every unresolved incident again")
+
+
 def test_token_form(ui):
     ui.js("sessionStorage.clear();")
     ui.drv.get(ui.srv.url + "/")

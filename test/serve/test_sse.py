@@ -332,3 +332,24 @@ def test_data_is_one_json_line(srv):
         assert json.loads(f.data)["agent"] == agent, f.data
     finally:
         c.close()
+
+
+def test_sigterm_with_clients_connected_exits_0():
+    from conftest import Serve
+    s = Serve(name="termsse")
+    clients = [connect(s) for _ in range(5)]
+    try:
+        for c in clients:
+            wait_started(c)
+        t0 = time.time()
+        rc = s.stop()
+        assert rc == 0, "exit %s on SIGTERM with 5 SSE clients; stderr: %r" % (rc, s.lines[-5:])
+        assert time.time() - t0 < 10, "took %.1fs to stop" % (time.time() - t0)
+        for c in clients:
+            deadline = time.time() + 10
+            while not c.closed and time.time() < deadline:
+                c.poll(0.5)
+            assert c.closed, "an SSE connection outlived the server"
+    finally:
+        for c in clients:
+            c.close()
