@@ -37,7 +37,7 @@ SELECT * FROM pg_temp.state();
 SELECT * FROM pg_temp.timeline();
 -- acknowledging a silenced incident is not announced either
 SELECT gate_bridge.ack(2, 'regress_alice');
-SELECT * FROM pg_temp.timeline() WHERE id > 3;
+SELECT * FROM pg_temp.timeline() WHERE event = 'acked';
 UNLISTEN *;
 
 -- the silence does not match: another agent; a planner incident
