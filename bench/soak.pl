@@ -1283,6 +1283,12 @@ for my $id (sort { $a <=> $b } keys %inc)
 			$bad->("from $e->{d}{from} to $e->{d}{to}")
 			  unless ($e->{d}{to} // 'sev9') lt ($e->{d}{from} // '');
 		}
+		elsif ($ev eq 'silenced')
+		{
+			$bad->("while $state") if $state eq 'resolved';
+			$bad->('not held back itself') unless $e->{silenced};
+			$bad->('by ' . ($e->{actor} // 'NULL')) unless ($e->{actor} // '') eq 'gate_bridge';
+		}
 		elsif ($ev eq 'silence_ended')
 		{
 			$bad->("while $state") if $state eq 'resolved';
@@ -1719,7 +1725,7 @@ my %totals;
 		  if $e->{silenced} && !$s;
 		push @quiet_bad, "event $e->{id} ($e->{event} of incident $e->{incident_id}) came while"
 		  . " silence $s->{id} was on, but was not held back"
-		  if $inside && !$e->{silenced} && $e->{event} =~ /^(created|reopened|escalated)$/;
+		  if $inside && !$e->{silenced} && $e->{event} =~ /^(created|reopened|escalated|silenced)$/;
 		$n_held++ if $e->{silenced};
 	}
 	ok(!@loud && !@quiet_bad,

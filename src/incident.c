@@ -167,10 +167,10 @@ prepare_plans(void)
 	plans.escalate = gb_keep_plan(
 		"UPDATE gate_bridge.incident_rows r"
 		"   SET severity = $2, silence_id = COALESCE(r.silence_id, $3)"
-		"  FROM (SELECT o.id, o.severity FROM gate_bridge.incident_rows o"
+		"  FROM (SELECT o.id, o.severity, o.silence_id FROM gate_bridge.incident_rows o"
 		"         WHERE o.id = $1 FOR NO KEY UPDATE) o"
 		" WHERE r.id = o.id AND o.severity > $2 AND r.status <> 'resolved'"
-		" RETURNING o.severity", 3, tescalate);
+		" RETURNING o.severity, o.silence_id IS NULL AND $3 IS NOT NULL", 3, tescalate);
 	plans.find_open = gb_keep_plan(
 		"SELECT i.id, i.occurrences, i.flapping FROM gate_bridge.incidents i"
 		" WHERE i.kind = $1 AND i.agent = $2 AND i.subject = $3 AND i.status <> 'resolved'",
@@ -413,6 +413,25 @@ silence_now(const Decision *d, Datum *kv, TimestampTz now)
 	return isnull ? 0 : id;
 }
 
+/*
+ * A silence holds the incident back from now on: a "silenced" event, by
+ * gate_bridge, naming the silence (held back itself, like every event of
+ * the incident until the silence ends).
+ */
+static void
+note_silenced(int64 id, int64 silence_id, TimestampTz at)
+{
+	Datum		values[5];
+	char	   *detail = psprintf("{\"silence_id\": " INT64_FORMAT "}", silence_id);
+
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum("silenced");
+	values[2] = TimestampTzGetDatum(at);
+	values[3] = CStringGetTextDatum("gate_bridge");
+	values[4] = CStringGetTextDatum(detail);
+	gb_spi_run(plans.insert_event, values, NULL, SPI_OK_INSERT);
+}
+
 /* Create the incident and its "created" event (announced at commit). */
 static int64
 create_incident(const Decision *d, Datum *kv, TimestampTz now,
@@ -468,6 +487,8 @@ create_incident(const Decision *d, Datum *kv, TimestampTz now,
 	/* the notification is sent at commit, with the event's position (stream.c) */
 	data = gb_created_data(id, k->kind, k->key, d->severity, summary, now, k->agent);
 	insert_event(id, "created", now, d, data);
+	if (silence_id != 0)
+		note_silenced(id, silence_id, now);
 
 	gb_key_changed(kv, id, now, true, prev_resolved);
 	return id;
@@ -554,12 +575,16 @@ escalate(const Decision *d, Datum *kv, int64 id)
 	Int64GetDatum(silence_id)};
 	char		nulls[3] = {' ', ' ', silence_id != 0 ? ' ' : 'n'};
 	char	   *from;
+	bool		newly_silenced;
+	bool		isnull;
 	StringInfoData detail;
 
 	run_latest(plans.escalate, values, nulls, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return;					/* escalated meanwhile, or resolved */
 	from = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	newly_silenced = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull));
 
 	initStringInfo(&detail);
 	appendStringInfo(&detail, "{\"from\": \"%s\", \"to\": \"%s\"", from, to);
@@ -567,6 +592,8 @@ escalate(const Decision *d, Datum *kv, int64 id)
 		appendStringInfo(&detail, ", \"eval_id\": " INT64_FORMAT, d->worst_eval_id);
 	appendStringInfoChar(&detail, '}');
 	insert_event(id, "escalated", now, d, detail.data);
+	if (newly_silenced)
+		note_silenced(id, silence_id, now);
 	ereport(LOG,
 			(errmsg("Escalated %s incident " INT64_FORMAT " (%s) from %s to %s",
 					d->k->kind, id, d->k->key, from, to),
@@ -648,6 +675,8 @@ reopen(const Decision *d, Datum *kv, const LastIncident *last, TimestampTz now,
 	appendStringInfo(&detail, ", \"reopen_window\": %d, \"violation_severity\": \"%s\"}",
 					 gb_reopen_window, severity_names[Max(1, Min(3, d->worst_rank)) - 1]);
 	insert_event(last->id, "reopened", now, d, detail.data);
+	if (silence_id != 0)
+		note_silenced(last->id, silence_id, now);
 
 	/* the recovery count starts again */
 	store[0] = kv[0];

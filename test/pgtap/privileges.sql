@@ -620,8 +620,9 @@ SELECT results_eq(format($$SELECT i.agent, e.event, e.actor, e.silenced
 							ORDER BY e.id$$),
 				  $$ VALUES ('regress.priv.life', 'created', 'regress_priv_writer', false),
 							('regress.priv.life', 'snoozed', 'regress_priv_operator', false),
-							('regress.priv.quiet', 'created', 'regress_priv_writer', true) $$,
-				  'the timeline: the writer''s creations (the silenced one marked so) and the operator''s snooze, nothing forged');
+							('regress.priv.quiet', 'created', 'regress_priv_writer', true),
+							('regress.priv.quiet', 'silenced', 'gate_bridge', true) $$,
+				  'the timeline: the writer''s creations (the silenced one marked so, and held by the silence) and the operator''s snooze, nothing forged');
 SELECT is((SELECT (e.detail - 'until') || jsonb_build_object('until', (e.detail->>'until')::timestamptz = i.snoozed_until)
 			 FROM gate_bridge.incident_events e JOIN gate_bridge.incident_rows i ON i.id = e.incident_id
 			WHERE e.incident_id = :life_id AND e.event = 'snoozed'),
@@ -645,6 +646,7 @@ SELECT results_eq($$SELECT e.event, e.actor, e.silenced, i.silence_id IS NULL
 					  JOIN gate_bridge.incidents i ON i.id = e.incident_id
 					 WHERE i.agent = 'regress.priv.quiet' ORDER BY e.id$$,
 				  $$ VALUES ('created', 'regress_priv_writer', true, true),
+							('silenced', 'gate_bridge', true, true),
 							('silence_ended', 'gate_bridge', false, true) $$,
 				  'operator: the released incident is announced (silence_ended) and no longer held');
 RESET ROLE;

@@ -440,7 +440,7 @@ is($orig->selectrow_array(q{SELECT rate_limited FROM gate_bridge.incident_keys
    'the original has a rate-limited key');
 is_deeply($orig->selectcol_arrayref(
 	'SELECT DISTINCT event FROM gate_bridge.incident_events ORDER BY 1'),
-	[qw(acked auto_resolved created escalated flapping reopened resolved silence_ended snoozed)],
+	[qw(acked auto_resolved created escalated flapping reopened resolved silence_ended silenced snoozed)],
 	'the original has a timeline of every event');
 is(scalar $orig->selectrow_array(q{SELECT count(*) FROM gate_bridge.incident_events WHERE event = 'created'}),
    scalar @{$want->{incident_rows}}, 'the original has one created event per incident');
@@ -480,8 +480,8 @@ is_deeply($orig->selectall_arrayref(q{
 	SELECT i.agent, e.event, e.silenced::int FROM gate_bridge.incident_events e
 	  JOIN gate_bridge.incidents i ON i.id = e.incident_id
 	 WHERE i.agent IN ('dr.life.sil.a', 'dr.life.old', 'dr.life.flap') ORDER BY e.id}),
-	[['dr.life.old', 'created', 1], ['dr.life.old', 'silence_ended', 0],
-	 ['dr.life.sil.a', 'created', 1],
+	[['dr.life.old', 'created', 1], ['dr.life.old', 'silenced', 1], ['dr.life.old', 'silence_ended', 0],
+	 ['dr.life.sil.a', 'created', 1], ['dr.life.sil.a', 'silenced', 1],
 	 ['dr.life.flap', 'created', 0], ['dr.life.flap', 'resolved', 0],
 	 ['dr.life.flap', 'created', 0], ['dr.life.flap', 'flapping', 0]],
 	'the original has silenced events');
@@ -712,8 +712,8 @@ for my $format (qw(plain custom))
 	is($held, $silence, "$format: the restored silence holds a new incident back");
 	is_deeply($dbh->selectall_arrayref(q{
 		SELECT e.event, e.silenced::int FROM gate_bridge.incident_events e
-		  JOIN gate_bridge.incidents i ON i.id = e.incident_id WHERE i.agent = 'dr.life.sil.b'}),
-		[['created', 1]], "$format: its created event is marked silenced");
+		  JOIN gate_bridge.incidents i ON i.id = e.incident_id WHERE i.agent = 'dr.life.sil.b' ORDER BY e.id}),
+		[['created', 1], ['silenced', 1]], "$format: its created event is marked silenced, and the silence's hold is on its timeline");
 	$dbh->do('SELECT 1');
 	my $notified = 0;
 	$notified++ while $dbh->pg_notifies;

@@ -380,7 +380,7 @@ is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.silences}), 0, 'ther
 		SELECT i.agent, i.occurrences, i.silence_id IS NOT NULL, e.event, e.silenced
 		  FROM gate_bridge.incidents i JOIN gate_bridge.incident_events e ON e.incident_id = i.id
 		 ORDER BY i.id, e.id}),
-		[['mid.a', 2, 0, 'created', 0], ['mid.b', 1, 1, 'created', 1]],
+		[['mid.a', 2, 0, 'created', 0], ['mid.b', 1, 1, 'created', 1], ['mid.b', 1, 1, 'silenced', 1]],
 		'1.1 updated: a violation folds into the incident from 1.1, and a silenced agent\'s incident is held back');
 	$mid->disconnect;
 }
