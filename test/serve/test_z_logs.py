@@ -18,7 +18,7 @@ def test_tokens_never_logged():
     finally:
         s.stop()
     logs = sorted(glob.glob(os.path.join(LOGDIR, "*.log")))
-    assert len(logs) >= 5, logs
+    assert logs, "no server log in %s" % LOGDIR
     leaks = []
     for path in logs:
         with open(path, encoding="utf-8", errors="replace") as f:
