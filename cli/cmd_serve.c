@@ -312,7 +312,9 @@ serve_run(GBSession *s)
 	gb_pool_init(gb_serve.threads);
 	if (!gb_stream_start(s->conn))
 	{
-		fprintf(stderr, "%s serve: could not start the listener: %s\n", GB_PROGNAME, strerror(errno));
+		fprintf(stderr, "%s serve: could not start reading the event stream (see above)\n"
+				"HINT:  serve's role needs USAGE on schema gate_bridge, SELECT on its incidents, incident_events, incident_counts, stats and stream_status, and EXECUTE on events_after(bigint, integer), events_head() and events_resume_point(bigint).\n",
+				GB_PROGNAME);
 		return GB_EXIT_FAIL;
 	}
 	s->conn = NULL;				/* the listener's now */

@@ -78,6 +78,8 @@ extern const int gb_nassets;
 extern bool gb_stream_start(PGconn *conn);
 extern PGconn *gb_pool_acquire(void);
 extern void gb_pool_release(PGconn *conn);
+extern PGresult *gb_pool_exec(PGconn *conn, const char *sql, int nparams,
+							  const char *const *params);
 extern void gb_stream_stop(void);
 extern enum MHD_Result gb_stream_respond(struct MHD_Connection *connection,
 										 const char *after);

@@ -105,7 +105,13 @@ gb_pool_acquire(void)
 	pool.conns[i] = NULL;
 	pthread_mutex_unlock(&pool.lock);
 
-	if (conn != NULL && PQstatus(conn) != CONNECTION_OK)
+	/*
+	 * A connection the server closed while it sat in the pool (a restart,
+	 * pg_terminate_backend) has its end-of-file or FATAL message waiting:
+	 * reading what is there, without blocking, finds it out before a query
+	 * would fail on it.
+	 */
+	if (conn != NULL && (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK))
 	{
 		PQfinish(conn);
 		conn = NULL;
@@ -155,6 +161,31 @@ gb_pool_release(PGconn *conn)
 		}
 	pthread_cond_signal(&pool.freed);
 	pthread_mutex_unlock(&pool.lock);
+}
+
+/*
+ * The first statement on a connection from the pool.  One the server
+ * closed since its last use (a restart) is found out by this statement
+ * failing with the connection gone: it is connected again (PQreset keeps
+ * the PGconn, and so its slot) and the statement runs once more.  Only
+ * statements that change nothing are run this way.
+ */
+PGresult *
+gb_pool_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_BAD)
+	{
+		PQreset(conn);
+		if (PQstatus(conn) == CONNECTION_OK)
+		{
+			gb_serve_connection_setup(conn);
+			PQclear(res);
+			res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+		}
+	}
+	return res;
 }
 
 /* ------------------------------------------------------------------------
@@ -319,12 +350,12 @@ respond_query(struct MHD_Connection *connection, const char *sql, int nparams,
 
 	if (conn == NULL)
 		return respond_unavailable(connection);
-	res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	res = gb_pool_exec(conn, sql, nparams, params);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		ret = respond_failure(connection, conn, res);
 	else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0))
 		ret = respond_error(connection, MHD_HTTP_NOT_FOUND,
-							notfound ? notfound : "not found", NULL);
+							notfound ? notfound : "not found", "P0002");
 	else
 		ret = respond_json(connection, MHD_HTTP_OK, PQgetvalue(res, 0, 0));
 	PQclear(res);
@@ -585,7 +616,7 @@ get_incidents(struct MHD_Connection *connection)
 			ret = respond_unavailable(connection);
 		else
 		{
-			res = PQexecParams(conn, incidents_query, 4, NULL, params, NULL, NULL, 0);
+			res = gb_pool_exec(conn, incidents_query, 4, params);
 			if (PQresultStatus(res) != PGRES_TUPLES_OK)
 				ret = respond_failure(connection, conn, res);
 			else
@@ -631,7 +662,7 @@ post_change(struct MHD_Connection *connection, const char *id, const char *actio
 	if (conn == NULL)
 		return respond_unavailable(connection);
 	params[0] = body;
-	res = PQexecParams(conn, body_query, 1, NULL, params, NULL, NULL, 0);
+	res = gb_pool_exec(conn, body_query, 1, params);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		ret = status_for(conn, res) == MHD_HTTP_BAD_REQUEST
@@ -705,7 +736,7 @@ get_healthz(struct MHD_Connection *connection)
 
 	if (conn != NULL)
 	{
-		res = PQexec(conn, "SELECT 1");
+		res = gb_pool_exec(conn, "SELECT 1", 0, NULL);
 		up = PQresultStatus(res) == PGRES_TUPLES_OK;
 		PQclear(res);
 		gb_pool_release(conn);
@@ -734,7 +765,7 @@ get_metrics(struct MHD_Connection *connection)
 	gb_stream_stats(&ss);
 	if (conn != NULL)
 	{
-		res = PQexec(conn, metrics_query);
+		res = gb_pool_exec(conn, metrics_query, 0, NULL);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
 			ret = respond_failure(connection, conn, res);
@@ -891,7 +922,8 @@ route(struct MHD_Connection *connection, const char *url, const char *method,
 
 		if (!parse_incident_path(url, id, sizeof(id), &action))
 		{
-			if (strspn(url + 15, "0123456789") == 0 && url[15] != '\0')
+			/* the segment after /api/incidents/ is there, but no id */
+			if (url[15] != '\0' && url[15] != '/')
 				return respond_error(connection, MHD_HTTP_BAD_REQUEST,
 									 "invalid incident id: expected a whole number", NULL);
 			return respond_error(connection, MHD_HTTP_NOT_FOUND, "no such route", NULL);

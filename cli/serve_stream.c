@@ -269,7 +269,7 @@ catch_up(Client *c, int64_t base)
 	if (conn == NULL)
 		return false;
 	snprintf(after, sizeof(after), "%" PRId64, c->cursor);
-	res = PQexecParams(conn, events_query, 1, NULL, params, NULL, NULL, 0);
+	res = gb_pool_exec(conn, events_query, 1, params);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -951,6 +951,19 @@ gb_stream_start(PGconn *conn)
 	st.conn = conn;
 	gb_serve_connection_setup(conn);
 	st.database_up = true;
+	/*
+	 * LISTEN and the head before the first request: a client from now
+	 * starts at a position read before it came, and the first status
+	 * frame says where the stream is.
+	 */
+	if (listener_setup() != L_DONE)
+	{
+		if (PQstatus(conn) == CONNECTION_OK)
+			return false;		/* refused for good: said why */
+		PQfinish(conn);
+		st.conn = NULL;			/* the listener connects again */
+		st.database_up = false;
+	}
 	return pthread_create(&st.thread, NULL, listener_main, NULL) == 0;
 }
 

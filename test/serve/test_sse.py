@@ -278,7 +278,11 @@ def test_exactly_once_across_a_database_restart(srv):
             w.join(30)
         assert before > 10 and w.committed > after_restart, (before, after_restart, w.committed)
         want = event_positions(start)
-        assert len(want) == w.committed, (len(want), w.committed)
+        # a commit whose acknowledgement the shutdown cut off committed all
+        # the same: the stream holds every acknowledged one, and at most
+        # the writer's failed attempts more
+        assert w.committed <= len(want) <= w.committed + w.failed, \
+            (len(want), w.committed, w.failed)
         got = wait_positions(c, want, 60)
         c.poll(0.5)
         got = c.positions()
