@@ -357,3 +357,27 @@ def test_sigterm_with_clients_connected_exits_0():
     finally:
         for c in clients:
             c.close()
+
+
+def test_a_client_moves_to_another_server_with_last_event_id(srv, serve_factory):
+    """Two serve processes on one database: a client that read part of the
+    stream from one and reconnects to the other with its Last-Event-ID gets
+    exactly the events after it there, once."""
+    other = serve_factory(name="sse-other")
+    start = events_head()
+    first = make_events(6)
+    a = connect(srv, "/events?after=%d" % start)
+    try:
+        got_a = wait_positions(a, first)
+        assert got_a == first, (got_a, first)
+    finally:
+        a.close()
+    later = make_events(5)
+    b = connect(other, headers={"Last-Event-ID": str(got_a[2])})
+    try:
+        want = first[3:] + later
+        got = wait_positions(b, want)
+        b.poll(0.3)
+        assert b.positions() == want, (b.positions(), want)
+    finally:
+        b.close()
