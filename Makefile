@@ -65,6 +65,7 @@ all: gate-bridge
 #
 # serve is also a libmicrohttpd server (threads: -pthread); its dashboard
 # (cli/dashboard/) is embedded at build time by tools/embed-assets.sh.
+# deliver sends with libcurl and signs webhooks with OpenSSL's HMAC.
 CLI_ASSETS  = $(sort $(wildcard cli/dashboard/*))
 
 dashboard_assets.c: $(CLI_ASSETS) tools/embed-assets.sh
@@ -73,7 +74,7 @@ dashboard_assets.c: $(CLI_ASSETS) tools/embed-assets.sh
 gate-bridge: $(CLI_SRCS) $(CLI_HEADERS) dashboard_assets.c $(EXTENSION).control
 	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -pthread -I$(libpq_srcdir) -Icli $(CPPFLAGS) \
 		-DGB_CLI_VERSION='"$(EXTVERSION)"' $(CLI_SRCS) dashboard_assets.c \
-		$(LDFLAGS) $(LDFLAGS_EX) $(libpq_pgport) -lmicrohttpd -o $@
+		$(LDFLAGS) $(LDFLAGS_EX) $(libpq_pgport) -lmicrohttpd -lcurl -lcrypto -o $@
 
 install: install-cli
 install-cli: gate-bridge

@@ -18,7 +18,7 @@
  * newest committed position.  An event still in flight then gets a higher
  * position when it commits, so it is printed.
  *
- * Failures are sorted by what cures them:
+ * Failures are sorted by what cures them (retry.c):
  *	- the connection broke, the server is shutting down, crashed or is
  *	  starting (57P01, 57P02, 57P03, class 08), or it is a standby (25006:
  *	  LISTEN is refused during recovery): connect again, so that a
@@ -54,9 +54,8 @@
 #include "gate_bridge_cli.h"
 
 #define BATCH			GB_EVENTS_BATCH
-#define BACKOFF_FIRST	0.25
-#define BACKOFF_MAX		10.0
-#define BACKOFF_TEXT	"0.25 s doubling to 10 s"
+#define BACKOFF_FIRST	GB_BACKOFF_FIRST
+#define BACKOFF_TEXT	GB_BACKOFF_TEXT
 
 static const char *const events_query = GB_EVENTS_QUERY(GB_EVENT_FIELDS);
 
@@ -131,27 +130,14 @@ watch_connection(PGconn *conn, ListenState *st)
 	PQsetNoticeReceiver(conn, receive_notice, st);
 }
 
-/*
- * The first line of a message, for one-line reports, without the severity
- * libpq puts before a server's message it kept as text ("FATAL:  ...").
- */
+/* The first line of a message, for one-line reports. */
 static void
 print_first_line(FILE *out, const char *msg)
 {
-	static const char *const severities[] = {"FATAL:  ", "PANIC:  ", "ERROR:  ", NULL};
-	const char *const *sev;
-	size_t		len;
+	char		line[1024];
 
-	for (sev = severities; *sev != NULL; sev++)
-		if (strncmp(msg, *sev, strlen(*sev)) == 0)
-		{
-			msg += strlen(*sev);
-			break;
-		}
-	len = strcspn(msg, "\n");
-	while (len > 0 && msg[len - 1] == ' ')
-		len--;
-	fprintf(out, "%.*s", (int) len, msg);
+	gb_first_line(msg, line, sizeof(line));
+	fputs(line, out);
 }
 
 /* Sleep, returning early when a signal arrives. */
@@ -165,50 +151,23 @@ pause_for(double seconds)
 	(void) select(0, NULL, NULL, NULL, &tv);
 }
 
-static bool
-sqlstate_is(const char *state, const char *const *codes)
-{
-	for (; *codes != NULL; codes++)
-		if (strcmp(state, *codes) == 0)
-			return true;
-	return false;
-}
-
-/*
- * What a failed statement calls for.  A NULL result or one without a
- * SQLSTATE comes from libpq itself: the connection is in trouble.
- */
+/* What a failed statement calls for (retry.c sorts them). */
 static Step
 classify_failure(PGconn *conn, const PGresult *res, bool *rewound)
 {
-	static const char *const reconnect_codes[] = {
-		"57P01",				/* admin_shutdown: terminated, fast shutdown */
-		"57P02",				/* crash_shutdown */
-		"57P03",				/* cannot_connect_now: starting up */
-		"25006",				/* read_only_sql_transaction: a standby */
-		NULL
-	};
-	static const char *const retry_codes[] = {
-		"40P01",				/* deadlock_detected */
-		"40001",				/* serialization_failure */
-		"57014",				/* query_canceled: statement_timeout, cancel */
-		"55P03",				/* lock_not_available: lock_timeout */
-		NULL
-	};
-	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
 	*rewound = false;
-	if (gb_connection_lost(conn) || state == NULL)
-		return STEP_RECONNECT;
-	if (strcmp(state, "SR001") == 0)
+	switch (gb_classify_failure(conn, res))
 	{
-		*rewound = true;
-		return STEP_MORE;
+		case GB_FAILURE_RECONNECT:
+			return STEP_RECONNECT;
+		case GB_FAILURE_RETRY:
+			return STEP_RETRY;
+		case GB_FAILURE_REWOUND:
+			*rewound = true;
+			return STEP_MORE;
+		case GB_FAILURE_FATAL:
+			break;
 	}
-	if (strncmp(state, "08", 2) == 0 || sqlstate_is(state, reconnect_codes))
-		return STEP_RECONNECT;
-	if (sqlstate_is(state, retry_codes))
-		return STEP_RETRY;
 	return STEP_FATAL;
 }
 
@@ -608,7 +567,7 @@ listen_run(GBSession *s)
 			s->conn = NULL;
 		}
 		pause_for(st.delay);
-		st.delay = st.delay * 2 > BACKOFF_MAX ? BACKOFF_MAX : st.delay * 2;
+		st.delay = gb_backoff_next(st.delay);
 	}
 	return rc;
 }

@@ -154,6 +154,7 @@ extern const GBCommand gb_command_silence;
 extern const GBCommand gb_command_unsilence;
 extern const GBCommand gb_command_silences;
 extern const GBCommand gb_command_serve;
+extern const GBCommand gb_command_deliver;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,
@@ -198,6 +199,23 @@ typedef struct GBColumn
 } GBColumn;
 
 extern bool gb_find_columns(const PGresult *res, const GBColumn *columns);
+
+/* retry.c: what cures a failed statement, and the backoff between tries */
+typedef enum
+{
+	GB_FAILURE_RECONNECT,		/* a new connection, later */
+	GB_FAILURE_RETRY,			/* the same statement again, later */
+	GB_FAILURE_REWOUND,			/* SR001: the stream no longer holds a position */
+	GB_FAILURE_FATAL			/* for good */
+} GBFailure;
+
+#define GB_BACKOFF_FIRST	0.25
+#define GB_BACKOFF_MAX		10.0
+#define GB_BACKOFF_TEXT		"0.25 s doubling to 10 s"
+
+extern GBFailure gb_classify_failure(PGconn *conn, const PGresult *res);
+extern double gb_backoff_next(double delay);
+extern void gb_first_line(const char *msg, char *out, size_t outlen);
 
 /* text.c: output */
 extern void gb_print_sanitized(FILE *out, const char *s);

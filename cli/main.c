@@ -30,6 +30,7 @@ static const GBCommand *const commands[] = {
 	&gb_command_unsilence,
 	&gb_command_silences,
 	&gb_command_serve,
+	&gb_command_deliver,
 };
 
 #define NCOMMANDS ((int) lengthof(commands))

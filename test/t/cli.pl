@@ -300,13 +300,13 @@ is($rc, 64, '--version takes no command');
 is($rc, 0, '--help exits 0');
 like($out, qr/^Usage:\n  gate-bridge \[-d CONNINFO\] COMMAND/m, '--help shows the usage');
 like($out, qr/^  $_ /m, "--help lists $_")
-  for qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve);
+  for qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve deliver);
 like($out, qr/^  64 /m, '--help documents the exit status of usage errors');
 like($out, qr/^  3 /m, '--help documents the exit status of connection failures');
 like($out, qr/^  -V, --version /m, '--help documents --version');
 is($err, '', '--help writes nothing to stderr');
 
-for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve))
+for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve deliver))
 {
 	($rc, $out, $err) = gb($cmd, '--help');
 	is($rc, 0, "$cmd --help exits 0");
