@@ -11,8 +11,9 @@
  * gate_bridge.complete_delivery(), which decides what comes next (delivered,
  * a retry later, dead).  With nothing due it waits for a notification on
  * gate_bridge.events_channel, or a second.  The request bodies are rendered
- * by the server; the worker sends their bytes as they are, and signs them
- * for webhooks with a secret.
+ * by the server (the claim's body column, with the --dashboard-url link);
+ * the worker sends their bytes as they are, and signs them for webhooks
+ * with a secret.
  *
  * Delivery is at least once: a worker that dies mid-flight, or whose
  * completion cannot be recorded, leaves the delivery to its lease, and it
@@ -56,7 +57,8 @@
 #define COMPLETE_TRIES	5		/* transient failures of one completion */
 
 static const char *const claim_query =
-"SELECT * FROM gate_bridge.claim_deliveries($1::pg_catalog.text, " CLAIM_ROWS ", '" CLAIM_LEASE "')";
+"SELECT * FROM gate_bridge.claim_deliveries($1::pg_catalog.text, " CLAIM_ROWS ", '" CLAIM_LEASE "',"
+" $2::pg_catalog.text)";
 
 static const char *const complete_query =
 "SELECT gate_bridge.complete_delivery($1::pg_catalog.int8, $2::pg_catalog.int4,"
@@ -64,9 +66,6 @@ static const char *const complete_query =
 
 static const char *const release_query =
 "SELECT gate_bridge.release_deliveries($1::pg_catalog.text)";
-
-static const char *const body_query =
-"SELECT gate_bridge.delivery_body($1::pg_catalog.text, $2::pg_catalog.jsonb, $3::pg_catalog.text)";
 
 /* the command line of this run */
 static int	nworkers = 1;
@@ -205,7 +204,7 @@ report_fatal(Worker *w, const char *what, PGresult *res)
 		dlog(w, "HINT:  deliver needs the delivery functions of gate_bridge 1.2 (claim_deliveries, complete_delivery, release_deliveries): update the extension with ALTER EXTENSION %s UPDATE",
 			 GB_EXTENSION);
 	else if (state != NULL && strcmp(state, "42501") == 0)
-		dlog(w, "HINT:  deliver's role needs USAGE on schema gate_bridge and EXECUTE on gate_bridge.claim_deliveries(text, integer, interval), gate_bridge.complete_delivery(bigint, integer, text, interval) and gate_bridge.release_deliveries(text)");
+		dlog(w, "HINT:  deliver's role needs USAGE on schema gate_bridge and EXECUTE on gate_bridge.claim_deliveries(text, integer, interval, text), gate_bridge.complete_delivery(bigint, integer, text, interval) and gate_bridge.release_deliveries(text)");
 	STORE(fatal, 1);
 	request_stop();
 }
@@ -392,7 +391,6 @@ typedef struct Delivery
 	const char *attempt;
 	const char *body;
 	size_t		body_len;
-	PGresult   *body_res;		/* when the body was rendered separately */
 } Delivery;
 
 /* The outcome of one request, for complete_delivery(). */
@@ -651,48 +649,6 @@ column(const PGresult *res, int row, int col)
 	return col < 0 ? NULL : gb_value(res, row, col);
 }
 
-/*
- * The body of a claimed row: its "body" column, or, from a server whose
- * claim does not render it, gate_bridge.delivery_body(kind, payload,
- * dashboard URL).  False: not now (a failure was reported).
- */
-static bool
-find_body(Worker *w, const PGresult *res, int row, int col_body, int col_payload,
-		  Delivery *d)
-{
-	const char *params[3];
-	PGresult   *r;
-
-	d->body_res = NULL;
-	if (col_body >= 0 && !PQgetisnull(res, row, col_body))
-	{
-		d->body = PQgetvalue(res, row, col_body);
-		d->body_len = (size_t) PQgetlength(res, row, col_body);
-		return true;
-	}
-	params[0] = d->kind;
-	params[1] = column(res, row, col_payload);
-	params[2] = dashboard_url;
-	r = PQexecParams(w->conn, body_query, 3, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
-	{
-		if (PQresultStatus(r) == PGRES_TUPLES_OK)
-		{
-			dlog(w, "delivery %s: the server rendered no body", d->id);
-			PQclear(r);
-			STORE(fatal, 1);
-			request_stop();
-		}
-		else
-			(void) failed(w, "gate_bridge.delivery_body()", r);
-		return false;
-	}
-	d->body_res = r;
-	d->body = PQgetvalue(r, 0, 0);
-	d->body_len = (size_t) PQgetlength(r, 0, 0);
-	return true;
-}
-
 /* Send and record a claimed batch.  False: the connection is in trouble. */
 static bool
 deliver_batch(Worker *w, PGresult *res)
@@ -706,13 +662,11 @@ deliver_batch(Worker *w, PGresult *res)
 	int			c_event = PQfnumber(res, "event_id");
 	int			c_attempt = PQfnumber(res, "attempt");
 	int			c_body = PQfnumber(res, "body");
-	int			c_payload = PQfnumber(res, "payload");
 	int			r;
 
-	if (c_id < 0 || c_dest < 0 || c_kind < 0 || c_url < 0 || c_event < 0 ||
-		(c_body < 0 && c_payload < 0))
+	if (c_id < 0 || c_dest < 0 || c_kind < 0 || c_url < 0 || c_event < 0 || c_body < 0)
 	{
-		dlog(w, "gate_bridge.claim_deliveries() returned no id, destination, kind, url, event_id and body (or payload)");
+		dlog(w, "gate_bridge.claim_deliveries() returned no id, destination, kind, url, event_id or body");
 		STORE(fatal, 1);
 		request_stop();
 		w->claimed_unsent = true;
@@ -737,16 +691,12 @@ deliver_batch(Worker *w, PGresult *res)
 		d.secret = column(res, r, c_secret);
 		d.event_id = column(res, r, c_event);
 		d.attempt = column(res, r, c_attempt);
+		d.body = column(res, r, c_body);
+		d.body_len = d.body ? (size_t) PQgetlength(res, r, c_body) : 0;
 		if (d.id == NULL || d.destination == NULL || d.kind == NULL || d.url == NULL ||
-			d.event_id == NULL)
-			continue;			/* not ours to send; its lease will expire */
-		if (!find_body(w, res, r, c_body, c_payload, &d))
-		{
-			w->claimed_unsent = true;
-			return false;
-		}
+			d.event_id == NULL || d.body == NULL)
+			continue;			/* nothing to send; its lease will expire */
 		send_delivery(w, &d, &o);
-		PQclear(d.body_res);
 		recorded = complete(w, &d, &o);
 		if (!recorded)
 		{
@@ -807,7 +757,7 @@ static void *
 worker_main(void *arg)
 {
 	Worker	   *w = arg;
-	const char *params[1] = {w->name};
+	const char *params[2] = {w->name, dashboard_url};
 
 	w->delay = GB_BACKOFF_FIRST;
 	w->next_tick = now_secs();
@@ -829,7 +779,7 @@ worker_main(void *arg)
 			w->next_tick = now_secs() + tick_secs;
 		}
 
-		res = PQexecParams(w->conn, claim_query, 1, NULL, params, NULL, NULL, 0);
+		res = PQexecParams(w->conn, claim_query, 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
 			if (failed(w, "gate_bridge.claim_deliveries()", res) != GB_FAILURE_FATAL)
