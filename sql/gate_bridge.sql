@@ -271,7 +271,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-	IF NEW.kind NOT IN ('budget', 'invariant', 'planner') THEN
+	IF NEW.kind NOT IN ('budget', 'invariant', 'planner', 'delivery') THEN
 		RAISE EXCEPTION 'invalid incident kind "%"', NEW.kind USING ERRCODE = '23514';
 	END IF;
 	IF NEW.key = '' OR octet_length(NEW.key) > 255 THEN
@@ -1124,7 +1124,7 @@ CREATE VIEW gate_bridge.stats AS
 		   COALESCE(k.created, 0)::bigint AS created,
 		   COALESCE(d.deduplicated, 0)::bigint AS deduplicated,
 		   COALESCE(k.rate_limited, 0)::bigint AS rate_limited
-	  FROM (VALUES ('budget'), ('invariant'), ('planner')) AS v(kind)
+	  FROM (VALUES ('budget'), ('invariant'), ('planner'), ('delivery')) AS v(kind)
 	  LEFT JOIN (SELECT ik.kind, pg_catalog.sum(ik.created) AS created,
 						pg_catalog.sum(ik.rate_limited) AS rate_limited
 				   FROM gate_bridge.incident_keys ik GROUP BY ik.kind) k
@@ -1236,7 +1236,7 @@ CREATE TABLE gate_bridge.silences (
 	CONSTRAINT silences_agent_pattern_check
 		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
 	CONSTRAINT silences_kind_check
-		CHECK (kind IN ('budget', 'invariant', 'planner')),
+		CHECK (kind IN ('budget', 'invariant', 'planner', 'delivery')),
 	CONSTRAINT silences_ends_at_check
 		CHECK (ends_at OPERATOR(pg_catalog.>=) starts_at)
 );
@@ -1319,17 +1319,17 @@ BEGIN
 		RAISE EXCEPTION 'comment is too long (% bytes, at most 8192)', octet_length(silence.comment)
 			USING ERRCODE = '22023';
 	END IF;
-	IF silence.kind IS NOT NULL AND silence.kind NOT IN ('budget', 'invariant', 'planner') THEN
+	IF silence.kind IS NOT NULL AND silence.kind NOT IN ('budget', 'invariant', 'planner', 'delivery') THEN
 		RAISE EXCEPTION 'invalid incident kind %', quote_literal(silence.kind)
 			USING ERRCODE = '22023',
-				  HINT = 'Use budget, invariant, planner, or NULL for any.';
+				  HINT = 'Use budget, invariant, planner, delivery, or NULL for any.';
 	END IF;
 	IF silence.violation_type IS NOT NULL
 	   AND silence.violation_type NOT IN ('quality', 'latency', 'cost', 'success_rate',
-										  'invariants', 'planner_regression') THEN
+										  'invariants', 'planner_regression', 'delivery') THEN
 		RAISE EXCEPTION 'invalid violation type %', quote_literal(silence.violation_type)
 			USING ERRCODE = '22023',
-				  HINT = 'Use quality, latency, cost, success_rate, invariants, planner_regression, or NULL for any.';
+				  HINT = 'Use quality, latency, cost, success_rate, invariants, planner_regression, delivery, or NULL for any.';
 	END IF;
 	INSERT INTO gate_bridge.silences AS s
 		(agent_pattern, kind, violation_type, starts_at, ends_at, created_by, comment)
@@ -1507,3 +1507,486 @@ REVOKE ALL ON FUNCTION gate_bridge.silence_for(text, text, text, text, timestamp
 	gate_bridge.snooze(bigint, interval, text, text),
 	gate_bridge.auto_resolve(bigint, jsonb, timestamptz),
 	gate_bridge.incident_rows_changed() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Delivery: an outbox of the incident events that destinations (webhooks,
+-- Slack, PagerDuty) subscribe to, written in the transaction that records
+-- the event, and drained by "gate-bridge deliver" through
+-- claim_deliveries() and complete_delivery().
+-------------------------------------------------------------------------------
+
+/*
+ * Where events go.  The name goes into the key of the incident that a dead
+ * delivery opens (DELIVERY_{name}).  secret: the PagerDuty routing key
+ * (required), the webhook's HMAC key (optional); only the owner and the
+ * delivery role may read it.
+ */
+CREATE TABLE gate_bridge.destinations (
+	name			text PRIMARY KEY,
+	kind			text NOT NULL,
+	url				text NOT NULL,
+	secret			text,
+	min_severity	text NOT NULL DEFAULT 'sev3',
+	agent_pattern	text NOT NULL DEFAULT '*',
+	events			text[] NOT NULL
+		DEFAULT '{created,escalated,reopened,snooze_expired,silence_ended,resolved,auto_resolved}',
+	enabled			boolean NOT NULL DEFAULT true,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT destinations_name_check
+		CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+	CONSTRAINT destinations_kind_check
+		CHECK (kind IN ('webhook', 'slack', 'pagerduty')),
+	CONSTRAINT destinations_url_check
+		CHECK (url OPERATOR(pg_catalog.~) '^https?://[^[:space:]/]+[^[:space:]]*$'
+			   AND pg_catalog.octet_length(url) OPERATOR(pg_catalog.<=) 2048),
+	CONSTRAINT destinations_secret_check
+		CHECK (secret OPERATOR(pg_catalog.<>) ''
+			   AND pg_catalog.octet_length(secret) OPERATOR(pg_catalog.<=) 1024),
+	CONSTRAINT destinations_pagerduty_routing_key_check
+		CHECK (kind OPERATOR(pg_catalog.<>) 'pagerduty' OR secret IS NOT NULL),
+	CONSTRAINT destinations_min_severity_check
+		CHECK (min_severity IN ('sev1', 'sev2', 'sev3')),
+	CONSTRAINT destinations_agent_pattern_check
+		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
+	CONSTRAINT destinations_events_check
+		CHECK (pg_catalog.cardinality(events) OPERATOR(pg_catalog.>) 0
+			   AND pg_catalog.array_ndims(events) OPERATOR(pg_catalog.=) 1
+			   AND events OPERATOR(pg_catalog.<@)
+				   '{created,escalated,reopened,acked,snoozed,resolved,auto_resolved,silenced,silence_ended,snooze_expired,flapping,flapping_ended}'::text[])
+);
+
+COMMENT ON TABLE gate_bridge.destinations IS
+	'Where incident events are delivered (webhook, slack, pagerduty), and which ones';
+
+/*
+ * The outbox: one row per event and destination.  held: a silence or a
+ * snooze holds it back (released when that ends, skipped when the
+ * incident is resolved first); pending: due at next_attempt_at; sending:
+ * claimed by a worker until lease_until; delivered, dead, skipped: done.
+ */
+CREATE TABLE gate_bridge.deliveries (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	destination		text NOT NULL
+		REFERENCES gate_bridge.destinations (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	event_id		bigint NOT NULL
+		REFERENCES gate_bridge.incident_events (id) ON DELETE CASCADE,
+	incident_id		bigint NOT NULL,
+	event			text NOT NULL,
+	status			text NOT NULL DEFAULT 'pending',
+	attempts		integer NOT NULL DEFAULT 0,
+	next_attempt_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	lease_until		timestamptz,
+	claimed_by		text,
+	last_status		integer,
+	last_error		text,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	delivered_at	timestamptz,
+	UNIQUE (destination, event_id),
+	CONSTRAINT deliveries_status_check
+		CHECK (status IN ('held', 'pending', 'sending', 'delivered', 'dead', 'skipped')),
+	CONSTRAINT deliveries_attempts_check
+		CHECK (attempts OPERATOR(pg_catalog.>=) 0)
+);
+
+-- what claim_deliveries() looks for
+CREATE INDEX deliveries_due_idx
+	ON gate_bridge.deliveries (id) WHERE status IN ('pending', 'sending');
+-- an incident's deliveries: their order per destination, releases and skips
+CREATE INDEX deliveries_incident_id_idx
+	ON gate_bridge.deliveries (incident_id, destination, id)
+	WHERE status IN ('held', 'pending', 'sending');
+-- removing events
+CREATE INDEX deliveries_event_id_idx ON gate_bridge.deliveries (event_id);
+
+COMMENT ON TABLE gate_bridge.deliveries IS
+	'Outbox of incident events to destinations, written with the event; drained by gate-bridge deliver';
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.destinations', '');
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.deliveries_id_seq', '');
+
+-- Deliveries without secrets, for dashboards and the CLI.
+CREATE VIEW gate_bridge.delivery_status AS
+	SELECT d.id, d.destination, t.kind, d.incident_id, d.event_id, d.event, d.status,
+		   d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at,
+		   d.delivered_at
+	  FROM gate_bridge.deliveries d
+	  JOIN gate_bridge.destinations t ON t.name OPERATOR(pg_catalog.=) d.destination;
+
+/*
+ * Writes the outbox with the event, in its transaction: one row per
+ * enabled destination that subscribes to the event, whose min_severity the
+ * incident meets and whose agent_pattern matches its agent; held while a
+ * silence holds the event back or the incident is snoozed.  The end of a
+ * silence or of a snooze releases the incident's held rows; a resolution
+ * skips them (nothing was announced; the resolution itself is delivered).
+ * A delivery incident is not delivered to the destination that failed.
+ * A restored or replicated event (one that brings its position) writes
+ * nothing.
+ */
+CREATE FUNCTION gate_bridge.deliveries_write() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF NEW.position IS NOT NULL THEN
+		RETURN NULL;
+	END IF;
+	IF NEW.event IN ('silence_ended', 'snooze_expired') THEN
+		UPDATE gate_bridge.deliveries d
+		   SET status = 'pending', next_attempt_at = now()
+		 WHERE d.incident_id = NEW.incident_id AND d.status = 'held';
+	ELSIF NEW.event IN ('resolved', 'auto_resolved') THEN
+		UPDATE gate_bridge.deliveries d
+		   SET status = 'skipped'
+		 WHERE d.incident_id = NEW.incident_id AND d.status = 'held';
+	END IF;
+	INSERT INTO gate_bridge.deliveries (destination, event_id, incident_id, event, status)
+	SELECT t.name, NEW.id, NEW.incident_id, NEW.event,
+		   CASE WHEN NEW.silenced
+					 OR (i.status = 'ack' AND i.snoozed_until > now()
+						 AND NEW.event NOT IN ('resolved', 'auto_resolved', 'snooze_expired',
+											   'acked', 'snoozed'))
+				THEN 'held' ELSE 'pending' END
+	  FROM gate_bridge.destinations t
+	  JOIN gate_bridge.incident_rows i ON i.id = NEW.incident_id
+	 WHERE t.enabled
+	   AND NEW.event = ANY (t.events)
+	   AND i.severity <= t.min_severity
+	   AND gate_bridge.pattern_rank(t.agent_pattern, COALESCE(i.agent, '')) IS NOT NULL
+	   AND NOT (i.kind = 'delivery' AND i.subject = t.name);
+	RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER deliveries_write
+	AFTER INSERT ON gate_bridge.incident_events
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.deliveries_write();
+
+/*
+ * delivery_body(kind, payload, dashboard_url, routing_key): the request
+ * body for a destination of the kind, from a delivery's payload (see
+ * claim_deliveries()).  webhook: the payload as is; slack: an incoming
+ * webhook message; pagerduty: an Events API v2 event (routing_key: the
+ * destination's secret).
+ */
+CREATE FUNCTION gate_bridge.delivery_body(kind text, payload jsonb,
+										  dashboard_url text DEFAULT NULL,
+										  routing_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	e jsonb := payload -> 'event';
+	i jsonb := payload -> 'incident';
+	link text;
+	title text;
+	blocks jsonb;
+	playbooks text;
+BEGIN
+	IF delivery_body.kind = 'webhook' THEN
+		RETURN payload;
+	END IF;
+	IF dashboard_url IS NOT NULL AND dashboard_url <> '' THEN
+		link := rtrim(dashboard_url, '/') || '/?incident=' || (i ->> 'id');
+	END IF;
+	title := format('[%s] %s: %s', upper(i ->> 'severity'), e ->> 'event', i ->> 'summary');
+	IF delivery_body.kind = 'slack' THEN
+		playbooks := (SELECT string_agg(p, ', ' ORDER BY o)
+						FROM jsonb_array_elements_text(COALESCE(i -> 'playbooks', '[]')) WITH ORDINALITY AS x(p, o));
+		blocks := jsonb_build_array(
+			jsonb_build_object('type', 'section',
+				'text', jsonb_build_object('type', 'mrkdwn',
+					'text', '*' || gate_bridge.slack_escape(title) || '*')),
+			jsonb_build_object('type', 'section',
+				'fields', jsonb_build_array(
+					jsonb_build_object('type', 'mrkdwn', 'text',
+						'*Severity*' || E'\n' || gate_bridge.slack_escape(i ->> 'severity')),
+					jsonb_build_object('type', 'mrkdwn', 'text',
+						'*Event*' || E'\n' || gate_bridge.slack_escape(e ->> 'event')),
+					jsonb_build_object('type', 'mrkdwn', 'text',
+						'*Agent*' || E'\n' || gate_bridge.slack_escape(COALESCE(i ->> 'agent', '-'))),
+					jsonb_build_object('type', 'mrkdwn', 'text',
+						'*Key*' || E'\n' || gate_bridge.slack_escape(i ->> 'key')))));
+		IF playbooks IS NOT NULL THEN
+			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'section',
+				'text', jsonb_build_object('type', 'mrkdwn',
+					'text', '*Playbooks*' || E'\n' || gate_bridge.slack_escape(playbooks))));
+		END IF;
+		IF link IS NOT NULL THEN
+			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'context',
+				'elements', jsonb_build_array(jsonb_build_object('type', 'mrkdwn',
+					'text', '<' || gate_bridge.slack_escape(link) || '|Incident '
+							|| (i ->> 'id') || '>'))));
+		END IF;
+		RETURN jsonb_build_object('text', title, 'blocks', blocks);
+	ELSIF delivery_body.kind = 'pagerduty' THEN
+		RETURN jsonb_strip_nulls(jsonb_build_object(
+			'routing_key', routing_key,
+			'event_action', CASE
+				WHEN e ->> 'event' IN ('resolved', 'auto_resolved') THEN 'resolve'
+				WHEN e ->> 'event' IN ('acked', 'snoozed') THEN 'acknowledge'
+				ELSE 'trigger' END,
+			'dedup_key', i ->> 'key',
+			'payload', jsonb_build_object(
+				'summary', left(title, 1024),
+				'severity', CASE i ->> 'severity'
+					WHEN 'sev1' THEN 'critical' WHEN 'sev2' THEN 'error' ELSE 'warning' END,
+				'source', COALESCE(i ->> 'agent', i ->> 'key'),
+				'component', i ->> 'kind',
+				'timestamp', e -> 'at',
+				'custom_details', jsonb_build_object(
+					'incident_id', i -> 'id', 'key', i -> 'key', 'event', e -> 'event',
+					'event_id', e -> 'id', 'violation_type', i -> 'violation_type',
+					'status', i -> 'status', 'occurrences', i -> 'occurrences',
+					'playbooks', i -> 'playbooks', 'detail', e -> 'detail')),
+			'links', CASE WHEN link IS NOT NULL THEN
+				jsonb_build_array(jsonb_build_object('href', link,
+													 'text', 'Incident ' || (i ->> 'id'))) END));
+	END IF;
+	RAISE EXCEPTION 'invalid destination kind %', COALESCE(quote_literal(delivery_body.kind), 'NULL')
+		USING ERRCODE = '22023',
+			  HINT = 'Use webhook, slack or pagerduty.';
+END
+$fn$;
+
+-- Slack's mrkdwn reserves &, < and >.
+CREATE FUNCTION gate_bridge.slack_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT replace(replace(replace($1, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')
+$fn$;
+
+/*
+ * claim_deliveries(worker, max_rows, lease, dashboard_url): up to max_rows
+ * deliveries that are due (pending with next_attempt_at passed, or sending
+ * with an expired lease), in id order, none of them behind an earlier
+ * delivery of its incident to its destination that is still held, pending
+ * or sending; each goes to sending, leased to the worker, its attempt
+ * counted.  Rows another worker is claiming are skipped, never waited for.
+ * body is the request to send, rendered by delivery_body().
+ */
+CREATE FUNCTION gate_bridge.claim_deliveries(worker text, max_rows integer DEFAULT 10,
+											 lease interval DEFAULT '30 s',
+											 dashboard_url text DEFAULT NULL)
+RETURNS TABLE (id bigint, destination text, kind text, url text, secret text,
+			   event_id bigint, event text, incident_id bigint, attempt integer,
+			   payload jsonb, body jsonb)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF worker IS NULL OR worker = '' OR octet_length(worker) > 256 THEN
+		RAISE EXCEPTION 'a worker needs a name of 1 to 256 bytes'
+			USING ERRCODE = '22023';
+	END IF;
+	IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000 THEN
+		RAISE EXCEPTION 'max_rows must be between 1 and 1000, not %', COALESCE(max_rows::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 hour' THEN
+		RAISE EXCEPTION 'a lease must be positive and at most 1 hour, not %', COALESCE(lease::text, 'NULL')
+			USING ERRCODE = '22023';
+	END IF;
+	RETURN QUERY
+	WITH due AS (
+		SELECT d.id
+		  FROM gate_bridge.deliveries d
+		 WHERE d.status IN ('pending', 'sending')
+		   AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+				OR (d.status = 'sending' AND d.lease_until < now()))
+		   AND NOT EXISTS (SELECT FROM gate_bridge.deliveries p
+							WHERE p.incident_id = d.incident_id
+							  AND p.destination = d.destination
+							  AND p.id < d.id
+							  AND p.status IN ('held', 'pending', 'sending'))
+		 ORDER BY d.id
+		 LIMIT max_rows
+		   FOR UPDATE OF d SKIP LOCKED
+	), claimed AS (
+		UPDATE gate_bridge.deliveries d
+		   SET status = 'sending', attempts = d.attempts + 1,
+			   lease_until = now() + lease, claimed_by = worker
+		  FROM due
+		 WHERE d.id = due.id
+		RETURNING d.id, d.destination, d.event_id, d.event, d.incident_id, d.attempts
+	), rendered AS (
+		SELECT c.id, c.destination, t.kind, t.url, t.secret, c.event_id, c.event,
+			   c.incident_id, c.attempts,
+			   jsonb_build_object(
+				'event', jsonb_build_object(
+					'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at,
+					'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced),
+				'incident', jsonb_build_object(
+					'id', i.id, 'kind', i.kind, 'key', i.key, 'agent', i.agent,
+					'violation_type', i.violation_type, 'severity', i.severity,
+					'status', i.status, 'summary', i.summary, 'occurrences', i.occurrences,
+					'first_seen_at', i.first_seen_at, 'last_seen_at', i.last_seen_at,
+					'playbooks', i.playbooks, 'acked_by', i.acked_by,
+					'resolved_by', i.resolved_by)) AS payload
+		  FROM claimed c
+		  JOIN gate_bridge.destinations t ON t.name = c.destination
+		  JOIN gate_bridge.incident_events e ON e.id = c.event_id
+		  JOIN gate_bridge.incidents i ON i.id = c.incident_id
+	)
+	SELECT r.id, r.destination, r.kind, r.url, r.secret, r.event_id, r.event, r.incident_id,
+		   r.attempts, r.payload,
+		   gate_bridge.delivery_body(r.kind, r.payload, dashboard_url,
+									 CASE WHEN r.kind = 'pagerduty' THEN r.secret END)
+	  FROM rendered r
+	 ORDER BY r.id;
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.claim_deliveries(text, integer, interval, text) IS
+	'Claims due deliveries for a worker (SKIP LOCKED, in order per incident and destination) and returns what to send';
+
+/*
+ * complete_delivery(id, http_status, error, retry_after): the outcome of a
+ * claimed (sending) delivery; returns its new status.  2xx: delivered.
+ * 408, 429, 5xx, or no status (NULL or 0: a network error or timeout):
+ * pending again after a wait drawn at random up to 10 s * 2^(attempts - 1)
+ * (at most 1 h; full jitter), or retry_after if longer, unless the
+ * delivery has had gate_bridge.delivery_max_attempts attempts.  Anything
+ * else: dead at once.  A delivery going dead opens (or folds into) the
+ * incident DELIVERY_{destination}.
+ */
+CREATE FUNCTION gate_bridge.complete_delivery(id bigint, http_status integer,
+											  error text DEFAULT NULL,
+											  retry_after interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	d gate_bridge.deliveries;
+	max_attempts integer;
+	new_status text;
+	wait_secs float8;
+	dest_kind text;
+BEGIN
+	IF complete_delivery.id IS NULL THEN
+		RAISE EXCEPTION 'delivery id must not be null' USING ERRCODE = '22004';
+	END IF;
+	SELECT * INTO d FROM gate_bridge.deliveries x WHERE x.id = complete_delivery.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'delivery % does not exist', complete_delivery.id USING ERRCODE = 'P0002';
+	END IF;
+	IF d.status <> 'sending' THEN
+		RAISE EXCEPTION 'delivery % is %, not sending', d.id, d.status
+			USING ERRCODE = '55000',
+				  HINT = 'Only a claimed delivery can be completed.';
+	END IF;
+	IF http_status BETWEEN 200 AND 299 THEN
+		UPDATE gate_bridge.deliveries x
+		   SET status = 'delivered', delivered_at = now(), lease_until = NULL,
+			   last_status = http_status, last_error = left(error, 1000)
+		 WHERE x.id = d.id;
+		RETURN 'delivered';
+	END IF;
+	-- the library defines the setting: a call into it loads it
+	PERFORM gate_bridge.pattern_rank('*', 'delivery');
+	max_attempts := current_setting('gate_bridge.delivery_max_attempts')::integer;
+	IF (http_status IS NULL OR http_status = 0 OR http_status IN (408, 429) OR http_status >= 500)
+	   AND d.attempts < max_attempts THEN
+		wait_secs := random() * LEAST(3600.0, 10.0 * 2.0 ^ LEAST(GREATEST(d.attempts - 1, 0), 30));
+		UPDATE gate_bridge.deliveries x
+		   SET status = 'pending', lease_until = NULL,
+			   next_attempt_at = now() + GREATEST(retry_after, make_interval(secs => wait_secs)),
+			   last_status = http_status, last_error = left(error, 1000)
+		 WHERE x.id = d.id;
+		RETURN 'pending';
+	END IF;
+	UPDATE gate_bridge.deliveries x
+	   SET status = 'dead', lease_until = NULL,
+		   last_status = http_status, last_error = left(error, 1000)
+	 WHERE x.id = d.id;
+	SELECT t.kind INTO dest_kind FROM gate_bridge.destinations t WHERE t.name = d.destination;
+	PERFORM gate_bridge.on_delivery_failure(d.destination,
+		jsonb_build_object('destination', d.destination, 'kind', dest_kind,
+						   'last_status', http_status, 'last_error', left(error, 1000),
+						   'attempts', d.attempts, 'delivery_id', d.id, 'event_id', d.event_id,
+						   'incident_id', d.incident_id, 'event', d.event));
+	RETURN 'dead';
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.complete_delivery(bigint, integer, text, interval) IS
+	'Records the outcome of a claimed delivery: delivered, retried later with backoff, or dead (which opens DELIVERY_{destination})';
+
+/*
+ * release_deliveries(worker): a worker that stops puts its claimed rows
+ * back, due now, without counting their attempt; returns how many.
+ */
+CREATE FUNCTION gate_bridge.release_deliveries(worker text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	n integer;
+BEGIN
+	UPDATE gate_bridge.deliveries d
+	   SET status = 'pending', attempts = GREATEST(d.attempts - 1, 0),
+		   next_attempt_at = now(), lease_until = NULL, claimed_by = NULL
+	 WHERE d.status = 'sending' AND d.claimed_by = release_deliveries.worker;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$fn$;
+
+/*
+ * redeliver(id): a dead, delivered or skipped delivery is due again now,
+ * with its attempts reset.  Unknown: P0002; held, pending or sending: 55000.
+ */
+CREATE FUNCTION gate_bridge.redeliver(id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	st text;
+BEGIN
+	IF redeliver.id IS NULL THEN
+		RAISE EXCEPTION 'delivery id must not be null' USING ERRCODE = '22004';
+	END IF;
+	SELECT d.status INTO st FROM gate_bridge.deliveries d WHERE d.id = redeliver.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'delivery % does not exist', redeliver.id USING ERRCODE = 'P0002';
+	END IF;
+	IF st NOT IN ('dead', 'delivered', 'skipped') THEN
+		RAISE EXCEPTION 'delivery % is %', redeliver.id, st
+			USING ERRCODE = '55000',
+				  HINT = 'Only a dead, delivered or skipped delivery can be delivered again.';
+	END IF;
+	UPDATE gate_bridge.deliveries d
+	   SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL,
+		   claimed_by = NULL, delivered_at = NULL
+	 WHERE d.id = redeliver.id;
+END
+$fn$;
+
+/*
+ * on_delivery_failure(destination, details): opens, or folds into, the
+ * incident DELIVERY_{destination} (kind delivery, sev2) through the
+ * decisions every violation takes; complete_delivery() calls it.
+ */
+CREATE FUNCTION gate_bridge.on_delivery_failure(destination text, details jsonb)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'gate_bridge_on_delivery_failure'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON gate_bridge.destinations, gate_bridge.deliveries,
+	gate_bridge.delivery_status FROM PUBLIC;
+REVOKE ALL ON SEQUENCE gate_bridge.deliveries_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
+	gate_bridge.delivery_body(text, jsonb, text, text),
+	gate_bridge.slack_escape(text),
+	gate_bridge.claim_deliveries(text, integer, interval, text),
+	gate_bridge.complete_delivery(bigint, integer, text, interval),
+	gate_bridge.release_deliveries(text),
+	gate_bridge.redeliver(bigint),
+	gate_bridge.on_delivery_failure(text, jsonb) FROM PUBLIC;

@@ -3,7 +3,7 @@
  * api.c
  *		SQL-callable entry points that open incidents:
  *		on_budget_violation, on_invariant_failure, on_planner_regression,
- *		on_gate_failure.
+ *		on_gate_failure, on_delivery_failure.
  *
  * They validate their JSON arguments (SQLSTATE 22023 for a missing or
  * mistyped key, 22004 for a NULL argument that is required) and hand each
@@ -312,6 +312,47 @@ gate_bridge_on_planner_regression(PG_FUNCTION_ARGS)
 	details_add(&ad, "baseline", baseline);
 	details_add(&ad, "regression", regression);
 	details_add(&ad, "context", context);
+	v.build_details = api_details;
+	v.details_arg = &ad;
+
+	return id_or_null(fcinfo, gate_bridge_on_violation(&v));
+}
+
+PG_FUNCTION_INFO_V1(gate_bridge_on_delivery_failure);
+
+/*
+ * on_delivery_failure(destination text, details jsonb) RETURNS bigint
+ *
+ * A delivery to the destination is dead: the incident DELIVERY_{destination}
+ * (kind delivery, agent and subject the destination's name, sev2), its
+ * details those given.  complete_delivery() calls it.
+ */
+Datum
+gate_bridge_on_delivery_failure(PG_FUNCTION_ARGS)
+{
+	char	   *destination;
+	Jsonb	   *details = optional_object(fcinfo, 1, "details", true);
+	GBViolation v;
+	ApiDetails	ad = {0};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("destination must not be null")));
+	destination = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (destination[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination must not be empty")));
+
+	memset(&v, 0, sizeof(v));
+	v.kind = GB_KIND_DELIVERY;
+	v.agent = destination;
+	v.violation_type = "delivery";
+	v.subject = destination;
+	v.severity = GB_SEV_ERROR;
+
+	details_add(&ad, "delivery", details);
 	v.build_details = api_details;
 	v.details_arg = &ad;
 

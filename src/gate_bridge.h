@@ -50,7 +50,8 @@ typedef enum GBKind
 {
 	GB_KIND_BUDGET = 0,
 	GB_KIND_INVARIANT,
-	GB_KIND_PLANNER
+	GB_KIND_PLANNER,
+	GB_KIND_DELIVERY
 } GBKind;
 
 /* One budget row, as cached in the backend. */
@@ -187,6 +188,7 @@ extern int	gb_backoff_reset;
 extern int	gb_reopen_window;
 extern int	gb_flap_threshold;
 extern int	gb_flap_window;
+extern int	gb_delivery_max_attempts;
 #define GB_MAX_BACKOFF_STEPS	16
 /* the state changes a key remembers, for flap_threshold */
 #define GB_MAX_STATE_CHANGES	64

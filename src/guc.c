@@ -33,6 +33,7 @@ int			gb_backoff_reset = 24 * 3600;
 int			gb_reopen_window = 0;
 int			gb_flap_threshold = 4;
 int			gb_flap_window = 3600;
+int			gb_delivery_max_attempts = 10;
 
 /* refire_backoff, parsed: the waits in seconds */
 int			gb_backoff_steps = 0;
@@ -270,6 +271,16 @@ gb_define_gucs(void)
 							1, 7 * 24 * 3600,
 							PGC_SUSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.delivery_max_attempts",
+							gettext_noop("Attempts after which a delivery that keeps failing is dead."),
+							gettext_noop("A dead delivery opens the incident DELIVERY_{destination}."),
+							&gb_delivery_max_attempts,
+							10,
+							1, 100,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

@@ -297,7 +297,10 @@ lock_key(const GBKey *k, Datum *kv, TimestampTz now, KeyState *ks)
 	ks->recovery_occurrences = int8_col(6, -1);
 }
 
-/* The key's text: BUDGET_{agent}_{type}, INVARIANT_{agent}_{name}, PLANNER_{version}. */
+/*
+ * The key's text: BUDGET_{agent}_{type}, INVARIANT_{agent}_{name},
+ * PLANNER_{version}, DELIVERY_{destination}.
+ */
 char *
 gb_key_text(GBKind kind, const char *agent, const char *subject)
 {
@@ -307,6 +310,8 @@ gb_key_text(GBKind kind, const char *agent, const char *subject)
 			return psprintf("BUDGET_%s_%s", agent, subject);
 		case GB_KIND_INVARIANT:
 			return psprintf("INVARIANT_%s_%s", agent, subject);
+		case GB_KIND_DELIVERY:
+			return psprintf("DELIVERY_%s", subject);
 		default:
 			return psprintf("PLANNER_%s", subject);
 	}
@@ -338,6 +343,8 @@ build_summary(GBKind kind, const char *agent, const char *subject)
 			return psprintf("Budget violation: %s %s", agent, subject);
 		case GB_KIND_INVARIANT:
 			return psprintf("Invariant failed: %s %s", agent, subject);
+		case GB_KIND_DELIVERY:
+			return psprintf("Delivery failed: %s", subject);
 		default:
 			return psprintf("Planner regression: %s", subject);
 	}

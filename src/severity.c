@@ -149,6 +149,8 @@ gb_kind_name(GBKind kind)
 			return "invariant";
 		case GB_KIND_PLANNER:
 			return "planner";
+		case GB_KIND_DELIVERY:
+			return "delivery";
 	}
 	elog(ERROR, "unexpected incident kind %d", (int) kind);
 	return NULL;				/* keep compiler quiet */
