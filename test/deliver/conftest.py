@@ -20,6 +20,9 @@ from receiver import Receiver  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PGHOST = os.environ.get("GB_TEST_PGHOST", "127.0.0.1")
 PGPORT = int(os.environ.get("GB_TEST_PGPORT", "5432"))
+PGDATA = os.environ.get("GB_TEST_PGDATA")
+PGBIN = os.environ.get("GB_TEST_PGBIN", "/usr/lib/postgresql/15/bin")
+PGLOG = os.environ.get("GB_TEST_PGLOG")
 WORK = os.environ.get("GB_TEST_WORK") or "/tmp/gb_deliver_test_%d" % os.getpid()
 BIN = os.environ.get("GB_DELIVER_BIN", os.path.join(ROOT, "gate-bridge"))
 LOGDIR = os.path.join(WORK, "deliver-logs")
@@ -105,17 +108,31 @@ def wait_until(pred, timeout, what):
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
+def role_dsn(role):
+    return "host=%s port=%d dbname=postgres user=%s" % (PGHOST, PGPORT, role)
+
+
+def pg_ctl(action, mode="fast", timeout=60):
+    assert PGDATA, "GB_TEST_PGDATA is not set (run test/deliver/run.sh)"
+    cmd = [os.path.join(PGBIN, "pg_ctl"), "-D", PGDATA, "-w", "-t", str(timeout)]
+    cmd += ["-m", mode, "stop"] if action == "stop" else ["-l", PGLOG, "start"]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    subprocess.run(cmd, check=True, cwd="/", stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=timeout + 10)
+
+
 class Worker:
     """A gate-bridge deliver process; its stderr goes to a log file."""
 
-    def __init__(self, args=(), env=None, name="deliver"):
+    def __init__(self, args=(), env=None, name="deliver", dsn=SUPER_DSN, tick="0"):
         self.log_path = os.path.join(LOGDIR, "%s-%d.log" % (name, next(_seq)))
         _logs.append(self.log_path)
         self.log = open(self.log_path, "wb")
         e = dict(os.environ)
         e.pop("DATABASE_URL", None)
         e.update(env or {})
-        self.proc = subprocess.Popen([BIN, "deliver", "-d", SUPER_DSN, "--tick", "0"] + list(args),
+        self.proc = subprocess.Popen([BIN, "deliver", "-d", dsn, "--tick", tick] + list(args),
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=e)
         with open(os.path.join(WORK, "deliver.pids"), "a") as f:
             f.write("%d\n" % self.proc.pid)

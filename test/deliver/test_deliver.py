@@ -10,7 +10,7 @@ import time
 
 import jsonschema
 
-from conftest import (HERE, MAX_ATTEMPTS_GUC, add_destination, db_connect,
+from conftest import (HERE, MAX_ATTEMPTS_GUC, add_destination, db_connect, pg_ctl, role_dsn,
                       deliveries, new_incident, run_once, sql, sql1, unique, wait_until)
 
 with open(os.path.join(HERE, "pagerduty-events-v2.schema.json")) as f:
@@ -250,3 +250,73 @@ def test_unreachable_destination_goes_dead_and_opens_its_incident(receiver):
     inc = sql("SELECT kind, severity, status FROM gate_bridge.incidents WHERE key LIKE %s",
               ("%DELIVERY_" + name + "%",))
     assert inc and inc[0][0] == "delivery" and inc[0][1] == "sev2", inc
+
+
+def test_database_restart_is_ridden_out(receiver, workers):
+    prefix, pattern = group("restart")
+    name = unique("restart")
+    add_destination(name, "webhook", receiver.url("ok", name), agent_pattern=pattern)
+    new_incident(prefix + ".a0")
+    w = workers(["--workers", "2"])
+    wait_until(lambda: len(receiver.received(name)) == 1, 30, "the first delivery")
+    pg_ctl("stop", "fast")
+    time.sleep(1.5)
+    pg_ctl("start")
+    wait_until(lambda: sql1("SELECT 1"), 30, "the database")
+    for i in range(1, 4):
+        new_incident("%s.a%d" % (prefix, i))
+    wait_until(lambda: len(receiver.received(name)) >= 4, 60, "the deliveries after the restart")
+    assert w.proc.poll() is None, w.text()
+    assert w.stop() == 0
+    text = w.text()
+    assert "reconnecting with backoff (0.25 s doubling to 10 s)" in text, text
+    assert "the database is back" in text, text
+    got = collections.Counter(r.header("Gate-Bridge-Event-Id") for r in receiver.received(name))
+    assert set(got) == {str(e) for e in event_ids(prefix)} and max(got.values()) == 1
+
+
+def test_a_delivery_role_with_the_grants_only(receiver, workers):
+    """The worker's role as the README grants it: no tick() (42501, said once)."""
+    role = unique("dlvrole")
+    sql("CREATE ROLE %s LOGIN" % role)
+    sql("GRANT USAGE ON SCHEMA gate_bridge TO %s" % role)
+    sql("GRANT EXECUTE ON FUNCTION gate_bridge.claim_deliveries(text, integer, interval, text),"
+        " gate_bridge.complete_delivery(bigint, integer, text, interval),"
+        " gate_bridge.release_deliveries(text) TO %s" % role)
+    sql("REVOKE EXECUTE ON FUNCTION gate_bridge.tick() FROM PUBLIC")
+    prefix, pattern = group("role")
+    name = unique("role")
+    add_destination(name, "webhook", receiver.url("ok", name), secret="k-" + unique(""),
+                    agent_pattern=pattern)
+    w = workers(dsn=role_dsn(role), tick="1")
+    for i in range(3):
+        new_incident("%s.a%d" % (prefix, i))
+    wait_until(lambda: len(receiver.received(name)) >= 3, 30, "three deliveries")
+    time.sleep(2.5)
+    assert w.stop() == 0
+    text = w.text()
+    assert text.count("gate_bridge.tick() is not allowed for this role") == 1, text
+    assert {d[4] for d in deliveries(name)} == {"delivered"}
+
+
+def test_sigterm_during_a_hanging_request(receiver, workers):
+    prefix, pattern = group("hangterm")
+    name = unique("hangterm")
+    add_destination(name, "webhook", receiver.url("hang", name, "s=30"), agent_pattern=pattern)
+    new_incident(prefix + ".a")
+    w = workers(["--timeout", "2"])
+    wait_until(lambda: len(receiver.received(name)) >= 1, 30, "the request in flight")
+    t0 = time.time()
+    assert w.stop() == 0
+    assert time.time() - t0 < 5
+    (row,) = deliveries(name)
+    assert row[4] == "pending" and row[6] is None and "timed out" in row[7].lower(), row
+
+
+def test_usage_errors():
+    import subprocess
+    from conftest import BIN
+    for args in (["--workers", "0"], ["--workers", "65"], ["--tick", "-1"],
+                 ["--timeout", "0"], ["--dashboard-url", "ftp://x"], ["--bogus"]):
+        p = subprocess.run([BIN, "deliver"] + args, capture_output=True, text=True, timeout=10)
+        assert p.returncode == 64, (args, p.stderr)
