@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The throughput and latency of `gate-bridge deliver`, on a throw-away
+# cluster, to a local receiver (test/deliver/receiver.py, threaded, in the
+# measuring process).  For each worker count: a backlog of 10,000 created
+# events (10,000 incidents, 500 eval rows per transaction) to one webhook
+# destination with a secret (so each request is signed), then the worker is
+# started: deliveries per second from its start to the last receipt.  Then,
+# with it running, 1,000 eval rows at 100 per second, each its own
+# transaction: the time from the COMMIT returning to the request's arrival,
+# on one clock (the same process), p50 / p99 / max.
+#
+#   bench/deliver.sh
+#
+# Environment (defaults in brackets): GB_BENCH_EVENTS [10000],
+# GB_BENCH_WORKERS ["1 4"], GB_BENCH_LATENCY_EVENTS [1000],
+# GB_BENCH_LATENCY_RATE rows per second [100], GB_DELIVER_BIN
+# [./gate-bridge], GB_PYTHON [/usr/bin/python3], GB_BENCH_KEEP=1 keeps the
+# work directory (the workers' logs).
+#
+# Needs gate_bridge installed (make install), ./gate-bridge built (make) and
+# python3-psycopg.
+. "$(dirname "$0")/../tools/common.sh"
+. "$(dirname "$0")/../test/serve/cluster.sh"
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+export GB_DELIVER_BIN=${GB_DELIVER_BIN:-$here/../gate-bridge}
+py=${GB_PYTHON:-/usr/bin/python3}
+[ -x "$GB_DELIVER_BIN" ] || { echo "bench/deliver.sh: $GB_DELIVER_BIN is missing (make)" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/gb_deliver_bench.XXXXXX")
+cleanup() {
+	local rc=$?
+	gbs_cluster_stop immediate
+	if [ "${GB_BENCH_KEEP:-}" = 1 ]; then echo "bench/deliver.sh: kept $work" >&2; else rm -rf "$work"; fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+gbs_cluster_create "$work"
+gbs_cluster_start
+gbs_setup_db >/dev/null
+
+export GB_BENCH_PGPORT=$GBS_PORT GB_BENCH_WORK=$work PYTHONDONTWRITEBYTECODE=1
+echo "== $(nproc) CPUs; deliver $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo ?)" \
+	"binary md5 $(md5sum <"$GB_DELIVER_BIN" | cut -c1-12)"
+"$py" "$here/deliver-bench.py"
