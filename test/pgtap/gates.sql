@@ -5,7 +5,7 @@ BEGIN;
 SELECT plan(65);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -------------------------------------------------------------------------------
 -- Signatures.

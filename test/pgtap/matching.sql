@@ -9,7 +9,7 @@ BEGIN;
 SELECT plan(20);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 SELECT setseed(0.2024);
 

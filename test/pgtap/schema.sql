@@ -231,7 +231,7 @@ SELECT results_eq(
 			  ('budgets_resolve_quiet_check', $d$CHECK (((resolve_quiet > '00:00:00'::interval) AND (resolve_quiet <= '366 days'::interval)))$d$),
 			  ('silences_agent_pattern_check', 'CHECK (gate_bridge.valid_agent_pattern(agent_pattern))'),
 			  ('silences_ends_at_check', 'CHECK ((ends_at >= starts_at))'),
-			  ('silences_kind_check', $d$CHECK ((kind = ANY (ARRAY['budget'::text, 'invariant'::text, 'planner'::text])))$d$) $$,
+			  ('silences_kind_check', $d$CHECK ((kind = ANY (ARRAY['budget'::text, 'invariant'::text, 'planner'::text, 'delivery'::text])))$d$) $$,
 	'the CHECK constraints of silences and of the budgets'' auto-resolve columns');
 -- the constraints hold (in a savepoint each: this file rolls back)
 SELECT throws_ok(q, '23514', NULL, 'refused: ' || q)
@@ -336,8 +336,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
 			  ARRAY['gate_bridge.compact_folds(bigint)', 'gate_bridge.incident_rows_removed()',
 					'gate_bridge.run_gates(text,interval,boolean)', 'gate_bridge.tick()',
 					'gate_bridge.release_silenced()', 'gate_bridge.silence(text,interval,text,text,text)',
-					'gate_bridge.unsilence(bigint)'],
-			  'the SECURITY DEFINER functions are compact_folds, incident_rows_removed, run_gates, tick, silence, unsilence and release_silenced');
+					'gate_bridge.unsilence(bigint)',
+					'gate_bridge.claim_deliveries(text,integer,interval,text)',
+					'gate_bridge.complete_delivery(bigint,integer,text,interval)',
+					'gate_bridge.release_deliveries(text)', 'gate_bridge.redeliver(bigint)'],
+			  'the SECURITY DEFINER functions are compact_folds, incident_rows_removed, run_gates, tick, silence, unsilence, release_silenced, and delivery''s claim_deliveries, complete_delivery, release_deliveries and redeliver');
 
 -- Triggers of the lifecycle.
 SELECT trigger_is('gate_bridge', 'incident_events', 'incident_events_held',

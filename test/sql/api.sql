@@ -4,7 +4,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 CREATE FUNCTION pg_temp.incident(incident_id bigint)
 RETURNS TABLE (id bigint, kind text, key text, agent text, violation_type text,
@@ -264,4 +264,4 @@ SELECT p, a, gate_bridge.pattern_rank(p, a)
 			   ('a.b', 'a.bc'), ('a.b', 'A.B'), (NULL, 'a'), ('a.*', NULL)) AS t(p, a);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

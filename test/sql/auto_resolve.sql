@@ -137,5 +137,5 @@ VALUES ('bad.*', 'quality', 0.875, '367 days');
 \echo :LAST_ERROR_SQLSTATE
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

@@ -124,5 +124,5 @@ RESET ROLE;
 DROP ROLE regress_backoff_app;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

@@ -4,7 +4,7 @@
 -- each incident's details.
 \set VERBOSITY terse
 SET client_min_messages = warning;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets, gate_bridge.incident_contexts
 		 RESTART IDENTITY CASCADE;
 
@@ -168,7 +168,7 @@ DELETE FROM gate_bridge.incident_contexts;
 \echo :LAST_ERROR_SQLSTATE
 
 -- TRUNCATE of the incidents takes every context with it.
-TRUNCATE gate_bridge.incident_rows CASCADE;
+TRUNCATE gate_bridge.incident_rows, gate_bridge.deliveries CASCADE;
 SELECT count(*) AS context_rows FROM gate_bridge.incident_contexts;
 
 -- One row at the limit, 64 failed invariants with a 1 MB context: one
@@ -191,5 +191,5 @@ SELECT count(*) AS context_rows,
 	   pg_total_relation_size('gate_bridge.incident_contexts') < 2 * 1024 * 1024 AS under_2_mb
   FROM gate_bridge.incident_contexts;
 
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets RESTART IDENTITY CASCADE;

@@ -2,7 +2,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 CREATE FUNCTION pg_temp.incidents(key_like text)
 RETURNS TABLE (id bigint, key text, severity text, status text, occurrences int)
@@ -224,4 +224,4 @@ SELECT k.kind, k.key, k.created, count(i.id) AS incidents
 HAVING k.created <> count(i.id);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -163,7 +163,7 @@ SELECT w >= 0 AND w <= 20 AS within_20s FROM pg_temp.wait(:rid) w;
 UPDATE gate_bridge.deliveries SET next_attempt_at = now() WHERE id = :rid;
 SELECT * FROM pg_temp.claim('w1');
 SELECT gate_bridge.complete_delivery(:rid, 429, 'slow down', '5 min');
-SELECT w AS retry_after FROM pg_temp.wait(:rid) w;
+SELECT round(w) AS retry_after FROM pg_temp.wait(:rid) w;
 UPDATE gate_bridge.deliveries SET next_attempt_at = now() WHERE id = :rid;
 SELECT * FROM pg_temp.claim('w1');
 SELECT gate_bridge.complete_delivery(:rid, 0, repeat('x', 2000));

@@ -3,7 +3,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Runs one statement; returns "ok" or the error's SQLSTATE and message.
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
@@ -86,7 +86,7 @@ SELECT n, pg_temp.try(stmt) AS result
 SELECT octet_length(key) AS longest_key FROM gate_bridge.incidents
  WHERE kind = 'invariant' ORDER BY 1 DESC LIMIT 1;
 TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -------------------------------------------------------------------------------
 -- Budgets
@@ -264,4 +264,4 @@ INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('e.after', 0.1);
 SELECT key, severity FROM gate_bridge.incidents;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

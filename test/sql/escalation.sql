@@ -48,5 +48,5 @@ SELECT * FROM pg_temp.state() WHERE id <> 2;
 SELECT id, incident_id, event, detail, silenced FROM pg_temp.timeline() WHERE incident_id = 3;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

@@ -4,7 +4,7 @@
 -- limited keys, ack/resolve in the same transaction, the SQL functions.
 \set VERBOSITY terse
 SET client_min_messages = warning;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets RESTART IDENTITY CASCADE;
 INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, critical)
 VALUES ('fold.a', 'quality', 0.5), ('fold.b', 'quality', 0.5);
@@ -85,5 +85,5 @@ COMMIT;
 SELECT key, status, occurrences FROM gate_bridge.incidents WHERE key = 'BUDGET_fold.a_quality';
 
 TABLE gate_bridge.stats;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets RESTART IDENTITY CASCADE;

@@ -9,7 +9,7 @@
 -- that were committed.
 \set VERBOSITY terse
 SET client_min_messages = warning;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets RESTART IDENTITY CASCADE;
 -- the stream's positions are put back at the end: the tests after this one
 -- print payloads, which carry positions
@@ -260,7 +260,7 @@ SELECT rate_limited FROM gate_bridge.incident_keys WHERE agent = 'sx.rl';
 DROP FUNCTION public.sx_check;
 DROP VIEW public.sx_audit;
 DROP PROCEDURE public.sx_move_then_fail, public.sx_others, public.sx_violate;
-TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events,
+TRUNCATE gate_bridge.eval_results, gate_bridge.incident_rows, gate_bridge.incident_events, gate_bridge.deliveries,
 		 gate_bridge.incident_keys, gate_bridge.budgets RESTART IDENTITY CASCADE;
 SELECT pg_catalog.setval('gate_bridge.incident_events_position_seq',
 						 :sx_last_value, :'sx_is_called') IS NOT NULL AS positions_put_back;

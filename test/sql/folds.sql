@@ -10,7 +10,7 @@
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 -- the stream's positions are put back at the end: the tests after this one
 -- print payloads, which carry positions
 SELECT last_value, is_called FROM gate_bridge.incident_events_position_seq \gset fo_
@@ -230,11 +230,11 @@ UPDATE gate_bridge.incidents SET status = 'open' WHERE id = 1;
 -- TRUNCATE of incident_rows empties incident_folds
 -------------------------------------------------------------------------------
 SELECT count(*) > 0 AS has_folds FROM gate_bridge.incident_folds;
-TRUNCATE gate_bridge.incident_rows CASCADE;
+TRUNCATE gate_bridge.incident_rows, gate_bridge.deliveries CASCADE;
 SELECT count(*) AS folds FROM gate_bridge.incident_folds;
 SELECT count(*) AS incidents FROM gate_bridge.incidents;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 SELECT pg_catalog.setval('gate_bridge.incident_events_position_seq',
 						 :fo_last_value, :'fo_is_called') IS NOT NULL AS positions_put_back;

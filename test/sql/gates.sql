@@ -2,7 +2,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Loading test rows must not open incidents through the trigger; incidents
 -- here come from run_gates only.
@@ -310,7 +310,7 @@ SELECT count(*) FROM gate_bridge.run_gates();
 -- else of eval_results.
 -------------------------------------------------------------------------------
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 SET gate_bridge.enabled = off;
 -- 200 agents x 60 rows, one every 12 hours over 30 days: 14 in a 7-day window
 INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, cost_usd, created_at)
@@ -388,4 +388,4 @@ COMMIT;
 
 -- Leave the tables empty for the tests that follow.
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -4,7 +4,7 @@
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 SHOW gate_bridge.max_invariants_per_row;
 
@@ -95,4 +95,4 @@ DROP ROLE regress_cap_writer;
 SHOW gate_bridge.max_invariants_per_row;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

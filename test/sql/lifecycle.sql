@@ -3,7 +3,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Times are not printed: each is checked against the ones before it.
 CREATE FUNCTION pg_temp.state()
@@ -175,4 +175,4 @@ SELECT t.event, t.in_order
  WHERE i.key = 'PLANNER_life-v1' ORDER BY t.id;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -5,7 +5,7 @@
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Rows of several ages for three agents (ages far from every cutoff used
 -- below, so that the time a statement takes does not matter).  Agent r.b
@@ -130,7 +130,7 @@ SELECT * FROM pg_temp.ages();
 -- not count; older_than equal to the lookback is allowed.
 -------------------------------------------------------------------------------
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 SET gate_bridge.enabled = off;
 INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, created_at)
 SELECT 'w.' || (g % 4), (g % 10) / 10.0, g % 1000, now() - g * interval '1 hour'
@@ -183,7 +183,7 @@ SELECT b.agent, b.gate = gate_bridge.evaluate_agent(b.agent) AS same_gate
 -- most two entries per batch more, and never the table sequentially.
 -------------------------------------------------------------------------------
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
 SELECT 'load.' || (g % 50), 0.9,
 	   now() - CASE WHEN g % 10 = 0 THEN interval '60 days' ELSE interval '1 day' END
@@ -237,4 +237,4 @@ DROP ROLE regress_retention_operator, regress_retention_writer;
 
 -- Leave the tables empty for the tests that follow.
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -126,7 +126,7 @@ SELECT gate_bridge.silence('maint.*', '1 hour', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT gate_bridge.silence('maint.*', '1 hour', repeat('c', 8193));
 \echo :LAST_ERROR_SQLSTATE
-SELECT gate_bridge.silence('maint.*', '1 hour', 'x', 'delivery');
+SELECT gate_bridge.silence('maint.*', '1 hour', 'x', 'webhook');
 \echo :LAST_ERROR_SQLSTATE
 SELECT gate_bridge.silence('maint.*', '1 hour', 'x', 'Budget');
 \echo :LAST_ERROR_SQLSTATE
@@ -171,5 +171,5 @@ REVOKE USAGE ON SCHEMA gate_bridge FROM regress_silence_operator;
 DROP ROLE regress_silence_operator;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

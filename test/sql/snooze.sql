@@ -101,5 +101,5 @@ REVOKE USAGE ON SCHEMA gate_bridge FROM regress_snooze_reader;
 DROP ROLE regress_snooze_reader;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

@@ -62,5 +62,5 @@ SELECT gate_bridge.tick();
 ROLLBACK;
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;

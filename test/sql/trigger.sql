@@ -3,7 +3,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
 -- Every eval row with what it opened (budget kind), one line per violation.
 CREATE FUNCTION pg_temp.outcome(agent_like text)
@@ -382,4 +382,4 @@ SELECT count(*) AS incidents,
 SELECT count(*) AS events FROM gate_bridge.incident_events WHERE event = 'created';
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;

@@ -5,7 +5,7 @@
 \set VERBOSITY terse
 \set SHOW_CONTEXT never
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
-		 gate_bridge.incident_events, gate_bridge.incident_keys, gate_bridge.silences
+		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys, gate_bridge.silences
 		 RESTART IDENTITY CASCADE;
 
 -- Times are not printed: a value that is a timestamp shows as "(time)".
