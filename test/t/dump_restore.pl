@@ -75,9 +75,11 @@ my %ORDER = (
 	playbook_rules => 'violation_type COLLATE "C", agent_pattern COLLATE "C"',
 	stream_status => 'singleton',
 	silences => 'id',
+	destinations => 'name COLLATE "C"',
+	deliveries => 'id',
 );
 my @TABLES = sort keys %ORDER;
-my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts silences)),
+my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts silences deliveries)),
 					 'gate_bridge.incident_events_position_seq');
 
 # An agent whose name needs quoting in every key, summary, payload and dump.
@@ -241,6 +243,15 @@ $budget->execute(@$_) for (
 	[$ODD, 'quality', 0.9, undef, undef, '7 days', 1],
 );
 
+# destinations: every event of every incident goes to two of them, so the
+# outbox gets rows in every status below
+$orig->do(q{INSERT INTO gate_bridge.destinations (name, kind, url, secret, min_severity, agent_pattern, events)
+			VALUES ('dr.hook', 'webhook', 'https://hook.test/in', 'hmac-key', 'sev3', '*',
+					'{created,escalated,reopened,acked,snoozed,snooze_expired,silence_ended,resolved,auto_resolved,silenced,flapping}'),
+				   ('dr.pd', 'pagerduty', 'https://events.pagerduty.test/v2/enqueue', 'rk', 'sev2', 'dr.*', DEFAULT),
+				   ('dr.off', 'slack', 'https://hooks.slack.test/x', NULL, 'sev1', '*', DEFAULT)});
+$orig->do(q{UPDATE gate_bridge.destinations SET enabled = false WHERE name = 'dr.off'});
+
 # playbook rules: one of the user's own, an edited and a disabled built-in
 $orig->do(q{INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks)
 			VALUES ('quality', 'dr.*', '{page_owner,rerun_eval}')});
@@ -394,6 +405,16 @@ $orig->do('SELECT gate_bridge.resolve(?)', undef, unresolved_id($orig, 'BUDGET_d
 eval_row($orig, 'dr.life.flap', cost => 5);
 $orig->do(q{RESET gate_bridge.flap_threshold});
 
+# deliveries in every status: delivered, retried, dead (which opens
+# DELIVERY_dr.hook), claimed (sending), pending, held and skipped
+$orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 200)
+			  FROM gate_bridge.claim_deliveries('dr.w', 5) c});
+$orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 503, 'unavailable', '1 hour')
+			  FROM gate_bridge.claim_deliveries('dr.w', 2) c});
+$orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 404, 'not found')
+			  FROM gate_bridge.claim_deliveries('dr.w', 1) c});
+$orig->do(q{SELECT count(*) FROM gate_bridge.claim_deliveries('dr.w', 1)});
+
 ################################################################ the original
 
 my $want = all_tables($orig);
@@ -427,7 +448,7 @@ is_deeply($orig->selectcol_arrayref(
 	[qw(ack open resolved)], 'the original has incidents in every status');
 is_deeply($orig->selectcol_arrayref(
 	'SELECT DISTINCT kind FROM gate_bridge.incidents ORDER BY 1'),
-	[qw(budget invariant planner)], 'the original has incidents of every kind');
+	[qw(budget delivery invariant planner)], 'the original has incidents of every kind');
 ok($orig->selectrow_array('SELECT count(*) FROM gate_bridge.incidents WHERE occurrences > 1') >= 3,
    'the original has incidents with folded repeats');
 ok($orig->selectrow_array('SELECT count(DISTINCT incident_id) FROM gate_bridge.incident_folds') >= 2,
@@ -451,6 +472,9 @@ is_deeply($orig->selectcol_arrayref(q{
 	 'latency knowledge.* {clear_cache,warm_index} true',
 	 'quality dr.* {page_owner,rerun_eval} true'],
 	'the original has a new, an edited and a disabled built-in playbook rule');
+is_deeply($orig->selectcol_arrayref(
+	'SELECT DISTINCT status FROM gate_bridge.deliveries ORDER BY 1'),
+	[qw(dead delivered held pending sending skipped)], 'the original has deliveries in every status');
 my %count = map { ($_ => scalar @{$want->{$_}}) } @TABLES;
 ok($count{eval_results} >= 25 && $count{budgets} == 12 && $count{incident_keys} >= 10,
    "the original has $count{eval_results} eval rows, $count{budgets} budgets,"
@@ -580,6 +604,8 @@ for my $format (qw(plain custom))
 		playbook_rules => q{UPDATE gate_bridge.playbook_rules SET enabled = NOT enabled WHERE violation_type = 'quality' AND agent_pattern = 'warehouse.*'},
 		stream_status => q{INSERT INTO gate_bridge.stream_status (notifications_skipped) VALUES (1) ON CONFLICT (singleton) DO UPDATE SET notifications_skipped = gate_bridge.stream_status.notifications_skipped + 1},
 		silences => q{UPDATE gate_bridge.silences SET comment = comment || '.' WHERE id = (SELECT min(id) FROM gate_bridge.silences)},
+		deliveries => q{UPDATE gate_bridge.deliveries SET last_error = 'x' WHERE id = (SELECT min(id) FROM gate_bridge.deliveries)},
+		destinations => q{UPDATE gate_bridge.destinations SET url = url || '?x' WHERE name = 'dr.off'},
 	);
 	my @noticed;
 
