@@ -695,7 +695,11 @@ deliver_batch(Worker *w, PGresult *res)
 		d.body_len = d.body ? (size_t) PQgetlength(res, r, c_body) : 0;
 		if (d.id == NULL || d.destination == NULL || d.kind == NULL || d.url == NULL ||
 			d.event_id == NULL || d.body == NULL)
-			continue;			/* nothing to send; its lease will expire */
+		{
+			dlog(w, "delivery %s: the claim returned nothing to send; it is left to its lease",
+				 d.id ? d.id : "?");
+			continue;
+		}
 		send_delivery(w, &d, &o);
 		recorded = complete(w, &d, &o);
 		if (!recorded)
@@ -810,6 +814,11 @@ worker_main(void *arg)
 			backoff(w);
 		PQclear(res);
 	}
+	/*
+	 * The rows of the last batch claimed but not sent go back at once.  A
+	 * row whose outcome could not be recorded stays leased (after a broken
+	 * batch, release_deliveries() would take it back too).
+	 */
 	if (w->claimed_unsent && !LOAD(fatal))
 		release(w);
 	if (w->conn != NULL)
