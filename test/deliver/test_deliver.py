@@ -320,3 +320,25 @@ def test_usage_errors():
                  ["--timeout", "0"], ["--dashboard-url", "ftp://x"], ["--bogus"]):
         p = subprocess.run([BIN, "deliver"] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode == 64, (args, p.stderr)
+
+
+def test_a_lock_timeout_on_completion_is_retried(receiver, workers):
+    """55P03 (and 40001, 40P01, 57014, sorted the same way) on
+    complete_delivery(): the same statement again, with backoff."""
+    prefix, pattern = group("lock")
+    name = unique("lock")
+    add_destination(name, "webhook", receiver.url("slow", name, "ms=700"), agent_pattern=pattern)
+    new_incident(prefix + ".a")
+    w = workers(env={"PGOPTIONS": "-c lock_timeout=100ms"})
+    wait_until(lambda: len(receiver.received(name)) >= 1, 30, "the request in flight")
+    with db_connect() as c:
+        c.autocommit = False
+        c.execute("SELECT 1 FROM gate_bridge.deliveries WHERE destination = %s FOR UPDATE", (name,))
+        time.sleep(1.5)   # the request ends, its completion waits and times out
+        c.rollback()
+    wait_until(lambda: deliveries(name)[0][4] == "delivered", 30, "the delivery recorded")
+    assert w.stop() == 0
+    text = w.text()
+    assert "lock_not_available" in text or "55P03" in text, text
+    assert "retrying with backoff (0.25 s doubling to 10 s)" in text, text
+    assert len(receiver.received(name)) == 1
