@@ -1765,8 +1765,8 @@ $fn$;
  * deliveries that are due (pending with next_attempt_at passed, or sending
  * with an expired lease), in id order, none of them behind an earlier
  * delivery of its incident to its destination that is still held, pending
- * or sending; each goes to sending, leased to the worker, its attempt
- * counted.  Rows another worker is claiming are skipped, never waited for.
+ * or sending, nor to a destination that is disabled (its rows wait); each
+ * goes to sending, leased to the worker, its attempt counted.  Rows another worker is claiming are skipped, never waited for.
  * body is the request to send, rendered by delivery_body().
  */
 CREATE FUNCTION gate_bridge.claim_deliveries(worker text, max_rows integer DEFAULT 10,
@@ -1798,6 +1798,8 @@ BEGIN
 		 WHERE d.status IN ('pending', 'sending')
 		   AND ((d.status = 'pending' AND d.next_attempt_at <= now())
 				OR (d.status = 'sending' AND d.lease_until < now()))
+		   AND EXISTS (SELECT FROM gate_bridge.destinations t
+						WHERE t.name = d.destination AND t.enabled)
 		   AND NOT EXISTS (SELECT FROM gate_bridge.deliveries p
 							WHERE p.incident_id = d.incident_id
 							  AND p.destination = d.destination

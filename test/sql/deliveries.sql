@@ -254,3 +254,11 @@ SELECT c.destination, c.kind, c.secret, c.attempt,
 	   c.payload -> 'event' ? 'position' AS has_position
   FROM gate_bridge.claim_deliveries('w1', 10, '30 s', 'https://dash.test') c ORDER BY c.id;
 SELECT * FROM pg_temp.outbox() WHERE incident_id = (SELECT max(id) FROM gate_bridge.incident_rows);
+
+-- a destination disabled after its rows were written: they wait for it
+UPDATE gate_bridge.deliveries SET status = 'delivered', lease_until = NULL WHERE status = 'sending';
+SELECT pg_temp.violation('wait.a') AS id;
+UPDATE gate_bridge.destinations SET enabled = false WHERE name = 'hook';
+SELECT * FROM pg_temp.claim('w1');
+UPDATE gate_bridge.destinations SET enabled = true WHERE name = 'hook';
+SELECT * FROM pg_temp.claim('w1');
