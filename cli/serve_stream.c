@@ -863,8 +863,12 @@ listener_main(void *arg)
 			if (PQstatus(st.conn) != CONNECTION_OK)
 			{
 				if (!in_outage)
-					gb_serve_log("the database is away: %s; reconnecting with backoff (0.25 s doubling to 10 s)",
-								 strtok(PQerrorMessage(st.conn), "\n"));
+				{
+					const char *msg = PQerrorMessage(st.conn);
+
+					gb_serve_log("the database is away: %.*s; reconnecting with backoff (0.25 s doubling to 10 s)",
+								 (int) strcspn(msg, "\n"), msg);
+				}
 				in_outage = true;
 				PQfinish(st.conn);
 				st.conn = NULL;
