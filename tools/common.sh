@@ -9,7 +9,7 @@ GB_PACKAGES="postgresql-$GB_PGVERSION postgresql-server-dev-$GB_PGVERSION \
 postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourcehandler-pgtap-perl \
 postgresql-contrib libpq-dev libdbd-pg-perl gcc make \
 python3-psycopg python3-psycopg2 python3-sqlalchemy pgbouncer python3-jsonschema \
-libmicrohttpd-dev libcurl4-openssl-dev chromium chromium-driver python3-selenium python3-pytest \
+libmicrohttpd-dev libcurl4-openssl-dev libssl-dev chromium chromium-driver python3-selenium python3-pytest \
 python3-prometheus-client python3-requests curl"
 
 gb_say() { printf '== %s\n' "$*" >&2; }
