@@ -1424,6 +1424,25 @@ CREATE VIEW gate_bridge.delivery_status AS
 	  JOIN gate_bridge.destinations t ON t.name OPERATOR(pg_catalog.=) d.destination;
 
 /*
+ * Per destination, how many of its deliveries are in each status, and when
+ * the oldest one that is due (pending, next_attempt_at passed) was written:
+ * how far behind delivery is.  Every destination has a row, zeros included.
+ */
+CREATE VIEW gate_bridge.delivery_stats AS
+	SELECT t.name AS destination,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'pending') AS pending,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'held') AS held,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'sending') AS sending,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'delivered') AS delivered,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'dead') AS dead,
+		   pg_catalog.count(d.id) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'skipped') AS skipped,
+		   pg_catalog.min(d.created_at) FILTER (WHERE d.status OPERATOR(pg_catalog.=) 'pending'
+			   AND d.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS oldest_pending_at
+	  FROM gate_bridge.destinations t
+	  LEFT JOIN gate_bridge.deliveries d ON d.destination OPERATOR(pg_catalog.=) t.name
+	 GROUP BY t.name;
+
+/*
  * Writes the outbox with the event, in its transaction: one row per
  * enabled destination that subscribes to the event, whose min_severity the
  * incident meets and whose agent_pattern matches its agent; held while a
@@ -1792,7 +1811,7 @@ AS 'MODULE_PATHNAME', 'gate_bridge_on_delivery_failure'
 LANGUAGE C VOLATILE;
 
 REVOKE ALL ON gate_bridge.destinations, gate_bridge.deliveries,
-	gate_bridge.delivery_status FROM PUBLIC;
+	gate_bridge.delivery_status, gate_bridge.delivery_stats FROM PUBLIC;
 REVOKE ALL ON SEQUENCE gate_bridge.deliveries_id_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
 	gate_bridge.delivery_body(text, jsonb, text, text),

@@ -3,7 +3,7 @@
 -- deliveries; operators redeliver; readers see delivery_status and the
 -- destinations without their secrets.  The grants are the README's.
 BEGIN;
-SELECT plan(61);
+SELECT plan(65);
 
 CREATE ROLE regress_dlv_worker;
 CREATE ROLE regress_dlv_operator;
@@ -43,7 +43,7 @@ SELECT ok(NOT has_column_privilege('public', 'gate_bridge.destinations', 'secret
 		  'PUBLIC cannot read destinations.secret');
 SELECT ok(NOT has_table_privilege('public', 'gate_bridge.' || t, p),
 		  format('PUBLIC has no %s on %s', p, t))
-  FROM unnest(ARRAY['destinations', 'deliveries', 'delivery_status']) t,
+  FROM unnest(ARRAY['destinations', 'deliveries', 'delivery_status', 'delivery_stats']) t,
 	   unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p;
 SELECT ok(NOT has_function_privilege('public', f, 'EXECUTE'), format('PUBLIC cannot execute %s', f))
   FROM unnest(ARRAY['gate_bridge.claim_deliveries(text, integer, interval, text)',

@@ -262,3 +262,22 @@ UPDATE gate_bridge.destinations SET enabled = false WHERE name = 'hook';
 SELECT * FROM pg_temp.claim('w1');
 UPDATE gate_bridge.destinations SET enabled = true WHERE name = 'hook';
 SELECT * FROM pg_temp.claim('w1');
+
+-- delivery_stats: every destination, its counts by status as the table has them
+SELECT s.destination,
+	   (s.pending, s.held, s.sending, s.delivered, s.dead, s.skipped) = (
+		   SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'held'),
+				  count(*) FILTER (WHERE status = 'sending'), count(*) FILTER (WHERE status = 'delivered'),
+				  count(*) FILTER (WHERE status = 'dead'), count(*) FILTER (WHERE status = 'skipped')
+			 FROM gate_bridge.deliveries d WHERE d.destination = s.destination) AS counts_match,
+	   s.oldest_pending_at IS NOT DISTINCT FROM (
+		   SELECT min(created_at) FROM gate_bridge.deliveries d
+			WHERE d.destination = s.destination AND status = 'pending'
+			  AND next_attempt_at <= now()) AS oldest_matches
+  FROM gate_bridge.delivery_stats s ORDER BY s.destination;
+-- some statuses are there, so the check means something
+SELECT sum(s.pending) > 0 AS some_pending, sum(s.delivered) > 0 AS some_delivered,
+	   sum(s.dead) > 0 AS some_dead
+  FROM gate_bridge.delivery_stats s;
+SELECT count(*) = (SELECT count(*) FROM gate_bridge.destinations) AS one_row_per_destination
+  FROM gate_bridge.delivery_stats;
