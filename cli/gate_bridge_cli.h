@@ -155,6 +155,8 @@ extern const GBCommand gb_command_unsilence;
 extern const GBCommand gb_command_silences;
 extern const GBCommand gb_command_serve;
 extern const GBCommand gb_command_deliver;
+extern const GBCommand gb_command_deliveries;
+extern const GBCommand gb_command_redeliver;
 
 /* command.c: the skeleton every command runs in */
 extern int	gb_run_command(const GBCommand *cmd, int argc, char **argv,

@@ -29,6 +29,8 @@ static const GBCommand *const commands[] = {
 	&gb_command_silence,
 	&gb_command_unsilence,
 	&gb_command_silences,
+	&gb_command_deliveries,
+	&gb_command_redeliver,
 	&gb_command_serve,
 	&gb_command_deliver,
 };

@@ -15,7 +15,8 @@
 # '1.1'); incidents, ack and resolve; snooze, silence, unsilence, silences
 # and what incidents shows of them (see "Lifecycle" below: those cases need
 # gate_bridge.snooze(), silence(), unsilence(), the table silences and the
-# incidents' snoozed_until, silence_id and flapping); each exit code of run-gates and its
+# incidents' snoozed_until, silence_id and flapping); deliveries (table,
+# filters, JSON lines) and redeliver (see "Delivery" below); each exit code of run-gates and its
 # report, JSON lines, samples and per-violation incident ids,
 # INTERVENTIONS_ENABLED=false; and that "listen", as a role with only the
 # grants it needs, prints every incident event exactly once and in position
@@ -300,13 +301,13 @@ is($rc, 64, '--version takes no command');
 is($rc, 0, '--help exits 0');
 like($out, qr/^Usage:\n  gate-bridge \[-d CONNINFO\] COMMAND/m, '--help shows the usage');
 like($out, qr/^  $_ /m, "--help lists $_")
-  for qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve deliver);
+  for qw(run-gates listen incidents ack resolve snooze silence unsilence silences deliveries redeliver serve deliver);
 like($out, qr/^  64 /m, '--help documents the exit status of usage errors');
 like($out, qr/^  3 /m, '--help documents the exit status of connection failures');
 like($out, qr/^  -V, --version /m, '--help documents --version');
 is($err, '', '--help writes nothing to stderr');
 
-for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence silences serve deliver))
+for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence silences deliveries redeliver serve deliver))
 {
 	($rc, $out, $err) = gb($cmd, '--help');
 	is($rc, 0, "$cmd --help exits 0");
@@ -343,6 +344,14 @@ like($out, qr/^  -t, --type=VIOLATION_TYPE\n/m, 'silence --help lists --type');
 ($rc, $out) = gb('silences', '--help');
 like($out, qr/^  -a, --all /m, 'silences --help lists --all');
 like($out, qr/^  -j, --json /m, 'silences --help lists --json');
+($rc, $out) = gb('deliveries', '--help');
+like($out, qr/^  -i, --incident=ID /m, 'deliveries --help lists --incident');
+like($out, qr/^  -s, --status=STATUS /m, 'deliveries --help lists --status');
+like($out, qr/^      --destination=NAME /m, 'deliveries --help lists --destination');
+like($out, qr/^  -l, --limit=N /m, 'deliveries --help lists --limit');
+like($out, qr/^  -j, --json /m, 'deliveries --help lists --json');
+($rc, $out) = gb('redeliver', '--help');
+like($out, qr/^Usage:\n  gate-bridge redeliver \[OPTIONS\] ID$/m, 'redeliver --help: ID');
 ($rc, $out) = gb('incidents', '--help');
 like($out, qr/FLAGS shows "snoozed until TIME"/, 'incidents --help explains FLAGS');
 ($rc, $out) = gb('listen', '--help');
@@ -400,6 +409,20 @@ my @usage = (
 	[['unsilence', '1', '2'], qr/unsilence: unexpected argument "2"/, 'unsilence with two ids'],
 	[['silences', 'now'], qr/silences: unexpected argument "now"/, 'silences with an argument'],
 	[['silences', '--frob'], qr/silences: unrecognized option '--frob'/, 'unknown silences option'],
+	[['deliveries', 'now'], qr/deliveries: unexpected argument "now"/, 'deliveries with an argument'],
+	[['deliveries', '--status', 'lost'], qr/deliveries: invalid --status "lost": expected held, pending/, 'deliveries with a bad status'],
+	[['deliveries', '--incident', 'x'], qr/deliveries: invalid --incident "x"/, 'deliveries with a bad incident id'],
+	[['deliveries', '--incident', '0'], qr/deliveries: invalid --incident "0"/, 'deliveries with incident 0'],
+	[['deliveries', '--destination', ''], qr/deliveries: --destination must not be empty/, 'deliveries with an empty destination'],
+	[['deliveries', '--limit', '0'], qr/deliveries: invalid --limit "0": expected 1 to 10000/, 'deliveries --limit 0'],
+	[['deliveries', '--limit', '10001'], qr/deliveries: invalid --limit "10001"/, 'deliveries --limit too large'],
+	[['deliveries', '--limit', 'ten'], qr/deliveries: invalid --limit "ten"/, 'deliveries --limit not a number'],
+	[['deliveries', '--limit'], qr/deliveries: option '--limit' requires an argument/, 'deliveries --limit without a value'],
+	[['redeliver'], qr/redeliver: missing delivery ID/, 'redeliver without an id'],
+	[['redeliver', 'x'], qr/redeliver: invalid delivery ID "x"/, 'redeliver with a bad id'],
+	[['redeliver', '0'], qr/redeliver: invalid delivery ID "0"/, 'redeliver with id 0'],
+	[['redeliver', '1', '2'], qr/redeliver: unexpected argument "2"/, 'redeliver with two ids'],
+	[['redeliver', '--frob', '1'], qr/redeliver: unrecognized option '--frob'/, 'unknown redeliver option'],
 );
 for my $u (@usage)
 {
@@ -430,7 +453,8 @@ like($err, qr/could not connect to database "regress_nodb" on host "127\.0\.0\.1
 	'listen: and names the server');
 
 for my $cmd (['run-gates'], ['ack', '1'], ['resolve', '1'], ['snooze', '1', '1h'],
-	['silence', 'inbox.*', '2h', '--comment', 'x'], ['unsilence', '1'], ['silences'])
+	['silence', 'inbox.*', '2h', '--comment', 'x'], ['unsilence', '1'], ['silences'],
+	['deliveries'], ['redeliver', '1'])
 {
 	($rc, $out, $err) = gb('-d', 'host=127.0.0.1 port=1 dbname=regress_nodb connect_timeout=5', @$cmd);
 	is($rc, 3, "$cmd->[0]: a connection failure exits 3");
@@ -823,6 +847,120 @@ for my $case ([$sil2_id, '55000', 'a silence that has ended'], ['987654321', 'P0
 }
 ($rc, $out, $err) = gb('unsilence', $sil_id);
 is($rc, 0, 'unsilence the other silence too') or diag($err);
+
+# ---------------------------------------------------------------------------
+# Delivery: deliveries and redeliver
+#
+# These need the view gate_bridge.delivery_status and
+# gate_bridge.redeliver(id).  Two destinations; each incident created
+# after them writes one delivery to each; statuses are set as a worker
+# would leave them.  The destinations go again at the end (their
+# deliveries with them).
+# ---------------------------------------------------------------------------
+
+$dbh->do(q{INSERT INTO gate_bridge.destinations (name, kind, url, secret)
+		   VALUES ('regress_cli_hook', 'webhook', 'https://hook.test/cli', 'regress-cli-secret'),
+				  ('regress_cli_slack', 'slack', 'https://hooks.slack.test/T/B/CLI', NULL)});
+my $dlv_inc1 = open_incident($dbh, 'regress.dlv.one');
+my $dlv_inc2 = open_incident($dbh, 'regress.dlv.two');
+ok(defined $dlv_inc1 && defined $dlv_inc2, 'two incidents for the deliveries');
+my %dlv = map { ("$_->[1]/$_->[2]" => $_->[0]) } @{ $dbh->selectall_arrayref(
+	q{SELECT id, incident_id, destination FROM gate_bridge.deliveries
+	   WHERE incident_id IN (?, ?) AND event = 'created'}, undef, $dlv_inc1, $dlv_inc2) };
+is(scalar(keys %dlv), 4, 'each incident has a delivery to each destination');
+my $dlv_dead = $dlv{"$dlv_inc1/regress_cli_hook"} // 0;
+my $dlv_done = $dlv{"$dlv_inc1/regress_cli_slack"} // 0;
+my $dlv_pending = $dlv{"$dlv_inc2/regress_cli_hook"} // 0;
+my $dlv_skipped = $dlv{"$dlv_inc2/regress_cli_slack"} // 0;
+$dbh->do(q{UPDATE gate_bridge.deliveries SET status = 'dead', attempts = 3, last_status = 503,
+		   last_error = 'upstream down' WHERE id = ?}, undef, $dlv_dead);
+$dbh->do(q{UPDATE gate_bridge.deliveries SET status = 'delivered', attempts = 1, last_status = 200,
+		   delivered_at = now() WHERE id = ?}, undef, $dlv_done);
+$dbh->do(q{UPDATE gate_bridge.deliveries SET attempts = 2, last_status = NULL,
+		   last_error = ? , next_attempt_at = now() + interval '5 minutes' WHERE id = ?},
+	undef, 'timeout: ' . ('x' x 100), $dlv_pending);
+$dbh->do(q{UPDATE gate_bridge.deliveries SET status = 'skipped' WHERE id = ?}, undef, $dlv_skipped);
+
+my $dlv_all = $dbh->selectcol_arrayref('SELECT id FROM gate_bridge.delivery_status ORDER BY id DESC LIMIT 50');
+($rc, $out, $err) = gb('deliveries');
+is($rc, 0, 'deliveries exits 0') or diag($err);
+like($out, qr/\AID\s+INCIDENT\s+DESTINATION\s+EVENT\s+STATUS\s+ATTEMPTS\s+LAST\s+NEXT\/DELIVERED\n/,
+	'deliveries: table header');
+is_deeply([$out =~ /^(\d+)\s/mg], $dlv_all, 'deliveries: every delivery, newest first');
+my $n_dlv = scalar(@$dlv_all);
+like($out, qr/^\(\Q$n_dlv\E deliveries\)$/m, 'deliveries: count line');
+like($out, qr/^\Q$dlv_dead\E\s+\Q$dlv_inc1\E\s+regress_cli_hook\s+created\s+dead\s+3\s+503 upstream down\s+-$/m,
+	'deliveries: a dead delivery with its last status and error');
+like($out, qr/^\Q$dlv_done\E\s+\Q$dlv_inc1\E\s+regress_cli_slack\s+created\s+delivered\s+1\s+200\s+$iso$/m,
+	'deliveries: a delivered one with when it was delivered');
+like($out, qr/^\Q$dlv_pending\E\s+\Q$dlv_inc2\E\s+regress_cli_hook\s+created\s+pending\s+2\s+timeout: x+\.\.\.\s+$iso$/m,
+	'deliveries: a pending one with its error cut short and when it is due');
+like($out, qr/^\Q$dlv_skipped\E\s+\Q$dlv_inc2\E\s+regress_cli_slack\s+created\s+skipped\s+0\s+-\s+-$/m,
+	'deliveries: a skipped one');
+unlike($out, qr/hook\.test|regress-cli-secret/, 'deliveries: no URL, no secret');
+my ($due_text) = $out =~ /^\Q$dlv_pending\E\s.*\s($iso)$/m;
+my ($due_db) = $dbh->selectrow_array(
+	q{SELECT to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+		FROM gate_bridge.deliveries WHERE id = ?}, undef, $dlv_pending);
+is($due_text, $due_db, 'deliveries: NEXT is next_attempt_at in UTC');
+
+# filters
+for my $case ([['--incident', $dlv_inc1], [$dlv_done, $dlv_dead], '--incident'],
+	[['--status', 'dead'], $dbh->selectcol_arrayref(q{SELECT id FROM gate_bridge.deliveries WHERE status = 'dead' ORDER BY id DESC}), '--status'],
+	[['--destination', 'regress_cli_slack'], [$dlv_skipped, $dlv_done], '--destination'],
+	[['--destination', 'regress_cli_hook', '--incident', $dlv_inc2], [$dlv_pending], '--destination and --incident'],
+	[['--status', 'held', '--destination', 'regress_cli_hook'], [], '--status held: none'],
+	[['--limit', '1'], [$dlv_all->[0]], '--limit 1: the newest'],
+	[['-l', '2', '-i', $dlv_inc2], [$dlv_skipped, $dlv_pending], 'short options'])
+{
+	my ($args, $want, $name) = @$case;
+	($rc, $out, $err) = gb('deliveries', @$args);
+	is($rc, 0, "deliveries $name exits 0") or diag($err);
+	is_deeply([$out =~ /^(\d+)\s/mg], [sort { $b <=> $a } @$want], "deliveries $name");
+}
+($rc, $out) = gb('deliveries', '--destination', 'regress_cli_nowhere');
+like($out, qr/^\(0 deliveries\)$/m, 'deliveries: none, and says so');
+($rc, $out) = gb('deliveries', '--incident', $dlv_inc2, '--destination', 'regress_cli_hook');
+like($out, qr/^\(1 delivery\)$/m, 'deliveries: one, singular');
+
+# --json
+($rc, $out, $err) = gb('deliveries', '--json', '--incident', $dlv_inc1);
+is($rc, 0, 'deliveries --json exits 0') or diag($err);
+my @dlv_lines = json_lines($out);
+is_deeply([map { $_->{id} } @dlv_lines], [$dlv_done, $dlv_dead], 'deliveries --json: newest first');
+is_deeply([sort keys %{ $dlv_lines[0] || {} }],
+	[sort qw(id destination kind incident_id event_id event status attempts next_attempt_at
+			 last_status last_error created_at delivered_at)],
+	'deliveries --json: every field, no url or secret');
+my ($dead_json) = grep { $_->{id} == $dlv_dead } @dlv_lines;
+is_deeply([@{ $dead_json || {} }{qw(destination kind incident_id event status attempts last_status last_error delivered_at)}],
+	['regress_cli_hook', 'webhook', $dlv_inc1, 'created', 'dead', 3, 503, 'upstream down', undef],
+	'deliveries --json: the dead delivery as the table has it');
+like($dead_json->{created_at} // '', qr/^$iso$/, 'deliveries --json: times in UTC');
+($rc, $out) = gb('deliveries', '--json', '--destination', 'regress_cli_nowhere');
+is($out, '', 'deliveries --json: nothing when there is none');
+
+# redeliver
+($rc, $out, $err) = gb('redeliver', $dlv_dead);
+is($rc, 0, 'redeliver exits 0') or diag($err);
+is($out, "Delivery $dlv_dead queued again.\n", 'redeliver confirms');
+my ($re_status, $re_attempts, $re_due) = $dbh->selectrow_array(
+	'SELECT status, attempts, next_attempt_at <= now() FROM gate_bridge.deliveries WHERE id = ?', undef, $dlv_dead);
+is_deeply([$re_status, $re_attempts, $re_due], ['pending', 0, 1], 'redeliver: pending, attempts 0, due now');
+($rc, $out, $err) = gb('redeliver', $dlv_done);
+is($rc, 0, 'redeliver: a delivered one too') or diag($err);
+for my $case ([$dlv_dead, '55000', 'a pending delivery'], ['987654321', 'P0002', 'an unknown delivery'])
+{
+	my ($id, $want_state, $name) = @$case;
+	my ($msg, $state) = server_refusal('SELECT gate_bridge.redeliver(?)', $id);
+	is($state, $want_state, "gate_bridge.redeliver refuses $name with $want_state");
+	($rc, $out, $err) = gb('redeliver', $id);
+	is($rc, 1, "redeliver: $name exits 1");
+	like($err, qr/^gate-bridge: \Q$msg\E$/m, "redeliver: $name, the server's message");
+	is($out, '', "redeliver: $name prints nothing on stdout");
+}
+
+$dbh->do(q{DELETE FROM gate_bridge.destinations WHERE name IN ('regress_cli_hook', 'regress_cli_slack')});
 
 # ---------------------------------------------------------------------------
 # run-gates: exit codes and report
