@@ -397,17 +397,44 @@ static const char *const incidents_query =
 "         ORDER BY o1, o2, o3 DESC, i.id DESC"
 "         LIMIT $4::pg_catalog.int4) x";
 
-static const char *const incident_query =
-"SELECT pg_catalog.jsonb_build_object("
-"  'incident', " INCIDENT_JSON " || pg_catalog.jsonb_build_object("
-"      'details', i.details, 'resolution_note', i.resolution_note, 'subject', i.subject),"
-"  'timeline', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
-"                   'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at,"
-"                   'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced)"
-"                 ORDER BY e.position NULLS LAST, e.id), '[]'::pg_catalog.jsonb)"
-"                 FROM gate_bridge.incident_events e WHERE e.incident_id = i.id),"
-"  'deliveries', '[]'::pg_catalog.jsonb)::pg_catalog.text"
-"  FROM gate_bridge.incidents i WHERE i.id = $1::pg_catalog.int8";
+/*
+ * GET /api/incidents/{id}: deliveries is its deliveries from
+ * gate_bridge.delivery_status in id order (no URL, no secret), or null
+ * where the role may not read that view (incident_query_without_deliveries).
+ * The privilege is checked by a statement of its own (delivery_grant_query):
+ * a statement that names a relation the role may not read fails as a whole
+ * (the executor checks every relation of the statement before it runs),
+ * even when the branch that reads it would not be taken.
+ */
+#define DELIVERIES_JSON \
+"(SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(" \
+"     'id', d.id, 'destination', d.destination, 'kind', d.kind, 'event', d.event," \
+"     'status', d.status, 'attempts', d.attempts, 'next_attempt_at', d.next_attempt_at," \
+"     'last_status', d.last_status, 'last_error', d.last_error," \
+"     'created_at', d.created_at, 'delivered_at', d.delivered_at)" \
+"   ORDER BY d.id), '[]'::pg_catalog.jsonb)" \
+"   FROM gate_bridge.delivery_status d WHERE d.incident_id = i.id)"
+
+#define INCIDENT_QUERY(deliveries) \
+"SELECT pg_catalog.jsonb_build_object(" \
+"  'incident', " INCIDENT_JSON " || pg_catalog.jsonb_build_object(" \
+"      'details', i.details, 'resolution_note', i.resolution_note, 'subject', i.subject)," \
+"  'timeline', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(" \
+"                   'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at," \
+"                   'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced)" \
+"                 ORDER BY e.position NULLS LAST, e.id), '[]'::pg_catalog.jsonb)" \
+"                 FROM gate_bridge.incident_events e WHERE e.incident_id = i.id)," \
+"  'deliveries', " deliveries ")::pg_catalog.text" \
+"  FROM gate_bridge.incidents i WHERE i.id = $1::pg_catalog.int8"
+
+static const char *const incident_query = INCIDENT_QUERY(DELIVERIES_JSON);
+static const char *const incident_query_without_deliveries =
+INCIDENT_QUERY("NULL::pg_catalog.jsonb");
+
+/* May this role read the deliveries?  false on an extension without them. */
+static const char *const delivery_grant_query =
+"SELECT COALESCE(pg_catalog.has_table_privilege("
+"         pg_catalog.to_regclass('gate_bridge.delivery_status'), 'SELECT'), false)";
 
 static const char *const one_incident_query =
 "SELECT pg_catalog.jsonb_build_object('incident', " INCIDENT_JSON ")::pg_catalog.text"
@@ -439,21 +466,89 @@ static const char *const body_query =
 "SELECT pg_catalog.json_typeof($1::pg_catalog.json),"
 "       pg_catalog.json_typeof($1::pg_catalog.json -> 'duration')";
 
-static const char *const metrics_query =
-"SELECT 'd', s.kind, o.outcome, CASE o.outcome WHEN 'created' THEN s.created"
-"                                  WHEN 'deduplicated' THEN s.deduplicated"
-"                                  ELSE s.rate_limited END"
-"  FROM gate_bridge.stats s"
-" CROSS JOIN (VALUES ('created'), ('deduplicated'), ('rate_limited')) o(outcome)"
-" UNION ALL "
-"SELECT 'u', v.severity, w.status,"
-"       (SELECT pg_catalog.count(*) FROM gate_bridge.incidents i"
-"         WHERE i.severity = v.severity AND i.status = w.status)"
-"  FROM (VALUES ('sev1'), ('sev2'), ('sev3')) v(severity)"
-" CROSS JOIN (VALUES ('open'), ('ack')) w(status)"
-" UNION ALL "
-"SELECT 'n', NULL, NULL, COALESCE((SELECT t.notifications_skipped"
-"                                   FROM gate_bridge.stream_status t), 0)";
+#define METRICS_QUERY(deliveries) \
+"SELECT 'd', s.kind, o.outcome, CASE o.outcome WHEN 'created' THEN s.created" \
+"                                  WHEN 'deduplicated' THEN s.deduplicated" \
+"                                  ELSE s.rate_limited END" \
+"  FROM gate_bridge.stats s" \
+" CROSS JOIN (VALUES ('created'), ('deduplicated'), ('rate_limited')) o(outcome)" \
+" UNION ALL " \
+"SELECT 'u', v.severity, w.status," \
+"       (SELECT pg_catalog.count(*) FROM gate_bridge.incidents i" \
+"         WHERE i.severity = v.severity AND i.status = w.status)" \
+"  FROM (VALUES ('sev1'), ('sev2'), ('sev3')) v(severity)" \
+" CROSS JOIN (VALUES ('open'), ('ack')) w(status)" \
+" UNION ALL " \
+"SELECT 'n', NULL, NULL, COALESCE((SELECT t.notifications_skipped" \
+"                                   FROM gate_bridge.stream_status t), 0)" \
+" " deliveries
+
+/*
+ * With the deliveries (where the role may read gate_bridge.delivery_status):
+ * 'q' every status and how many deliveries have it, 'o' the age in seconds
+ * of the oldest pending delivery that is due, 0 when there is none.
+ */
+#define DELIVERY_METRICS \
+" UNION ALL " \
+"SELECT 'q', s.status, NULL, pg_catalog.count(d.id)" \
+"  FROM (VALUES ('held'), ('pending'), ('sending'), ('delivered'), ('dead'), ('skipped')) s(status)" \
+"  LEFT JOIN gate_bridge.delivery_status d ON d.status = s.status" \
+" GROUP BY s.status" \
+" UNION ALL " \
+"SELECT 'o', NULL, NULL," \
+"       COALESCE(pg_catalog.max(GREATEST(EXTRACT(EPOCH FROM pg_catalog.now() - d.created_at), 0)), 0)" \
+"  FROM gate_bridge.delivery_status d" \
+" WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
+
+static const char *const metrics_query = METRICS_QUERY(DELIVERY_METRICS);
+static const char *const metrics_query_without_deliveries = METRICS_QUERY("");
+
+/*
+ * Whether the role may read gate_bridge.delivery_status (delivery_grant_query
+ * on conn): 1 yes, 0 no, -1 the statement failed (*failed is its result,
+ * for the caller to answer with and clear).
+ */
+static int
+deliveries_readable(PGconn *conn, PGresult **failed)
+{
+	PGresult   *res = gb_pool_exec(conn, delivery_grant_query, 0, NULL);
+	int			readable;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		*failed = res;
+		return -1;
+	}
+	readable = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return readable;
+}
+
+/* GET /api/incidents/{id}: with its deliveries, or null for them */
+static enum MHD_Result
+get_incident(struct MHD_Connection *connection, const char *const *params)
+{
+	PGconn	   *conn = gb_pool_acquire();
+	PGresult   *res = NULL;
+	enum MHD_Result ret;
+	int			readable;
+
+	if (conn == NULL)
+		return respond_unavailable(connection);
+	readable = deliveries_readable(conn, &res);
+	if (readable >= 0)
+		res = PQexecParams(conn, readable ? incident_query : incident_query_without_deliveries,
+						   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		ret = respond_failure(connection, conn, res);
+	else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0))
+		ret = respond_error(connection, MHD_HTTP_NOT_FOUND, "no such incident", "P0002");
+	else
+		ret = respond_json(connection, MHD_HTTP_OK, PQgetvalue(res, 0, 0));
+	PQclear(res);
+	gb_pool_release(conn);
+	return ret;
+}
 
 /* ------------------------------------------------------------------------
  * Requests
@@ -765,7 +860,11 @@ get_metrics(struct MHD_Connection *connection)
 	gb_stream_stats(&ss);
 	if (conn != NULL)
 	{
-		res = gb_pool_exec(conn, metrics_query, 0, NULL);
+		int			readable = deliveries_readable(conn, &res);
+
+		if (readable >= 0)
+			res = PQexecParams(conn, readable ? metrics_query : metrics_query_without_deliveries,
+							   0, NULL, NULL, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
 			ret = respond_failure(connection, conn, res);
@@ -800,6 +899,24 @@ get_metrics(struct MHD_Connection *connection)
 			if (strcmp(PQgetvalue(res, r, 0), "n") == 0)
 				appendPQExpBuffer(&buf, "gate_bridge_notifications_skipped_total %s\n",
 								  PQgetvalue(res, r, 3));
+		for (r = 0; r < PQntuples(res); r++)
+			if (strcmp(PQgetvalue(res, r, 0), "q") == 0)
+				break;
+		if (r < PQntuples(res))
+		{
+			metric_head(&buf, "gate_bridge_deliveries", "gauge",
+						"Deliveries to destinations, by status.");
+			for (; r < PQntuples(res); r++)
+				if (strcmp(PQgetvalue(res, r, 0), "q") == 0)
+					appendPQExpBuffer(&buf, "gate_bridge_deliveries{status=\"%s\"} %s\n",
+									  PQgetvalue(res, r, 1), PQgetvalue(res, r, 3));
+			metric_head(&buf, "gate_bridge_delivery_oldest_pending_seconds", "gauge",
+						"Age of the oldest pending delivery that is due, 0 when none is.");
+			for (r = 0; r < PQntuples(res); r++)
+				if (strcmp(PQgetvalue(res, r, 0), "o") == 0)
+					appendPQExpBuffer(&buf, "gate_bridge_delivery_oldest_pending_seconds %s\n",
+									  PQgetvalue(res, r, 3));
+		}
 		PQclear(res);
 		gb_pool_release(conn);
 	}
@@ -933,7 +1050,7 @@ route(struct MHD_Connection *connection, const char *url, const char *method,
 			if (!get)
 				return respond_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED,
 									 "this route takes GET", NULL);
-			return respond_query(connection, incident_query, 1, params, "no such incident");
+			return get_incident(connection, params);
 		}
 		if (strcmp(action, "ack") == 0 || strcmp(action, "resolve") == 0 ||
 			strcmp(action, "snooze") == 0)

@@ -94,6 +94,7 @@ GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
 GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
                           gate_bridge.events_head(),
                           gate_bridge.events_resume_point(bigint) TO serve_viewer;
+GRANT SELECT ON gate_bridge.delivery_status TO serve_viewer;
 -- operators, as the README grants them
 GRANT USAGE ON SCHEMA gate_bridge TO serve_oncall;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
@@ -108,6 +109,7 @@ GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
                           gate_bridge.silence(text, interval, text, text, text),
                           gate_bridge.unsilence(bigint) TO serve_oncall;
 GRANT SELECT ON gate_bridge.silences TO serve_oncall;
+GRANT SELECT ON gate_bridge.delivery_status TO serve_oncall;
 GRANT EXECUTE ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint)
       TO serve_oncall;
 -- quality: 0.85 opens a sev3, 0.7 a sev2, 0.3 a sev1
