@@ -16,8 +16,9 @@
 # and what incidents shows of them (see "Lifecycle" below: those cases need
 # gate_bridge.snooze(), silence(), unsilence(), the table silences and the
 # incidents' snoozed_until, silence_id and flapping); deliveries (table,
-# filters, JSON lines) and redeliver (see "Delivery" below); each exit code of run-gates and its
-# report, JSON lines, samples and per-violation incident ids,
+# filters, JSON lines) and redeliver (see "Delivery" below); each exit code
+# of run-gates and its report, JSON lines, samples and per-violation
+# incident ids,
 # INTERVENTIONS_ENABLED=false; and that "listen", as a role with only the
 # grants it needs, prints every incident event exactly once and in position
 # (commit) order: a committed event is not held back by one still in flight,
