@@ -492,7 +492,25 @@ gb_stream_respond(struct MHD_Connection *connection, const char *after)
 		c->catching_up = true;
 	}
 	else
-		c->from_now = true;
+	{
+		/*
+		 * From now: after the newest position committed now, as the database
+		 * has it (the listener may not have read the last events yet, and
+		 * they are history to this client).  With the database away, from
+		 * the listener's head once it has one.
+		 */
+		PGconn	   *conn = gb_pool_acquire();
+		PGresult   *res = conn ? gb_pool_exec(conn, "SELECT gate_bridge.events_head()", 0, NULL) : NULL;
+
+		if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			gb_parse_id(PQgetvalue(res, 0, 0), &c->cursor))
+			c->from_now = false;
+		else
+			c->from_now = true;
+		PQclear(res);
+		if (conn)
+			gb_pool_release(conn);
+	}
 	client_append(c, "retry: 2000\n\n", 13);
 
 	response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,

@@ -1371,7 +1371,8 @@ COMMENT ON TABLE gate_bridge.destinations IS
 /*
  * The outbox: one row per event and destination.  held: a silence or a
  * snooze holds it back (released when that ends, skipped when the
- * incident is resolved first); pending: due at next_attempt_at; sending:
+ * incident is resolved first; a flapping key's re-opening is skipped at
+ * once); pending: due at next_attempt_at; sending:
  * claimed by a worker until lease_until; delivered, dead, skipped: done.
  */
 CREATE TABLE gate_bridge.deliveries (
@@ -1472,7 +1473,9 @@ BEGIN
 	END IF;
 	INSERT INTO gate_bridge.deliveries (destination, event_id, incident_id, event, status)
 	SELECT t.name, NEW.id, NEW.incident_id, NEW.event,
-		   CASE WHEN NEW.silenced
+		   CASE WHEN NEW.silenced AND i.silence_id IS NULL
+				THEN 'skipped'	-- a flapping key's re-opening: not announced, not deferred
+				WHEN NEW.silenced
 					 OR (i.status = 'ack' AND i.snoozed_until > now()
 						 AND NEW.event NOT IN ('resolved', 'auto_resolved', 'snooze_expired',
 											   'acked', 'snoozed'))

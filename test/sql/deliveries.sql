@@ -281,3 +281,19 @@ SELECT sum(s.pending) > 0 AS some_pending, sum(s.delivered) > 0 AS some_delivere
   FROM gate_bridge.delivery_stats s;
 SELECT count(*) = (SELECT count(*) FROM gate_bridge.destinations) AS one_row_per_destination
   FROM gate_bridge.delivery_stats;
+
+-------------------------------------------------------------------------------
+-- A flapping key's re-opening is not announced: its deliveries are skipped
+-- at once (not held), and the incident's later events are not held up by them
+-------------------------------------------------------------------------------
+SET gate_bridge.flap_threshold = 2;
+SELECT pg_temp.violation('flp.a') AS id \gset
+SELECT gate_bridge.resolve(:id, 'regress_alice');
+SELECT pg_temp.violation('flp.a') AS flapping_id \gset
+SELECT i.flapping FROM gate_bridge.incidents i WHERE i.id = :flapping_id;
+SELECT pg_temp.violation('flp.a', 'critical') IS NULL AS escalated_in_place;
+SELECT d.destination, d.event, d.status
+  FROM gate_bridge.deliveries d WHERE d.incident_id = :flapping_id ORDER BY d.id;
+SELECT c.destination, c.event FROM gate_bridge.claim_deliveries('regress-flap', 100) c
+ WHERE c.incident_id = :flapping_id ORDER BY c.id;
+RESET gate_bridge.flap_threshold;
