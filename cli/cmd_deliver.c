@@ -858,19 +858,6 @@ static const GBOption options[] = {
 	{NULL, 0, NULL, NULL}
 };
 
-static bool
-parse_int(const char *s, int min, int max, int *out)
-{
-	char	   *end;
-	long		v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = (int) v;
-	return true;
-}
 
 static int
 deliver_option(int key, const char *arg)
@@ -880,7 +867,7 @@ deliver_option(int key, const char *arg)
 	switch (key)
 	{
 		case OPT_WORKERS:
-			if (!parse_int(arg, 1, MAX_WORKERS, &nworkers))
+			if (!gb_parse_int(arg, 1, MAX_WORKERS, &nworkers))
 				return gb_usage_error("deliver", "invalid --workers \"%s\": expected a number from 1 to %d",
 									  arg, MAX_WORKERS);
 			break;
@@ -894,7 +881,7 @@ deliver_option(int key, const char *arg)
 			dashboard_url = arg;
 			break;
 		case OPT_TICK:
-			if (!parse_int(arg, 0, 86400, &tick_secs))
+			if (!gb_parse_int(arg, 0, 86400, &tick_secs))
 				return gb_usage_error("deliver", "invalid --tick \"%s\": expected whole seconds from 0 to 86400",
 									  arg);
 			break;

@@ -151,40 +151,16 @@ deliveries_run(GBSession *s)
 		"NEXT/DELIVERED"
 	};
 	const char *params[4] = {incident, status, destination, limit};
-	int			col[lengthof(titles)];
-	int			line;
+	int			col[lengthof(titles)] = {0};
+	int			line = 0;
 	const GBColumn columns[] = {
 		{"id", &col[0]}, {"incident_id", &col[1]}, {"destination", &col[2]},
 		{"event", &col[3]}, {"status", &col[4]}, {"attempts", &col[5]},
 		{"last_cell", &col[6]}, {"when_cell", &col[7]},
 		{"line", &line}, {NULL, NULL}
 	};
-	PGresult   *res;
-	int			rc = GB_EXIT_OK;
-	int			n;
-	int			r;
-
-	res = gb_exec(s->conn, list_query, 4, params, &rc);
-	if (res == NULL)
-		return rc;
-	n = PQntuples(res);
-	if (!gb_find_columns(res, columns))
-		rc = GB_EXIT_FAIL;
-	else if (json)
-	{
-		for (r = 0; r < n && rc == GB_EXIT_OK; r++)
-			if (!gb_print_line(PQgetvalue(res, r, line)))
-				rc = GB_EXIT_FAIL;
-	}
-	else
-	{
-		gb_print_table(res, titles, col, (int) lengthof(titles));
-		printf("(%d deliver%s)\n", n, n == 1 ? "y" : "ies");
-		if (fflush(stdout) == EOF)
-			rc = GB_EXIT_FAIL;
-	}
-	PQclear(res);
-	return rc;
+	return gb_print_listing(s->conn, list_query, 4, params, columns, titles, col,
+							(int) lengthof(titles), &line, json, "delivery", "deliveries");
 }
 
 static int

@@ -95,19 +95,6 @@ static const GBOption options[] = {
 	{NULL, 0, NULL, NULL}
 };
 
-static bool
-parse_int(const char *s, int min, int max, int *out)
-{
-	char	   *end;
-	long		v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = (int) v;
-	return true;
-}
 
 static int
 serve_option(int key, const char *arg)
@@ -119,7 +106,7 @@ serve_option(int key, const char *arg)
 				const char *colon = strrchr(arg, ':');
 				size_t		hl;
 
-				if (colon == NULL || !parse_int(colon + 1, 0, 65535, &gb_serve.port))
+				if (colon == NULL || !gb_parse_int(colon + 1, 0, 65535, &gb_serve.port))
 					return gb_usage_error("serve", "invalid --listen \"%s\": expected HOST:PORT, such as 127.0.0.1:8080",
 										  arg);
 				hl = (size_t) (colon - arg);
@@ -139,12 +126,12 @@ serve_option(int key, const char *arg)
 			tokens_file = arg;
 			break;
 		case OPT_TICK:
-			if (!parse_int(arg, 0, 86400, &gb_serve.tick_secs))
+			if (!gb_parse_int(arg, 0, 86400, &gb_serve.tick_secs))
 				return gb_usage_error("serve", "invalid --tick \"%s\": expected whole seconds from 0 to 86400",
 									  arg);
 			break;
 		case OPT_CLIENT_TIMEOUT:
-			if (!parse_int(arg, 1, 3600, &gb_serve.client_timeout))
+			if (!gb_parse_int(arg, 1, 3600, &gb_serve.client_timeout))
 				return gb_usage_error("serve", "invalid --client-timeout \"%s\": expected whole seconds from 1 to 3600",
 									  arg);
 			break;

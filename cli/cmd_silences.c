@@ -198,40 +198,16 @@ silences_run(GBSession *s)
 		"COMMENT"
 	};
 	const char *params[1] = {all ? "true" : "false"};
-	int			col[lengthof(titles)];
-	int			line;
+	int			col[lengthof(titles)] = {0};
+	int			line = 0;
 	const GBColumn columns[] = {
 		{"id", &col[0]}, {"agent_pattern", &col[1]}, {"kind_cell", &col[2]},
 		{"type_cell", &col[3]}, {"starts_at", &col[4]}, {"ends_at", &col[5]},
 		{"created_by", &col[6]}, {"comment", &col[7]},
 		{"line", &line}, {NULL, NULL}
 	};
-	PGresult   *res;
-	int			rc = GB_EXIT_OK;
-	int			n;
-	int			r;
-
-	res = gb_exec(s->conn, list_query, 1, params, &rc);
-	if (res == NULL)
-		return rc;
-	n = PQntuples(res);
-	if (!gb_find_columns(res, columns))
-		rc = GB_EXIT_FAIL;
-	else if (json)
-	{
-		for (r = 0; r < n && rc == GB_EXIT_OK; r++)
-			if (!gb_print_line(PQgetvalue(res, r, line)))
-				rc = GB_EXIT_FAIL;
-	}
-	else
-	{
-		gb_print_table(res, titles, col, (int) lengthof(titles));
-		printf("(%d silence%s)\n", n, n == 1 ? "" : "s");
-		if (fflush(stdout) == EOF)
-			rc = GB_EXIT_FAIL;
-	}
-	PQclear(res);
-	return rc;
+	return gb_print_listing(s->conn, list_query, 1, params, columns, titles, col,
+							(int) lengthof(titles), &line, json, "silence", "silences");
 }
 
 const GBCommand gb_command_silence = {

@@ -169,6 +169,7 @@ extern int	gb_bad_option(const char *cmd);
 /* options.c: parsing values of options and of the environment */
 extern bool gb_parse_id(const char *s, int64_t *out);
 extern bool gb_parse_seconds(const char *s, double *out);
+extern bool gb_parse_int(const char *s, int min, int max, int *out);
 extern bool gb_lookback_to_interval(const char *s, char *out, size_t outlen);
 extern int	gb_env_interventions_enabled(const char **value);
 
@@ -225,6 +226,11 @@ extern int	gb_display_width(const char *s);
 extern void gb_print_padded(FILE *out, const char *s, int width);
 extern void gb_print_table(const PGresult *res, const char *const *titles,
 						   const int *col, int ncols);
+extern int	gb_print_listing(PGconn *conn, const char *sql, int nparams,
+							 const char *const *params, const GBColumn *columns,
+							 const char *const *titles, const int *col, int ncols,
+							 const int *line, bool json, const char *one,
+							 const char *many);
 extern void gb_format_number(const char *text, char *out, size_t outlen);
 extern bool gb_print_line(const char *line);
 extern void gb_check_buffer(PQExpBuffer buf);

@@ -51,6 +51,23 @@ gb_parse_seconds(const char *s, double *out)
 	return true;
 }
 
+/* A whole number from min to max, and nothing after it. */
+bool
+gb_parse_int(const char *s, int min, int max, int *out)
+{
+	char	   *end;
+	long		v;
+
+	if (s == NULL)
+		return false;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return false;
+	*out = (int) v;
+	return true;
+}
+
 /*
  * --lookback: "7d", "12h", "30m", "45s" (and "2w") become the PostgreSQL
  * interval "7 days" and so on; anything else is passed on unchanged as an

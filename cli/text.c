@@ -159,3 +159,42 @@ gb_check_buffer(PQExpBuffer buf)
 		exit(GB_EXIT_FAIL);
 	}
 }
+
+/*
+ * A list command's output: run the query, then print each row's "line"
+ * column as it is (--json), or the table of the columns with a count under
+ * it, "(N one)" or "(N many)".  Returns the exit status.
+ */
+int
+gb_print_listing(PGconn *conn, const char *sql, int nparams,
+				 const char *const *params, const GBColumn *columns,
+				 const char *const *titles, const int *col, int ncols,
+				 const int *line, bool json, const char *one, const char *many)
+{
+	PGresult   *res;
+	int			rc = GB_EXIT_OK;
+	int			n;
+	int			r;
+
+	res = gb_exec(conn, sql, nparams, params, &rc);
+	if (res == NULL)
+		return rc;
+	n = PQntuples(res);
+	if (!gb_find_columns(res, columns))
+		rc = GB_EXIT_FAIL;
+	else if (json)
+	{
+		for (r = 0; r < n && rc == GB_EXIT_OK; r++)
+			if (!gb_print_line(PQgetvalue(res, r, *line)))
+				rc = GB_EXIT_FAIL;
+	}
+	else
+	{
+		gb_print_table(res, titles, col, ncols);
+		printf("(%d %s)\n", n, n == 1 ? one : many);
+		if (fflush(stdout) == EOF)
+			rc = GB_EXIT_FAIL;
+	}
+	PQclear(res);
+	return rc;
+}
