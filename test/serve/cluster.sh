@@ -1,4 +1,5 @@
-# A throw-away PostgreSQL cluster for test/serve/run.sh and bench/serve.sh.
+# A throw-away PostgreSQL cluster for test/serve/run.sh, test/deliver/run.sh
+# and the bench scripts of serve and deliver.
 # Sourced, not run (after tools/common.sh, which gives gb_free_port).
 #
 #   gbs_cluster_create DIR     initdb into DIR/data, socket in DIR/sock, a free
@@ -6,6 +7,7 @@
 #                              GBS_PGBIN, GBS_SOCK, GBS_PGLOG)
 #   gbs_cluster_start / gbs_cluster_stop [MODE]
 #   gbs_psql SQL               as the superuser, ON_ERROR_STOP
+#   gbs_run_pytest NAME DIR    the whole of a suite's run.sh (below)
 #   gbs_setup_db               the extension, the roles serve_viewer and
 #                              serve_oncall with the README's grants, a
 #                              quality budget on every agent
@@ -116,4 +118,77 @@ GRANT EXECUTE ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boo
 INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, error, critical)
 VALUES ('*', 'quality', 0.9, 0.8, 0.5);
 "
+}
+
+# gbs_run_pytest NAME DIR [PYTEST ARGS...]: the whole of a suite's run.sh
+# (test/serve, test/deliver).  NAME names the binary's variable
+# GB_<NAME>_BIN (default: ./gate-bridge of this tree), the work directory
+# and GB_<NAME>_KEEP=1 (keep it); the tests write the pids of what they
+# start to WORK/NAME.pids, so that the cleanup ends what a dead session
+# left behind.  A function gbs_suite_check, when defined, runs once the
+# database is set up.  Returns pytest's status.
+gbs_run_pytest() {
+	local name=$1 here=$2
+	shift 2
+	local upper binvar root py status=0 paths a
+	upper=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
+	binvar=GB_${upper}_BIN
+	root=$(cd "$here/../.." && pwd)
+	py=${GB_PYTHON:-/usr/bin/python3}
+	export "$binvar=${!binvar:-$root/gate-bridge}"
+	if [ ! -x "${!binvar}" ]; then
+		echo "test/$name: ${!binvar} is missing (make)" >&2
+		return 1
+	fi
+	GBS_SUITE=$name
+	GBS_KEEPVAR=GB_${upper}_KEEP
+	GBS_WORK=$(mktemp -d "${TMPDIR:-/tmp}/gb_${name}_test.XXXXXX")
+	trap gbs_suite_cleanup EXIT
+	trap 'exit 130' INT TERM
+
+	gbs_cluster_create "$GBS_WORK"
+	gbs_cluster_start
+	gbs_setup_db
+	if declare -F gbs_suite_check >/dev/null; then
+		gbs_suite_check || return 1
+	fi
+
+	export GB_TEST_WORK=$GBS_WORK
+	export GB_TEST_PGHOST=127.0.0.1
+	export GB_TEST_PGPORT=$GBS_PORT
+	export GB_TEST_PGDATA=$GBS_PGDATA
+	export GB_TEST_PGBIN=$GBS_PGBIN
+	export GB_TEST_PGLOG=$GBS_PGLOG
+	export PYTHONDONTWRITEBYTECODE=1
+
+	cd "$root"
+	paths=("$here")
+	for a in "$@"; do
+		case $a in test/* | /* | ./*) paths=() ;; esac
+	done
+	"$py" -m pytest -q -p no:cacheprovider --rootdir="$here" "${paths[@]}" "$@" || status=$?
+	if [ $status -ne 0 ] && [ -f "$GBS_PGLOG" ]; then
+		echo "---- end of the PostgreSQL log" >&2
+		tail -n 30 "$GBS_PGLOG" >&2
+	fi
+	return $status
+}
+
+gbs_suite_cleanup() {
+	local rc=$? pid keep
+	keep=${!GBS_KEEPVAR:-}
+	if [ -f "$GBS_WORK/$GBS_SUITE.pids" ]; then
+		while read -r pid; do
+			if grep -qa 'gate-bridge' "/proc/$pid/cmdline" 2>/dev/null; then
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		done <"$GBS_WORK/$GBS_SUITE.pids"
+	fi
+	gbs_cluster_stop immediate
+	if [ "$keep" = 1 ]; then
+		echo "test/$GBS_SUITE: kept $GBS_WORK" >&2
+	else
+		rm -rf "$GBS_WORK"
+	fi
+	exit $rc
 }
