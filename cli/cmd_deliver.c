@@ -82,7 +82,6 @@ static int	fatal = 0;
 static int	tick_refused = 0;
 static int	workers_done = 0;
 static int	wake_pipe[2] = {-1, -1};	/* readable once stopping */
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char user_agent[64];
 
 #define LOAD(v)		__atomic_load_n(&(v), __ATOMIC_SEQ_CST)
@@ -124,23 +123,17 @@ static void
 dlog(const Worker *w, const char *fmt,...)
 {
 	char		msg[1536];
-	char		when[32];
-	time_t		now = time(NULL);
-	struct tm	tm;
+	char		who[32];
 	va_list		ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	gmtime_r(&now, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	pthread_mutex_lock(&log_lock);
 	if (w != NULL)
-		fprintf(stderr, "%s %s deliver[%d]: %s\n", when, GB_PROGNAME, w->n, msg);
+		snprintf(who, sizeof(who), "deliver[%d]", w->n);
 	else
-		fprintf(stderr, "%s %s deliver: %s\n", when, GB_PROGNAME, msg);
-	fflush(stderr);
-	pthread_mutex_unlock(&log_lock);
+		snprintf(who, sizeof(who), "deliver");
+	gb_log_line(who, msg);
 }
 
 static double

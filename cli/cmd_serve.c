@@ -50,17 +50,12 @@ void
 gb_serve_log(const char *fmt,...)
 {
 	char		msg[1024];
-	char		when[32];
-	time_t		now = time(NULL);
-	struct tm	tm;
 	va_list		ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	gmtime_r(&now, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(stderr, "%s %s serve: %s\n", when, GB_PROGNAME, msg);
+	gb_log_line("serve", msg);
 }
 
 static void

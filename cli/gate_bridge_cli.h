@@ -234,5 +234,6 @@ extern int	gb_print_listing(PGconn *conn, const char *sql, int nparams,
 extern void gb_format_number(const char *text, char *out, size_t outlen);
 extern bool gb_print_line(const char *line);
 extern void gb_check_buffer(PQExpBuffer buf);
+extern void gb_log_line(const char *who, const char *msg);
 
 #endif							/* GATE_BRIDGE_CLI_H */

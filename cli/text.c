@@ -12,8 +12,10 @@
  */
 #include "postgres_fe.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gate_bridge_cli.h"
 
@@ -197,4 +199,25 @@ gb_print_listing(PGconn *conn, const char *sql, int nparams,
 	}
 	PQclear(res);
 	return rc;
+}
+
+/*
+ * One line of a long-running command's log on stderr: the UTC time, the
+ * program and who speaks ("serve", "deliver[2]"), then the message.
+ * Threads take turns, so lines never mix.
+ */
+void
+gb_log_line(const char *who, const char *msg)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	char		when[32];
+	time_t		now = time(NULL);
+	struct tm	tm;
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	pthread_mutex_lock(&lock);
+	fprintf(stderr, "%s %s %s: %s\n", when, GB_PROGNAME, who, msg);
+	fflush(stderr);
+	pthread_mutex_unlock(&lock);
 }
