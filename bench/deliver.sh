@@ -23,26 +23,4 @@
 . "$(dirname "$0")/../test/serve/cluster.sh"
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-export GB_DELIVER_BIN=${GB_DELIVER_BIN:-$here/../gate-bridge}
-py=${GB_PYTHON:-/usr/bin/python3}
-[ -x "$GB_DELIVER_BIN" ] || { echo "bench/deliver.sh: $GB_DELIVER_BIN is missing (make)" >&2; exit 2; }
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/gb_deliver_bench.XXXXXX")
-cleanup() {
-	local rc=$?
-	gbs_cluster_stop immediate
-	if [ "${GB_BENCH_KEEP:-}" = 1 ]; then echo "bench/deliver.sh: kept $work" >&2; else rm -rf "$work"; fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-gbs_cluster_create "$work"
-gbs_cluster_start
-gbs_setup_db >/dev/null
-
-export GB_BENCH_PGPORT=$GBS_PORT GB_BENCH_WORK=$work PYTHONDONTWRITEBYTECODE=1
-echo "== $(nproc) CPUs; deliver $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo ?)" \
-	"binary md5 $(md5sum <"$GB_DELIVER_BIN" | cut -c1-12)"
-"$py" "$here/deliver-bench.py"
+gbs_run_bench deliver "$(cd "$(dirname "$0")" && pwd)"

@@ -20,27 +20,4 @@
 . "$(dirname "$0")/../test/serve/cluster.sh"
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-export GB_SERVE_BIN=${GB_SERVE_BIN:-$here/../gate-bridge}
-py=${GB_PYTHON:-/usr/bin/python3}
-[ -x "$GB_SERVE_BIN" ] || { echo "bench/serve.sh: $GB_SERVE_BIN is missing (make)" >&2; exit 2; }
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/gb_serve_bench.XXXXXX")
-cleanup() {
-	local rc=$?
-	gbs_cluster_stop immediate
-	if [ "${GB_BENCH_KEEP:-}" = 1 ]; then echo "bench/serve.sh: kept $work" >&2; else rm -rf "$work"; fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-gbs_cluster_create "$work"
-gbs_cluster_start
-gbs_setup_db >/dev/null
-
-ulimit -n 8192 2>/dev/null || true
-export GB_BENCH_PGPORT=$GBS_PORT GB_BENCH_WORK=$work
-echo "== $(nproc) CPUs; serve $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo ?)" \
-	"binary md5 $(md5sum <"$GB_SERVE_BIN" | cut -c1-12)"
-"$py" "$here/serve-bench.py"
+gbs_run_bench serve "$(cd "$(dirname "$0")" && pwd)"

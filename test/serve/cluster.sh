@@ -8,6 +8,7 @@
 #   gbs_cluster_start / gbs_cluster_stop [MODE]
 #   gbs_psql SQL               as the superuser, ON_ERROR_STOP
 #   gbs_run_pytest NAME DIR    the whole of a suite's run.sh (below)
+#   gbs_run_bench NAME DIR     the whole of bench/NAME.sh (below)
 #   gbs_setup_db               the extension, the roles serve_viewer and
 #                              serve_oncall with the README's grants, a
 #                              quality budget on every agent
@@ -141,6 +142,7 @@ gbs_run_pytest() {
 		return 1
 	fi
 	GBS_SUITE=$name
+	GBS_LABEL=test/$name
 	GBS_KEEPVAR=GB_${upper}_KEEP
 	GBS_WORK=$(mktemp -d "${TMPDIR:-/tmp}/gb_${name}_test.XXXXXX")
 	trap gbs_suite_cleanup EXIT
@@ -186,9 +188,43 @@ gbs_suite_cleanup() {
 	fi
 	gbs_cluster_stop immediate
 	if [ "$keep" = 1 ]; then
-		echo "test/$GBS_SUITE: kept $GBS_WORK" >&2
+		echo "$GBS_LABEL: kept $GBS_WORK" >&2
 	else
 		rm -rf "$GBS_WORK"
 	fi
 	exit $rc
+}
+
+# gbs_run_bench NAME DIR: the whole of bench/NAME.sh (serve, deliver): the
+# binary (GB_<NAME>_BIN, default ./gate-bridge), a cluster in a work
+# directory (GB_BENCH_KEEP=1 keeps it), then DIR/NAME-bench.py with
+# GB_BENCH_PGPORT and GB_BENCH_WORK, after a line naming the machine, the
+# commit and the binary.  Returns the script's status.
+gbs_run_bench() {
+	local name=$1 here=$2
+	local upper binvar py
+	upper=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
+	binvar=GB_${upper}_BIN
+	py=${GB_PYTHON:-/usr/bin/python3}
+	export "$binvar=${!binvar:-$here/../gate-bridge}"
+	if [ ! -x "${!binvar}" ]; then
+		echo "bench/$name.sh: ${!binvar} is missing (make)" >&2
+		return 2
+	fi
+	GBS_SUITE=$name
+	GBS_LABEL=bench/$name.sh
+	GBS_KEEPVAR=GB_BENCH_KEEP
+	GBS_WORK=$(mktemp -d "${TMPDIR:-/tmp}/gb_${name}_bench.XXXXXX")
+	trap gbs_suite_cleanup EXIT
+	trap 'exit 130' INT TERM
+
+	gbs_cluster_create "$GBS_WORK"
+	gbs_cluster_start
+	gbs_setup_db >/dev/null
+
+	ulimit -n 8192 2>/dev/null || true
+	export GB_BENCH_PGPORT=$GBS_PORT GB_BENCH_WORK=$GBS_WORK PYTHONDONTWRITEBYTECODE=1
+	echo "== $(nproc) CPUs; $name $(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo ?)" \
+		"binary md5 $(md5sum <"${!binvar}" | cut -c1-12)"
+	"$py" "$here/$name-bench.py"
 }
