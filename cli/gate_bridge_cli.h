@@ -44,6 +44,7 @@
 #define GB_EXIT_FAIL		1	/* a gate failed, or the server refused */
 #define GB_EXIT_WARN		2	/* run-gates: warnings only, --fail-on-warning */
 #define GB_EXIT_CONNECT		3	/* could not connect, or the connection broke */
+#define GB_EXIT_UNJUDGED	4	/* run-gates: a gate had too little to judge */
 #define GB_EXIT_USAGE		64	/* bad command line or environment */
 
 /*

@@ -349,22 +349,23 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION gate_bridge.evaluate_agent(text, interval) IS
 	'Checks an agent''s averages, latency p95 and failed invariants over each budget''s lookback (or the one given) against its budgets';
 
--- run_gates gains a column, so it is created anew.  The privileges granted
+-- run_gates gains columns (status, insufficient) and an argument
+-- (min_samples), so it is created anew.  The privileges granted
 -- on it (the README's pg_cron job) are granted again, with grant option
 -- where they had it.
 ALTER FUNCTION gate_bridge.run_gates(text, interval, boolean) RENAME TO run_gates_1_1;
 
 CREATE FUNCTION gate_bridge.run_gates(
 	agent text DEFAULT NULL, lookback interval DEFAULT NULL,
-	create_incidents boolean DEFAULT false)
-RETURNS TABLE (agent text, passed boolean, samples bigint, violations jsonb,
-			   incident_ids bigint[])
+	create_incidents boolean DEFAULT false, min_samples integer DEFAULT NULL)
+RETURNS TABLE (agent text, status text, passed boolean, samples bigint,
+			   violations jsonb, insufficient jsonb, incident_ids bigint[])
 AS 'MODULE_PATHNAME', 'gate_bridge_run_gates'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-REVOKE ALL ON FUNCTION gate_bridge.run_gates(text, interval, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.run_gates(text, interval, boolean, integer) FROM PUBLIC;
 
-COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean) IS
+COMMENT ON FUNCTION gate_bridge.run_gates(text, interval, boolean, integer) IS
 	'Evaluates every agent with a budget (or the one named) and, with create_incidents, opens incidents for the violations';
 
 DO $regrant$
@@ -382,7 +383,7 @@ BEGIN
 		   AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
 		 ORDER BY a.n
 	LOOP
-		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO %s%s',
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean, integer) TO %s%s',
 								  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
 									   ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
 								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
@@ -687,6 +688,8 @@ CREATE TRIGGER incident_rows_truncated
  *	  resolved (auto_resolved), unless its key is flapping;
  *	- flapping that ended: a full flap_window without a state change
  *	  (flapping_ended, announced);
+ *	- heartbeats: HEARTBEAT_{agent} opened for an agent silent for longer
+ *	  than its heartbeat's max_silence, resolved when it reports again;
  *	- and the folded violations are compacted, which is no transition.
  * Each transition is taken under the row's lock, with SKIP LOCKED, and
  * checked again there: two ticks at once neither wait for each other nor
@@ -791,13 +794,16 @@ BEGIN
 		n := n + 1;
 	END LOOP;
 
+	-- agents that stopped reporting, and those that report again
+	n := n + gate_bridge.check_heartbeats();
+
 	PERFORM gate_bridge.compact_folds(NULL);
 	RETURN n;
 END
 $fn$;
 
 COMMENT ON FUNCTION gate_bridge.tick() IS
-	'Time-driven transitions (snooze expiry, silence end, quiet auto-resolve, flapping end) and compaction; safe to call concurrently and often; returns the transitions made';
+	'Time-driven transitions (snooze expiry, silence end, quiet auto-resolve, flapping end, heartbeats) and compaction; safe to call concurrently and often; returns the transitions made';
 
 SELECT pg_catalog.pg_extension_config_dump('gate_bridge.incident_folds', '');
 
@@ -823,7 +829,7 @@ CREATE OR REPLACE VIEW gate_bridge.stats AS
 		   COALESCE(k.created, 0)::bigint AS created,
 		   COALESCE(d.deduplicated, 0)::bigint AS deduplicated,
 		   COALESCE(k.rate_limited, 0)::bigint AS rate_limited
-	  FROM (VALUES ('budget'), ('invariant'), ('planner'), ('delivery')) AS v(kind)
+	  FROM (VALUES ('budget'), ('invariant'), ('planner'), ('delivery'), ('heartbeat')) AS v(kind)
 	  LEFT JOIN (SELECT ik.kind, pg_catalog.sum(ik.created) AS created,
 						pg_catalog.sum(ik.rate_limited) AS rate_limited
 				   FROM gate_bridge.incident_keys ik GROUP BY ik.kind) k
@@ -958,7 +964,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-	IF NEW.kind NOT IN ('budget', 'invariant', 'planner', 'delivery') THEN
+	IF NEW.kind NOT IN ('budget', 'invariant', 'planner', 'delivery', 'heartbeat') THEN
 		RAISE EXCEPTION 'invalid incident kind "%"', NEW.kind USING ERRCODE = '23514';
 	END IF;
 	IF NEW.key = '' OR octet_length(NEW.key) > 255 THEN
@@ -1046,7 +1052,7 @@ CREATE TABLE gate_bridge.silences (
 	CONSTRAINT silences_agent_pattern_check
 		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
 	CONSTRAINT silences_kind_check
-		CHECK (kind IN ('budget', 'invariant', 'planner', 'delivery')),
+		CHECK (kind IN ('budget', 'invariant', 'planner', 'delivery', 'heartbeat')),
 	CONSTRAINT silences_ends_at_check
 		CHECK (ends_at OPERATOR(pg_catalog.>=) starts_at)
 );
@@ -1129,17 +1135,17 @@ BEGIN
 		RAISE EXCEPTION 'comment is too long (% bytes, at most 8192)', octet_length(silence.comment)
 			USING ERRCODE = '22023';
 	END IF;
-	IF silence.kind IS NOT NULL AND silence.kind NOT IN ('budget', 'invariant', 'planner', 'delivery') THEN
+	IF silence.kind IS NOT NULL AND silence.kind NOT IN ('budget', 'invariant', 'planner', 'delivery', 'heartbeat') THEN
 		RAISE EXCEPTION 'invalid incident kind %', quote_literal(silence.kind)
 			USING ERRCODE = '22023',
-				  HINT = 'Use budget, invariant, planner, delivery, or NULL for any.';
+				  HINT = 'Use budget, invariant, planner, delivery, heartbeat, or NULL for any.';
 	END IF;
 	IF silence.violation_type IS NOT NULL
 	   AND silence.violation_type NOT IN ('quality', 'latency', 'cost', 'success_rate',
-										  'invariants', 'planner_regression', 'delivery') THEN
+										  'invariants', 'planner_regression', 'delivery', 'heartbeat') THEN
 		RAISE EXCEPTION 'invalid violation type %', quote_literal(silence.violation_type)
 			USING ERRCODE = '22023',
-				  HINT = 'Use quality, latency, cost, success_rate, invariants, planner_regression, delivery, or NULL for any.';
+				  HINT = 'Use quality, latency, cost, success_rate, invariants, planner_regression, delivery, heartbeat, or NULL for any.';
 	END IF;
 	INSERT INTO gate_bridge.silences AS s
 		(agent_pattern, kind, violation_type, starts_at, ends_at, created_by, comment)
@@ -1824,3 +1830,133 @@ REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
 	gate_bridge.release_deliveries(text),
 	gate_bridge.redeliver(bigint),
 	gate_bridge.on_delivery_failure(text, jsonb) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Budgets for the windowed gates: min_samples, method and the baseline's
+-- history and width (appended to the table).
+-------------------------------------------------------------------------------
+ALTER TABLE gate_bridge.budgets
+	ADD COLUMN min_samples integer NOT NULL DEFAULT 1,
+	ADD COLUMN method text NOT NULL DEFAULT 'mean',
+	ADD COLUMN baseline_windows integer NOT NULL DEFAULT 4,
+	ADD COLUMN baseline_k float8 NOT NULL DEFAULT 3,
+	ADD CONSTRAINT budgets_min_samples_check
+		CHECK (min_samples OPERATOR(pg_catalog.>=) 1
+			   AND min_samples OPERATOR(pg_catalog.<=) 1000000),
+	ADD CONSTRAINT budgets_baseline_windows_check
+		CHECK (baseline_windows OPERATOR(pg_catalog.>=) 2
+			   AND baseline_windows OPERATOR(pg_catalog.<=) 100),
+	ADD CONSTRAINT budgets_baseline_k_check
+		CHECK (baseline_k OPERATOR(pg_catalog.>) 0::float8
+			   AND baseline_k OPERATOR(pg_catalog.<=) 100::float8);
+
+-------------------------------------------------------------------------------
+-- Gates that tell signal from noise: sample sizes, Wilson bounds, baselines
+-- (src/evaluate.c), canary statistics (src/planners.c) and heartbeats
+-- (src/heartbeats.c).
+-------------------------------------------------------------------------------
+
+/*
+ * The windows a baseline was computed from.  A budget with method
+ * 'baseline' judges its metric against the agent's own history: the
+ * baseline_windows whole windows of the budget's lookback, aligned to
+ * multiples of the lookback from 2000-01-01 00:00 UTC, that end at or
+ * before the start of the current window.  A window that has ended does not
+ * change as time goes on, so run_gates() computes each one once, from the
+ * rows of eval_results, and keeps it here; evaluate_agent() reads what is
+ * kept and computes what is missing without keeping it.  value is the
+ * metric over the window's rows (NULL when it has none), samples their
+ * number.  Rows inserted into an ended window later (a backfill), or
+ * deleted from it, do not change what is kept: delete the agent's rows here
+ * to have them computed again.  When it keeps a window, run_gates()
+ * removes that metric's windows older than its baseline reaches.
+ */
+CREATE TABLE gate_bridge.gate_windows (
+	agent			text NOT NULL,
+	budget_type		text NOT NULL,
+	lookback		interval NOT NULL,
+	window_end		timestamptz NOT NULL,
+	samples			bigint NOT NULL,
+	value			float8,
+	computed_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (agent, budget_type, lookback, window_end)
+);
+
+COMMENT ON TABLE gate_bridge.gate_windows IS
+	'Ended windows of the agents'' metrics, kept for the baseline method of budgets; safe to delete (they are computed again)';
+
+/*
+ * Heartbeats: an agent that stops reporting is an incident too.  tick()
+ * opens HEARTBEAT_{agent} (kind heartbeat, violation type heartbeat, of the
+ * severity given) for every agent that matches an enabled heartbeat (the
+ * most specific pattern: exact, then the longest "prefix.*", then "*") and
+ * whose latest eval row is older than max_silence, or that has no row at
+ * all when the pattern is an exact name; and resolves it when rows arrive
+ * again (or the heartbeat is removed or disabled).
+ */
+CREATE TABLE gate_bridge.heartbeats (
+	agent_pattern	text PRIMARY KEY,
+	max_silence		interval NOT NULL,
+	severity		text NOT NULL DEFAULT 'error',
+	enabled			boolean NOT NULL DEFAULT true,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT heartbeats_agent_pattern_check
+		CHECK (gate_bridge.valid_agent_pattern(agent_pattern)),
+	CONSTRAINT heartbeats_max_silence_check
+		CHECK (max_silence OPERATOR(pg_catalog.>) '0'::interval
+			   AND max_silence OPERATOR(pg_catalog.<=) '366 days'::interval),
+	CONSTRAINT heartbeats_severity_check
+		CHECK (severity OPERATOR(pg_catalog.=) ANY (ARRAY['warning', 'error', 'critical']))
+);
+
+COMMENT ON TABLE gate_bridge.heartbeats IS
+	'Agents that must report: tick() opens HEARTBEAT_{agent} when an agent''s latest eval row is older than max_silence';
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.heartbeats', '');
+-- a cache, but dumped like every table: a restore need not compute it again
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.gate_windows', '');
+
+-- tick()'s part: opens and resolves the HEARTBEAT incidents; returns the
+-- number opened and resolved.
+CREATE FUNCTION gate_bridge.check_heartbeats()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'gate_bridge_check_heartbeats'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+/*
+ * compare_planners(agent, canary, baseline, lookback, min_samples, alpha,
+ * create_incident): the canary planner version against the baseline
+ * version of one agent, over the agent's rows of the window
+ * (created_at > now() - lookback) read through
+ * eval_results_agent_created_at_idx.  Per metric: a two-sided Mann-Whitney
+ * U test for quality, latency_p95_ms and cost_usd (midranks for ties, the
+ * tie-corrected normal approximation with continuity correction;
+ * "statistic" is U of the canary sample); a two-sided pooled
+ * two-proportion z-test for success_rate (the share of rows with
+ * success_rate = 1 when every row is 0 or 1, otherwise the mean rate;
+ * "statistic" is z); Holm-adjusted p-values over the metrics tested; the
+ * effect (canary mean minus baseline mean).  A metric is "fail" when its
+ * adjusted p-value is below alpha and the canary is worse (lower quality or
+ * success rate, higher latency or cost), "marginal" when only its
+ * unadjusted p-value is, "pass" otherwise, and "insufficient_data" when
+ * either sample has fewer than min_samples rows.  The verdict is the worst
+ * of the metrics' (insufficient_data only when no metric could be tested).
+ * With create_incident, a failing canary opens (or folds into)
+ * PLANNER_{canary} (kind planner, agent "planner.{canary}") with the
+ * statistics in its details.
+ */
+CREATE FUNCTION gate_bridge.compare_planners(
+	agent text, canary text, baseline text,
+	lookback interval DEFAULT '24 hours', min_samples integer DEFAULT 30,
+	alpha float8 DEFAULT 0.05, create_incident boolean DEFAULT false)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'gate_bridge_compare_planners'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION gate_bridge.compare_planners(text, text, text, interval, integer, float8, boolean) IS
+	'Canary against baseline planner versions of an agent: Mann-Whitney U and two-proportion z-tests, Holm-adjusted, with a verdict; optionally opens PLANNER_{canary}';
+
+REVOKE ALL ON gate_bridge.gate_windows, gate_bridge.heartbeats FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.check_heartbeats(),
+	gate_bridge.compare_planners(text, text, text, interval, integer, float8, boolean) FROM PUBLIC;

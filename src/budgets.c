@@ -277,7 +277,8 @@ budget_cache_load(void)
 	gb_spi_begin(&priv);
 	if (load_plan == NULL)
 		load_plan = gb_keep_plan("SELECT agent_pattern, budget_type, warning, error, critical,"
-								 "       lookback, resolve_after, resolve_quiet IS NOT NULL"
+								 "       lookback, resolve_after, resolve_quiet IS NOT NULL,"
+								 "       min_samples, method, baseline_windows, baseline_k"
 								 "  FROM gate_bridge.budgets WHERE enabled",
 								 0, NULL);
 
@@ -320,6 +321,11 @@ budget_cache_load(void)
 			b->auto_resolves = b->resolve_after > 0 ||
 				DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		}
+		b->min_samples = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		if (isnull || !gb_method_parse(SPI_getvalue(tup, desc, 10), &b->method))
+			continue;			/* refused by NOT NULL and budgets_guard */
+		b->baseline_windows = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+		b->baseline_k = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 		gen->nbudgets++;
 	}
 

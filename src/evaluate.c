@@ -15,6 +15,14 @@
  * tiers are the trigger's: the same budget cache (budgets.c) and
  * gb_budget_tier() (severity.c).
  *
+ * A windowed gate also tells signal from noise (budgets.min_samples and
+ * budgets.method): a metric with fewer values in its window than the
+ * budget's min_samples is insufficient_data, not judged; "wilson" judges
+ * success_rate by the 95 % Wilson lower bound of the window's rate;
+ * "baseline" judges the metric against the agent's own history, the median
+ * of its previous windows +- baseline_k times their median absolute
+ * deviation (the windows are kept in gate_bridge.gate_windows).
+ *
  * src/evaluate.c
  *
  *-------------------------------------------------------------------------
@@ -24,9 +32,12 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include <math.h>
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "access/xlog.h"
+#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -42,15 +53,66 @@
 /* the window of a metric that no budget checks, when no budget applies */
 #define GB_DEFAULT_LOOKBACK_DAYS	7
 
+/* a baseline needs at least this many past windows with enough values */
+#define GB_BASELINE_MIN_WINDOWS		2
+
+/* z of the two-sided 95 % interval: the normal distribution's 0.975 quantile */
+#define GB_WILSON_Z		1.959963984540054
+
+/*
+ * The five metrics, in GBBudgetType order: the number of values a window
+ * has of it, and its aggregate.  The one definition, for the gates'
+ * aggregate and for the baselines' past windows.
+ */
+static const char *const metric_count_sql[GB_NUM_BUDGET_TYPES] = {
+	"count(e.quality)",
+	"count(e.latency_p95_ms)",
+	"count(e.cost_usd)",
+	"count(e.success_rate)",
+	"count(*)"					/* every row says how many invariants failed */
+};
+static const char *const metric_value_sql[GB_NUM_BUDGET_TYPES] = {
+	"avg(e.quality)",
+	"percentile_cont(0.95) WITHIN GROUP (ORDER BY e.latency_p95_ms)",
+	/* a float8 sum could overflow */
+	"avg(e.cost_usd::numeric)",
+	"avg(e.success_rate)",
+	"sum(cardinality(e.invariants_failed))"
+};
+/* and what makes it a float8 (after any FILTER clause) */
+static const char *const metric_cast_sql[GB_NUM_BUDGET_TYPES] = {
+	"", "", "::float8", "", "::float8"
+};
+
+/* A baseline: the past windows' median and median absolute deviation. */
+typedef struct Baseline
+{
+	int			windows;		/* past windows asked for (baseline_windows) */
+	int			used;			/* of them, with enough values */
+	double		median;
+	double		mad;
+	double		k;
+	double		threshold;		/* median -+ k * mad */
+} Baseline;
+
 /* One metric of one evaluation. */
 typedef struct Metric
 {
 	TimestampTz since;			/* its window: created_at > since */
+	Interval	lookback_interval;
 	const char *lookback;		/* the window's lookback, as text */
 	int64		samples;		/* rows in the window */
+	int64		values;			/* of them, rows with a value of the metric */
 	bool		has_value;		/* a NULL aggregate is not checked */
 	double		value;
 	Jsonb	   *budget;			/* the budget that checks it, or NULL */
+	int32		min_samples;	/* the budget's, or the caller's if higher */
+	GBMethod	method;
+	bool		insufficient;	/* not judged: too few values */
+	const char *why;			/* "samples" or "baseline" */
+	double		judged;			/* what the tiers were checked against */
+	bool		has_baseline;
+	Baseline	baseline;
 	GBSeverity	severity;
 	double		threshold;		/* of the tier crossed */
 } Metric;
@@ -59,6 +121,7 @@ typedef struct Metric
 typedef struct Evaluation
 {
 	const char *agent;
+	bool		covered;		/* some budget applies to the agent */
 	int64		samples;		/* rows in the widest window */
 	const char *lookback;		/* the widest window */
 	Metric		m[GB_NUM_BUDGET_TYPES];
@@ -67,10 +130,16 @@ typedef struct Evaluation
 	Jsonb	   *violation[GB_NUM_BUDGET_TYPES];
 	Jsonb	   *metrics;
 	bool		recovered[GB_NUM_BUDGET_TYPES];	/* passes, budget auto-resolves */
+	const char *status;			/* passed, warning, failed, insufficient_data,
+								 * no_budget */
 } Evaluation;
 
 static SPIPlanPtr aggregate_plan = NULL;
 static SPIPlanPtr agents_plan = NULL;
+static SPIPlanPtr kept_windows_plan = NULL;
+static SPIPlanPtr keep_window_plan = NULL;
+static SPIPlanPtr prune_windows_plan = NULL;
+static SPIPlanPtr past_windows_plan[GB_NUM_BUDGET_TYPES];
 
 /* An interval as text, in the "postgres" style whatever the session's. */
 char *
@@ -116,8 +185,8 @@ gb_window_start(const Interval *lookback, TimestampTz *since)
 }
 
 /* The window of a lookback the caller gave; a bad one is an error (22023). */
-static TimestampTz
-given_window_start(const Interval *lookback)
+TimestampTz
+gb_given_window_start(const Interval *lookback)
 {
 	TimestampTz since = 0;
 
@@ -179,7 +248,7 @@ gate_bridge_window_start(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lookback must not be null"),
 				 errhint("Give a positive interval, such as '7 days'.")));
-	PG_RETURN_TIMESTAMPTZ(given_window_start(PG_GETARG_INTERVAL_P(0)));
+	PG_RETURN_TIMESTAMPTZ(gb_given_window_start(PG_GETARG_INTERVAL_P(0)));
 }
 
 /*
@@ -239,6 +308,16 @@ budget_json(const GBBudget *b)
 	if (b->has_critical)
 		jb_number(&st, "critical", b->critical);
 	gb_jb_text(&st, "lookback", b->lookback);
+	/* what 1.1 had not, only where a budget sets it */
+	if (b->min_samples != 1)
+		gb_jb_int8(&st, "min_samples", b->min_samples);
+	if (b->method != GB_METHOD_MEAN)
+		gb_jb_text(&st, "method", gb_method_name(b->method));
+	if (b->method == GB_METHOD_BASELINE)
+	{
+		gb_jb_int8(&st, "baseline_windows", b->baseline_windows);
+		jb_number(&st, "baseline_k", b->baseline_k);
+	}
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
@@ -249,10 +328,13 @@ choose_windows(Evaluation *ev, const Interval *lookback, const GBBudget *const *
 	TimestampTz widest = DT_NOEND;
 	int			t;
 
+	Interval	widest_interval = {0};
+
 	if (lookback != NULL)
 	{
-		widest = given_window_start(lookback);
+		widest = gb_given_window_start(lookback);
 		ev->lookback = gb_interval_text(lookback);
+		widest_interval = *lookback;
 	}
 	else
 	{
@@ -261,20 +343,20 @@ choose_windows(Evaluation *ev, const Interval *lookback, const GBBudget *const *
 			if (budgets == NULL || budgets[t] == NULL)
 				continue;
 			ev->m[t].since = gb_budget_window_start(&budgets[t]->lookback_interval);
+			ev->m[t].lookback_interval = budgets[t]->lookback_interval;
 			ev->m[t].lookback = pstrdup(budgets[t]->lookback);
 			if (ev->lookback == NULL || ev->m[t].since < widest)
 			{
 				widest = ev->m[t].since;
 				ev->lookback = ev->m[t].lookback;
+				widest_interval = ev->m[t].lookback_interval;
 			}
 		}
 		if (ev->lookback == NULL)
 		{
-			Interval	dflt = {0};
-
-			dflt.day = GB_DEFAULT_LOOKBACK_DAYS;
-			widest = given_window_start(&dflt);
-			ev->lookback = gb_interval_text(&dflt);
+			widest_interval.day = GB_DEFAULT_LOOKBACK_DAYS;
+			widest = gb_given_window_start(&widest_interval);
+			ev->lookback = gb_interval_text(&widest_interval);
 		}
 	}
 	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
@@ -282,6 +364,7 @@ choose_windows(Evaluation *ev, const Interval *lookback, const GBBudget *const *
 		if (ev->m[t].lookback != NULL)
 			continue;
 		ev->m[t].since = widest;
+		ev->m[t].lookback_interval = widest_interval;
 		ev->m[t].lookback = ev->lookback;
 	}
 }
@@ -305,25 +388,30 @@ aggregate(Evaluation *ev, TimestampTz widest)
 		values[2 + t] = TimestampTzGetDatum(ev->m[t].since);
 
 	gb_spi_begin(&priv);
-	/* columns: all rows, then (rows, value) per metric in GBBudgetType order */
+
+	/*
+	 * columns: all rows, then (rows, values, aggregate) per metric in
+	 * GBBudgetType order, each over its own window ($3 ...)
+	 */
 	if (aggregate_plan == NULL)
-		aggregate_plan = gb_keep_plan(
-			"SELECT count(*),"
-			"       count(*) FILTER (WHERE e.created_at > $3),"
-			"       avg(e.quality) FILTER (WHERE e.created_at > $3),"
-			"       count(*) FILTER (WHERE e.created_at > $4),"
-			"       percentile_cont(0.95) WITHIN GROUP (ORDER BY e.latency_p95_ms)"
-			"           FILTER (WHERE e.created_at > $4),"
-			"       count(*) FILTER (WHERE e.created_at > $5),"
-			/* a float8 sum could overflow */
-			"       (avg(e.cost_usd::numeric) FILTER (WHERE e.created_at > $5))::float8,"
-			"       count(*) FILTER (WHERE e.created_at > $6),"
-			"       avg(e.success_rate) FILTER (WHERE e.created_at > $6),"
-			"       count(*) FILTER (WHERE e.created_at > $7),"
-			"       (sum(cardinality(e.invariants_failed)) FILTER (WHERE e.created_at > $7))::float8"
-			"  FROM gate_bridge.eval_results e"
-			" WHERE e.agent = $1 AND e.created_at > $2",
-			7, types);
+	{
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT count(*)");
+		for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
+			appendStringInfo(&sql,
+							 ", count(*) FILTER (WHERE e.created_at > $%d)"
+							 ", %s FILTER (WHERE e.created_at > $%d)"
+							 ", (%s FILTER (WHERE e.created_at > $%d))%s",
+							 t + 3, metric_count_sql[t], t + 3, metric_value_sql[t], t + 3,
+							 metric_cast_sql[t]);
+		appendStringInfoString(&sql,
+							   " FROM gate_bridge.eval_results e"
+							   " WHERE e.agent = $1 AND e.created_at > $2");
+		aggregate_plan = gb_keep_plan(sql.data, 7, types);
+		pfree(sql.data);
+	}
 	gb_spi_run(aggregate_plan, values, NULL, SPI_OK_SELECT);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -332,8 +420,9 @@ aggregate(Evaluation *ev, TimestampTz widest)
 	{
 		Datum		d;
 
-		ev->m[t].samples = DatumGetInt64(SPI_getbinval(tup, desc, 2 + 2 * t, &isnull));
-		d = SPI_getbinval(tup, desc, 3 + 2 * t, &isnull);
+		ev->m[t].samples = DatumGetInt64(SPI_getbinval(tup, desc, 2 + 3 * t, &isnull));
+		ev->m[t].values = DatumGetInt64(SPI_getbinval(tup, desc, 3 + 3 * t, &isnull));
+		d = SPI_getbinval(tup, desc, 4 + 3 * t, &isnull);
 		ev->m[t].has_value = !isnull;
 		ev->m[t].value = isnull ? 0.0 : DatumGetFloat8(d);
 	}
@@ -341,16 +430,317 @@ aggregate(Evaluation *ev, TimestampTz widest)
 }
 
 /*
- * Evaluate one agent: its windows, metrics and violations, against the
- * budgets the trigger would apply.
+ * The 95 % Wilson score interval's lower bound of a rate p over n trials
+ * (n > 0), as statsmodels' proportion_confint(method="wilson") has it.
+ */
+static double
+wilson_lower(double p, double n)
+{
+	double		z2 = GB_WILSON_Z * GB_WILSON_Z;
+	double		denom = 1.0 + z2 / n;
+	double		center = (p + z2 / (2.0 * n)) / denom;
+	double		spread = p * (1.0 - p) / n + z2 / (4.0 * n * n);
+
+	return center - GB_WILSON_Z * sqrt(Max(spread, 0.0)) / denom;
+}
+
+static int
+double_cmp(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* The median of n > 0 values, which it sorts. */
+static double
+median(double *v, int n)
+{
+	qsort(v, n, sizeof(double), double_cmp);
+	return (n % 2) ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+/* A past window of a baseline: [end - lookback, end), aligned. */
+typedef struct PastWindow
+{
+	bool		known;			/* kept, or computed now */
+	bool		fresh;			/* computed now: to be kept */
+	int64		values;
+	bool		has_value;
+	double		value;
+} PastWindow;
+
+/*
+ * The past windows of a baseline: the "count" windows of length "len" (us),
+ * aligned to multiples of it from 2000-01-01 00:00 UTC (the timestamps'
+ * zero, as date_bin() with that origin), that end at or before "since", the
+ * start of the current window; w[0] is the latest, ending at "last_end".
+ * The ones kept in gate_windows are read; the others are computed from the
+ * agent's rows with one grouped aggregate and, when "keep", kept.
  */
 static void
-evaluate(Evaluation *ev, const char *agent, const Interval *lookback)
+past_windows(const Evaluation *ev, GBBudgetType t, const Interval *lookback,
+			 int64 len, TimestampTz last_end, int count, bool keep, PastWindow *w)
+{
+	Oid			kept_types[5] = {TEXTOID, TEXTOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Oid			past_types[4] = {TEXTOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		args[6];
+	GBPrivileged priv;
+	TimestampTz oldest_start = last_end - (int64) count * len;
+	int			newest_missing = -1;
+	int			oldest_missing = -1;
+	int			i;
+	uint64		r;
+
+	gb_spi_begin(&priv);
+	if (kept_windows_plan == NULL)
+		kept_windows_plan = gb_keep_plan(
+			"SELECT w.window_end, w.samples, w.value FROM gate_bridge.gate_windows w"
+			" WHERE w.agent = $1 AND w.budget_type = $2 AND w.lookback = $3"
+			"   AND w.window_end > $4 AND w.window_end <= $5",
+			5, kept_types);
+	args[0] = CStringGetTextDatum(ev->agent);
+	args[1] = CStringGetTextDatum(gb_budget_type_name(t));
+	args[2] = IntervalPGetDatum(lookback);
+	args[3] = TimestampTzGetDatum(oldest_start);
+	args[4] = TimestampTzGetDatum(last_end);
+	gb_spi_run(kept_windows_plan, args, NULL, SPI_OK_SELECT);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		TimestampTz end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		value;
+
+		/* a window of another alignment (the lookback was '7 days' then) */
+		if ((last_end - end) % len != 0)
+			continue;
+		i = (int) ((last_end - end) / len);
+		w[i].known = true;
+		w[i].values = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		value = SPI_getbinval(tup, desc, 3, &isnull);
+		w[i].has_value = !isnull;
+		w[i].value = isnull ? 0.0 : DatumGetFloat8(value);
+	}
+	for (i = 0; i < count; i++)
+		if (!w[i].known)
+		{
+			if (newest_missing < 0)
+				newest_missing = i;
+			oldest_missing = i;
+		}
+
+	if (newest_missing >= 0)
+	{
+		/* one aggregate per window from the oldest missing to the newest */
+		if (past_windows_plan[t] == NULL)
+			past_windows_plan[t] = gb_keep_plan(
+				psprintf("SELECT date_bin($2, e.created_at, '2000-01-01 00:00:00+00'::timestamptz), %s, (%s)%s"
+						 "  FROM gate_bridge.eval_results e"
+						 " WHERE e.agent = $1 AND e.created_at >= $3 AND e.created_at < $4"
+						 " GROUP BY 1",
+						 metric_count_sql[t], metric_value_sql[t], metric_cast_sql[t]),
+				4, past_types);
+		args[1] = IntervalPGetDatum(lookback);
+		args[2] = TimestampTzGetDatum(last_end - (int64) (oldest_missing + 1) * len);
+		args[3] = TimestampTzGetDatum(last_end - (int64) newest_missing * len);
+		gb_spi_run(past_windows_plan[t], args, NULL, SPI_OK_SELECT);
+		for (i = newest_missing; i <= oldest_missing; i++)
+			if (!w[i].known)
+			{
+				w[i].known = w[i].fresh = true;
+				w[i].values = 0;
+				w[i].has_value = false;
+			}
+		for (r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			TimestampTz start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+			Datum		value;
+
+			i = (int) ((last_end - start) / len) - 1;
+			if (i < newest_missing || i > oldest_missing || !w[i].fresh)
+				continue;		/* kept already */
+			w[i].values = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			value = SPI_getbinval(tup, desc, 3, &isnull);
+			w[i].has_value = !isnull;
+			w[i].value = isnull ? 0.0 : DatumGetFloat8(value);
+		}
+
+		if (keep)
+		{
+			Oid			keep_types[6] = {TEXTOID, TEXTOID, INTERVALOID, TIMESTAMPTZOID,
+			INT8OID, FLOAT8OID};
+			char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+			if (keep_window_plan == NULL)
+				keep_window_plan = gb_keep_plan(
+					"INSERT INTO gate_bridge.gate_windows"
+					"       (agent, budget_type, lookback, window_end, samples, value)"
+					" VALUES ($1, $2, $3, $4, $5, $6)"
+					" ON CONFLICT DO NOTHING",
+					6, keep_types);
+			if (prune_windows_plan == NULL)
+				prune_windows_plan = gb_keep_plan(
+					"DELETE FROM gate_bridge.gate_windows w"
+					" WHERE w.agent = $1 AND w.budget_type = $2 AND w.lookback = $3"
+					"   AND w.window_end <= $4",
+					4, kept_types);
+			args[1] = CStringGetTextDatum(gb_budget_type_name(t));
+			args[2] = IntervalPGetDatum(lookback);
+			/* the newest first: the order every run takes */
+			for (i = newest_missing; i <= oldest_missing; i++)
+			{
+				if (!w[i].fresh)
+					continue;
+				args[3] = TimestampTzGetDatum(last_end - (int64) i * len);
+				args[4] = Int64GetDatum(w[i].values);
+				args[5] = Float8GetDatum(w[i].value);
+				nulls[5] = w[i].has_value ? ' ' : 'n';
+				gb_spi_run(keep_window_plan, args, nulls, SPI_OK_INSERT);
+			}
+			/* windows older than the baseline reaches */
+			args[3] = TimestampTzGetDatum(oldest_start);
+			gb_spi_run(prune_windows_plan, args, NULL, SPI_OK_DELETE);
+		}
+	}
+	gb_spi_end(&priv);
+}
+
+/*
+ * The baseline of metric t: the median and MAD of its past windows with at
+ * least min_samples values.  False when fewer than
+ * GB_BASELINE_MIN_WINDOWS have (or the lookback cannot be aligned).
+ */
+static bool
+compute_baseline(const Evaluation *ev, GBBudgetType t, const GBBudget *b,
+				 int32 min_samples, bool keep, Baseline *bl)
+{
+	const Metric *m = &ev->m[t];
+	const Interval *lookback = &m->lookback_interval;
+	int64		len;
+	TimestampTz last_end;
+	PastWindow *w;
+	double	   *v;
+	int			i;
+
+	memset(bl, 0, sizeof(*bl));
+	bl->windows = b->baseline_windows;
+	bl->k = b->baseline_k;
+
+	/* aligned windows need a fixed length: no months (budgets_guard) */
+	if (lookback->month != 0)
+		return false;
+	len = (int64) lookback->day * USECS_PER_DAY + lookback->time;
+	if (len <= 0 || m->since == DT_NOBEGIN ||
+		(double) m->since - (double) len * (b->baseline_windows + 1) <= (double) MIN_TIMESTAMP)
+		return false;
+	/* the aligned boundary at or before the current window's start */
+	last_end = m->since - (m->since % len + (m->since % len < 0 ? len : 0));
+
+	w = palloc0(sizeof(PastWindow) * b->baseline_windows);
+	past_windows(ev, t, lookback, len, last_end, b->baseline_windows, keep, w);
+
+	v = palloc(sizeof(double) * b->baseline_windows);
+	for (i = 0; i < b->baseline_windows; i++)
+		if (w[i].has_value && w[i].values >= min_samples)
+			v[bl->used++] = w[i].value;
+	if (bl->used < GB_BASELINE_MIN_WINDOWS)
+		return false;
+	bl->median = median(v, bl->used);
+	for (i = 0; i < bl->used; i++)
+		v[i] = fabs(v[i] - bl->median);
+	bl->mad = median(v, bl->used);
+	bl->threshold = gb_budget_is_floor(t) ? bl->median - bl->k * bl->mad :
+		bl->median + bl->k * bl->mad;
+	return true;
+}
+
+/* The least severe tier a budget sets: what leaving its baseline is. */
+static GBSeverity
+lowest_tier(const GBBudget *b)
+{
+	if (b->has_warning)
+		return GB_SEV_WARNING;
+	if (b->has_error)
+		return GB_SEV_ERROR;
+	return GB_SEV_CRITICAL;
+}
+
+/*
+ * Judge metric t against its budget: not at all when it has too few
+ * values; by the method's figure otherwise.  Sets m->severity and
+ * m->threshold, or m->insufficient.
+ */
+static void
+judge(Evaluation *ev, GBBudgetType t, const GBBudget *b, int32 min_samples, bool keep)
+{
+	Metric	   *m = &ev->m[t];
+
+	m->min_samples = Max(b->min_samples, min_samples);
+	m->method = b->method;
+	m->severity = GB_SEV_NONE;
+	if (m->values < m->min_samples)
+	{
+		m->insufficient = true;
+		m->why = "samples";
+		return;
+	}
+	/* a window of invariants without any count has none failed */
+	if (!m->has_value)
+	{
+		if (t == GB_BUDGET_INVARIANTS)
+			return;
+		m->insufficient = true;
+		m->why = "samples";
+		return;
+	}
+	m->judged = m->value;
+	if (m->method == GB_METHOD_WILSON)
+		m->judged = wilson_lower(m->value, (double) m->values);
+	m->severity = gb_budget_tier(b, m->judged, &m->threshold);
+
+	if (m->method == GB_METHOD_BASELINE)
+	{
+		bool		floor = gb_budget_is_floor(t);
+
+		m->has_baseline = compute_baseline(ev, t, b, m->min_samples, keep, &m->baseline);
+		if (!m->has_baseline)
+		{
+			m->insufficient = true;
+			m->why = "baseline";
+			m->severity = GB_SEV_NONE;
+			return;
+		}
+		/* the fixed tiers still hold; leaving the baseline is the lowest */
+		if ((floor ? m->value < m->baseline.threshold : m->value > m->baseline.threshold) &&
+			lowest_tier(b) > m->severity)
+		{
+			m->severity = lowest_tier(b);
+			m->threshold = m->baseline.threshold;
+		}
+	}
+}
+
+/*
+ * Evaluate one agent: its windows, metrics and violations, against the
+ * budgets the trigger would apply.  min_samples, when above a budget's,
+ * is the caller's; "keep": the baselines' new past windows are kept.
+ */
+static void
+evaluate(Evaluation *ev, const char *agent, const Interval *lookback,
+		 int32 min_samples, bool keep)
 {
 	GBBudgetPin pin;
 	const GBBudget *const *budgets = NULL;
 	TimestampTz widest;
 	JsonbParseState *st = NULL;
+	bool		insufficient = false;
+	GBSeverity	worst = GB_SEV_NONE;
 	int			t;
 
 	memset(ev, 0, sizeof(*ev));
@@ -373,29 +763,50 @@ evaluate(Evaluation *ev, const char *agent, const Interval *lookback)
 
 		if (budgets == NULL || budgets[t] == NULL)
 			continue;
+		ev->covered = true;
 		m->budget = budget_json(budgets[t]);
-		if (!m->has_value)
+		judge(ev, t, budgets[t], min_samples, keep && !RecoveryInProgress() && !XactReadOnly);
+		if (m->insufficient)
+		{
+			insufficient = true;
 			continue;
-		m->severity = gb_budget_tier(budgets[t], m->value, &m->threshold);
+		}
 		if (m->severity == GB_SEV_NONE)
 		{
 			ev->recovered[t] = budgets[t]->auto_resolves && m->samples > 0;
 			continue;
 		}
+		worst = Max(worst, m->severity);
 
 		/* the shape on_budget_violation() takes */
 		pushJsonbValue(&vst, WJB_BEGIN_OBJECT, NULL);
 		gb_jb_text(&vst, "agent", agent);
 		gb_jb_text(&vst, "budget_type", gb_budget_type_name(t));
 		gb_jb_text(&vst, "severity", gb_severity_name(m->severity));
-		jb_number(&vst, "actual", m->value);
+		jb_number(&vst, "actual", m->judged);
 		jb_number(&vst, "threshold", m->threshold);
+		if (m->method != GB_METHOD_MEAN)
+		{
+			gb_jb_text(&vst, "method", gb_method_name(m->method));
+			jb_number(&vst, "mean", m->value);
+		}
 		ev->vtype[ev->nviolations] = t;
 		ev->violation[ev->nviolations++] =
 			JsonbValueToJsonb(pushJsonbValue(&vst, WJB_END_OBJECT, NULL));
 	}
 	if (budgets != NULL)
 		gb_budgets_unpin(&pin);
+
+	if (!ev->covered)
+		ev->status = "no_budget";
+	else if (worst >= GB_SEV_ERROR)
+		ev->status = "failed";
+	else if (insufficient)
+		ev->status = "insufficient_data";
+	else if (worst == GB_SEV_WARNING)
+		ev->status = "warning";
+	else
+		ev->status = "passed";
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
@@ -408,21 +819,69 @@ evaluate(Evaluation *ev, const char *agent, const Interval *lookback)
 	ev->metrics = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
+/* "passed": true, false, or null when the gate could not be judged. */
+static void
+push_passed(JsonbParseState **st, const Evaluation *ev)
+{
+	JsonbValue	b;
+
+	gb_jb_key(st, "passed");
+	if (strcmp(ev->status, "passed") == 0 || ev->nviolations > 0)
+	{
+		b.type = jbvBool;
+		b.val.boolean = ev->nviolations == 0;
+	}
+	else
+		b.type = jbvNull;
+	pushJsonbValue(st, WJB_VALUE, &b);
+}
+
+/*
+ * The metrics not judged: [{"budget_type", "reason", "samples",
+ * "min_samples"}, ...], reason "samples" (fewer values than min_samples in
+ * the window) or "baseline" (fewer past windows with that many values than
+ * a baseline needs; "windows" and "needed" say how many).
+ */
+static Jsonb *
+insufficient_json(const Evaluation *ev)
+{
+	JsonbParseState *st = NULL;
+	int			t;
+
+	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
+	{
+		const Metric *m = &ev->m[t];
+
+		if (!m->insufficient)
+			continue;
+		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		gb_jb_text(&st, "budget_type", gb_budget_type_name(t));
+		gb_jb_text(&st, "reason", m->why);
+		gb_jb_int8(&st, "samples", m->values);
+		gb_jb_int8(&st, "min_samples", m->min_samples);
+		if (strcmp(m->why, "baseline") == 0)
+		{
+			gb_jb_int8(&st, "windows", m->baseline.used);
+			gb_jb_int8(&st, "needed", GB_BASELINE_MIN_WINDOWS);
+		}
+		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_ARRAY, NULL));
+}
+
 /* evaluate_agent()'s result; see its comment in the install script. */
 static Jsonb *
 evaluation_json(const Evaluation *ev)
 {
 	JsonbParseState *st = NULL;
-	JsonbValue	b;
 	int			i;
 	int			t;
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	gb_jb_text(&st, "agent", ev->agent);
-	gb_jb_key(&st, "passed");
-	b.type = jbvBool;
-	b.val.boolean = ev->nviolations == 0;
-	pushJsonbValue(&st, WJB_VALUE, &b);
+	gb_jb_text(&st, "status", ev->status);
+	push_passed(&st, ev);
 	gb_jb_int8(&st, "samples", ev->samples);
 	gb_jb_text(&st, "lookback", ev->lookback);
 	gb_jb_jsonb(&st, "metrics", ev->metrics);
@@ -431,13 +890,35 @@ evaluation_json(const Evaluation *ev)
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	for (t = 0; t < GB_NUM_BUDGET_TYPES; t++)
 	{
+		const Metric *m = &ev->m[t];
+
 		gb_jb_key(&st, gb_budget_type_name(t));
 		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		gb_jb_text(&st, "lookback", ev->m[t].lookback);
-		gb_jb_int8(&st, "samples", ev->m[t].samples);
+		gb_jb_text(&st, "lookback", m->lookback);
+		gb_jb_int8(&st, "samples", m->samples);
+		/* how a method other than the mean judged it */
+		if (m->method == GB_METHOD_WILSON && !m->insufficient)
+			jb_number(&st, "wilson_lower", m->judged);
+		if (m->method == GB_METHOD_BASELINE && m->budget != NULL)
+		{
+			gb_jb_key(&st, "baseline");
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			gb_jb_int8(&st, "windows", m->baseline.windows);
+			gb_jb_int8(&st, "used", m->baseline.used);
+			if (m->has_baseline)
+			{
+				jb_number(&st, "median", m->baseline.median);
+				jb_number(&st, "mad", m->baseline.mad);
+				jb_number(&st, "k", m->baseline.k);
+				jb_number(&st, "threshold", m->baseline.threshold);
+			}
+			pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+		}
 		pushJsonbValue(&st, WJB_END_OBJECT, NULL);
 	}
 	pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+
+	gb_jb_jsonb(&st, "insufficient", insufficient_json(ev));
 
 	gb_jb_key(&st, "violations");
 	pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
@@ -468,7 +949,7 @@ gate_bridge_evaluate_agent(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("agent must not be null")));
 	evaluate(&ev, text_to_cstring(PG_GETARG_TEXT_PP(0)),
-			 PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1));
+			 PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1), 0, false);
 	PG_RETURN_JSONB_P(evaluation_json(&ev));
 }
 
@@ -552,9 +1033,10 @@ PG_FUNCTION_INFO_V1(gate_bridge_run_gates);
 
 /*
  * gate_bridge.run_gates(agent text DEFAULT NULL, lookback interval DEFAULT
- *						 NULL, create_incidents boolean DEFAULT false)
- * RETURNS TABLE (agent text, passed boolean, samples bigint,
- *				  violations jsonb, incident_ids bigint[])
+ *						 NULL, create_incidents boolean DEFAULT false,
+ *						 min_samples integer DEFAULT NULL)
+ * RETURNS TABLE (agent text, status text, passed boolean, samples bigint,
+ *				  violations jsonb, insufficient jsonb, incident_ids bigint[])
  */
 Datum
 gate_bridge_run_gates(PG_FUNCTION_ARGS)
@@ -562,6 +1044,7 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Interval   *lookback = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
 	bool		create_incidents;
+	int32		min_samples = 0;
 	TupleDesc	tupdesc;
 	Tuplestorestate *tupstore;
 	MemoryContext oldcxt;
@@ -582,12 +1065,21 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(0))
 		gb_check_agent_name(VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)), "agent");
 	if (lookback != NULL)
-		(void) given_window_start(lookback);
+		(void) gb_given_window_start(lookback);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("create_incidents must not be null")));
 	create_incidents = PG_GETARG_BOOL(2);
+	if (!PG_ARGISNULL(3))
+	{
+		min_samples = PG_GETARG_INT32(3);
+		if (min_samples < 1 || min_samples > 1000000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("min_samples must be between 1 and 1000000, not %d", min_samples),
+					 errhint("Leave it NULL for each budget's min_samples.")));
+	}
 
 	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 	tupdesc = CreateTupleDescCopy(tupdesc);
@@ -611,8 +1103,8 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 	for (a = 0; a < nagents; a++)
 	{
 		Evaluation ev;
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 		Datum		ids[GB_NUM_BUDGET_TYPES];
 		bool		id_nulls[GB_NUM_BUDGET_TYPES];
 		int			dims[1];
@@ -621,7 +1113,12 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 		int			i;
 
 		oldcxt = MemoryContextSwitchTo(per_agent);
-		evaluate(&ev, agents[a], lookback);
+		evaluate(&ev, agents[a], lookback, min_samples, true);
+		if (!ev.covered)
+			ereport(WARNING,
+					(errmsg("no enabled budget applies to agent \"%s\"", gb_quote_clip(ev.agent)),
+					 errdetail("Its gate has nothing to judge: status no_budget."),
+					 errhint("Check the name, or add a budget for it to gate_bridge.budgets.")));
 
 		pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
 		for (i = 0; i < ev.nviolations; i++)
@@ -668,10 +1165,13 @@ gate_bridge_run_gates(PG_FUNCTION_ARGS)
 		}
 
 		values[0] = CStringGetTextDatum(ev.agent);
-		values[1] = BoolGetDatum(ev.nviolations == 0);
-		values[2] = Int64GetDatum(ev.samples);
-		values[3] = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_ARRAY, NULL)));
-		values[4] = PointerGetDatum(dims[0] == 0 ? construct_empty_array(INT8OID) :
+		values[1] = CStringGetTextDatum(ev.status);
+		values[2] = BoolGetDatum(ev.nviolations == 0);
+		nulls[2] = ev.nviolations == 0 && strcmp(ev.status, "passed") != 0;
+		values[3] = Int64GetDatum(ev.samples);
+		values[4] = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_ARRAY, NULL)));
+		values[5] = JsonbPGetDatum(insufficient_json(&ev));
+		values[6] = PointerGetDatum(dims[0] == 0 ? construct_empty_array(INT8OID) :
 									construct_md_array(ids, id_nulls, 1, dims, lbs, INT8OID,
 													   sizeof(int64), FLOAT8PASSBYVAL,
 													   TYPALIGN_DOUBLE));

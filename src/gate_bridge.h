@@ -51,8 +51,17 @@ typedef enum GBKind
 	GB_KIND_BUDGET = 0,
 	GB_KIND_INVARIANT,
 	GB_KIND_PLANNER,
-	GB_KIND_DELIVERY
+	GB_KIND_DELIVERY,
+	GB_KIND_HEARTBEAT
 } GBKind;
+
+/* How a windowed gate judges a metric (budgets.method; names: severity.c). */
+typedef enum GBMethod
+{
+	GB_METHOD_MEAN = 0,			/* the window's aggregate */
+	GB_METHOD_WILSON,			/* success_rate: the 95 % Wilson lower bound */
+	GB_METHOD_BASELINE			/* against the median +- k MAD of past windows */
+} GBMethod;
 
 /* One budget row, as cached in the backend. */
 typedef struct GBBudget
@@ -69,6 +78,11 @@ typedef struct GBBudget
 	Interval	lookback_interval;	/* the window of the gates */
 	int32		resolve_after;	/* passing rows that resolve; 0: none */
 	bool		auto_resolves;	/* resolve_after or resolve_quiet is set */
+	/* the windowed gates only (evaluate.c) */
+	int32		min_samples;	/* fewer values: insufficient_data */
+	GBMethod	method;
+	int32		baseline_windows;
+	double		baseline_k;
 } GBBudget;
 
 /*
@@ -211,6 +225,11 @@ extern const char *gb_budget_problem(const char *type_name, const bool *has,
 									 const double *value, const char **hint);
 extern char *gb_budget_values(const bool *has, const double *value);
 extern const char *gb_kind_name(GBKind kind);
+extern const char *gb_method_name(GBMethod method);
+extern bool gb_method_parse(const char *name, GBMethod *method);
+extern const char *gb_budget_method_problem(GBBudgetType type, const char *method_name,
+											const Interval *lookback,
+											const char **hint);
 extern const char *gb_quote_clip(const char *value);
 
 /* patterns.c */
@@ -240,6 +259,7 @@ typedef enum GBWindowProblem
 } GBWindowProblem;
 extern char *gb_interval_text(const Interval *interval);
 extern GBWindowProblem gb_window_start(const Interval *lookback, TimestampTz *since);
+extern TimestampTz gb_given_window_start(const Interval *lookback);
 extern TimestampTz gb_budget_window_start(const Interval *lookback);
 
 /*

@@ -299,7 +299,7 @@ lock_key(const GBKey *k, Datum *kv, TimestampTz now, KeyState *ks)
 
 /*
  * The key's text: BUDGET_{agent}_{type}, INVARIANT_{agent}_{name},
- * PLANNER_{version}, DELIVERY_{destination}.
+ * PLANNER_{version}, DELIVERY_{destination}, HEARTBEAT_{agent}.
  */
 char *
 gb_key_text(GBKind kind, const char *agent, const char *subject)
@@ -312,6 +312,8 @@ gb_key_text(GBKind kind, const char *agent, const char *subject)
 			return psprintf("INVARIANT_%s_%s", agent, subject);
 		case GB_KIND_DELIVERY:
 			return psprintf("DELIVERY_%s", subject);
+		case GB_KIND_HEARTBEAT:
+			return psprintf("HEARTBEAT_%s", agent);
 		default:
 			return psprintf("PLANNER_%s", subject);
 	}
@@ -345,6 +347,8 @@ build_summary(GBKind kind, const char *agent, const char *subject)
 			return psprintf("Invariant failed: %s %s", agent, subject);
 		case GB_KIND_DELIVERY:
 			return psprintf("Delivery failed: %s", subject);
+		case GB_KIND_HEARTBEAT:
+			return psprintf("Agent silent: %s", agent);
 		default:
 			return psprintf("Planner regression: %s", subject);
 	}

@@ -151,9 +151,65 @@ gb_kind_name(GBKind kind)
 			return "planner";
 		case GB_KIND_DELIVERY:
 			return "delivery";
+		case GB_KIND_HEARTBEAT:
+			return "heartbeat";
 	}
 	elog(ERROR, "unexpected incident kind %d", (int) kind);
 	return NULL;				/* keep compiler quiet */
+}
+
+static const char *const method_names[] = {"mean", "wilson", "baseline"};
+
+const char *
+gb_method_name(GBMethod method)
+{
+	if ((int) method < 0 || (int) method >= (int) lengthof(method_names))
+		elog(ERROR, "unexpected gate method %d", (int) method);
+	return method_names[method];
+}
+
+bool
+gb_method_parse(const char *name, GBMethod *method)
+{
+	int			i;
+
+	for (i = 0; i < (int) lengthof(method_names); i++)
+		if (strcmp(name, method_names[i]) == 0)
+		{
+			*method = (GBMethod) i;
+			return true;
+		}
+	return false;
+}
+
+/*
+ * The rule of budgets.method a budget breaks, or NULL: a known method;
+ * wilson judges a rate, so only success_rate; baseline windows are aligned
+ * to the lookback, which needs a fixed length (no months or years).
+ */
+const char *
+gb_budget_method_problem(GBBudgetType type, const char *method_name,
+						 const Interval *lookback, const char **hint)
+{
+	GBMethod	method;
+
+	*hint = NULL;
+	if (method_name == NULL || !gb_method_parse(method_name, &method))
+	{
+		*hint = "Use \"mean\", \"wilson\" or \"baseline\".";
+		return "unknown method";
+	}
+	if (method == GB_METHOD_WILSON && type != GB_BUDGET_SUCCESS_RATE)
+	{
+		*hint = "The Wilson bound is for a rate: use it with success_rate, and \"mean\" or \"baseline\" otherwise.";
+		return "method wilson applies to success_rate only";
+	}
+	if (method == GB_METHOD_BASELINE && lookback != NULL && lookback->month != 0)
+	{
+		*hint = "Give the lookback in weeks, days or hours, such as '28 days'.";
+		return "a baseline budget's lookback must not have months or years";
+	}
+	return NULL;
 }
 
 static inline bool
@@ -332,6 +388,42 @@ same_text(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+/* Refuse a budgets row that breaks a rule of gb_budget_method_problem(). */
+static void
+method_rule_check(TriggerData *trigdata, HeapTuple tup, TupleDesc desc,
+				  text *pattern, const char *type_name)
+{
+	text	   *method = text_attr(tup, desc, "method");
+	int			attno = SPI_fnumber(desc, "lookback");
+	GBBudgetType type;
+	const Interval *lookback = NULL;
+	const char *rule;
+	const char *hint;
+	bool		isnull;
+	Datum		d;
+
+	if (method == NULL || !gb_budget_type_parse(type_name, &type))
+		return;					/* refused by NOT NULL, or by the type's rule */
+	if (attno <= 0 || TupleDescAttr(desc, attno - 1)->atttypid != INTERVALOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("budgets_guard needs column \"lookback\" of type interval")));
+	d = heap_getattr(tup, attno, desc, &isnull);
+	if (!isnull)
+		lookback = DatumGetIntervalP(d);
+	rule = gb_budget_method_problem(type, text_to_cstring(method), lookback, &hint);
+	if (rule != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("invalid budget \"%s\" (%s): %s",
+						gb_quote_clip(text_to_cstring(pattern)),
+						gb_quote_clip(type_name), rule),
+				 errdetail("The budget has method = %s.",
+						   gb_quote_clip(text_to_cstring(method))),
+				 hint ? errhint("%s", hint) : 0,
+				 errtable(trigdata->tg_relation)));
+}
+
 PG_FUNCTION_INFO_V1(gate_bridge_budgets_guard);
 
 /*
@@ -380,6 +472,9 @@ gate_bridge_budgets_guard(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tup);	/* refused by NOT NULL */
 	for (i = 0; i < 3; i++)
 		threshold_attr(tup, desc, tier_names[i], &has[i], &value[i], &raw[i]);
+
+	/* the method's rules are newer than any stored row: always checked */
+	method_rule_check(trigdata, tup, desc, pattern, text_to_cstring(type));
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{

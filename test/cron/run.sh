@@ -98,7 +98,7 @@ check "the hourly job is registered" \
 # run_gates and nothing else of gate_bridge.
 q "CREATE ROLE regress_cron_gates LOGIN;
    GRANT USAGE ON SCHEMA gate_bridge TO regress_cron_gates;
-   GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_cron_gates;
+   GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean, integer) TO regress_cron_gates;
    GRANT USAGE ON SCHEMA cron TO regress_cron_gates;" || { not_ok "job role"; exit 1; }
 short_id=$(q "SET ROLE regress_cron_gates;
 			   SELECT cron.schedule('gate_bridge_now', '$short',

@@ -2,7 +2,7 @@
 -- call them, that running the gates needs no other privilege, and errors by
 -- SQLSTATE.
 BEGIN;
-SELECT plan(65);
+SELECT plan(78);
 
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
@@ -11,7 +11,7 @@ TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_row
 -- Signatures.
 -------------------------------------------------------------------------------
 SELECT has_function('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
-SELECT has_function('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
+SELECT has_function('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer']);
 SELECT hasnt_function('gate_bridge', 'run_gates_impl', ARRAY['text', 'interval', 'boolean'],
 					  'run_gates is one C function: no separate body to call');
 SELECT has_function('gate_bridge', 'window_start', ARRAY['interval']);
@@ -21,26 +21,26 @@ SELECT is(pg_get_function_arguments('gate_bridge.evaluate_agent(text, interval)'
 		  'evaluate_agent(agent text, lookback interval DEFAULT NULL)');
 SELECT is(pg_get_function_result('gate_bridge.evaluate_agent(text, interval)'::regprocedure),
 		  'jsonb', 'evaluate_agent returns jsonb');
-SELECT is(pg_get_function_arguments('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
-		  'agent text DEFAULT NULL::text, lookback interval DEFAULT NULL::interval, create_incidents boolean DEFAULT false',
-		  'run_gates(agent text DEFAULT NULL, lookback interval DEFAULT NULL, create_incidents boolean DEFAULT false)');
-SELECT is(pg_get_function_result('gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
-		  'TABLE(agent text, passed boolean, samples bigint, violations jsonb, incident_ids bigint[])',
-		  'run_gates returns TABLE(agent text, passed boolean, samples bigint, violations jsonb, incident_ids bigint[])');
+SELECT is(pg_get_function_arguments('gate_bridge.run_gates(text, interval, boolean, integer)'::regprocedure),
+		  'agent text DEFAULT NULL::text, lookback interval DEFAULT NULL::interval, create_incidents boolean DEFAULT false, min_samples integer DEFAULT NULL::integer',
+		  'run_gates(agent text DEFAULT NULL, lookback interval DEFAULT NULL, create_incidents boolean DEFAULT false, min_samples integer DEFAULT NULL)');
+SELECT is(pg_get_function_result('gate_bridge.run_gates(text, interval, boolean, integer)'::regprocedure),
+		  'TABLE(agent text, status text, passed boolean, samples bigint, violations jsonb, insufficient jsonb, incident_ids bigint[])',
+		  'run_gates returns TABLE(agent text, status text, passed boolean, samples bigint, violations jsonb, insufficient jsonb, incident_ids bigint[])');
 
 SELECT function_lang_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'c');
-SELECT function_lang_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'c');
+SELECT function_lang_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer'], 'c');
 SELECT function_lang_is('gate_bridge', 'window_start', ARRAY['interval'], 'c');
 SELECT volatility_is('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'], 'stable');
-SELECT volatility_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'], 'volatile');
+SELECT volatility_is('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer'], 'volatile');
 SELECT volatility_is('gate_bridge', 'window_start', ARRAY['interval'], 'stable');
 -- evaluate_agent does its reading as the owner with search_path pinned in
 -- C (as the trigger does); run_gates is SECURITY DEFINER as well
 SELECT isnt_definer('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval']);
-SELECT is_definer('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean']);
+SELECT is_definer('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer']);
 SELECT isnt_definer('gate_bridge', 'window_start', ARRAY['interval']);
 SELECT is((SELECT p.proconfig FROM pg_proc p
-			WHERE p.oid = 'gate_bridge.run_gates(text, interval, boolean)'::regprocedure),
+			WHERE p.oid = 'gate_bridge.run_gates(text, interval, boolean, integer)'::regprocedure),
 		  ARRAY['search_path=pg_catalog, pg_temp'],
 		  'run_gates pins search_path');
 
@@ -49,7 +49,7 @@ SELECT is((SELECT p.proconfig FROM pg_proc p
 -------------------------------------------------------------------------------
 SELECT function_privs_are('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'],
 						  'public', ARRAY[]::text[]);
-SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer'],
 						  'public', ARRAY[]::text[]);
 SELECT function_privs_are('gate_bridge', 'window_start', ARRAY['interval'],
 						  'public', ARRAY[]::text[]);
@@ -60,13 +60,13 @@ CREATE ROLE regress_gates_ci;		-- may run the gates and open incidents
 GRANT USAGE ON SCHEMA gate_bridge
 	TO regress_gates_nobody, regress_gates_viewer, regress_gates_ci;
 GRANT EXECUTE ON FUNCTION gate_bridge.evaluate_agent(text, interval) TO regress_gates_viewer;
-GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean) TO regress_gates_ci;
+GRANT EXECUTE ON FUNCTION gate_bridge.run_gates(text, interval, boolean, integer) TO regress_gates_ci;
 
 SELECT function_privs_are('gate_bridge', 'evaluate_agent', ARRAY['text', 'interval'],
 						  'regress_gates_viewer', ARRAY['EXECUTE']);
-SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer'],
 						  'regress_gates_viewer', ARRAY[]::text[]);
-SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean'],
+SELECT function_privs_are('gate_bridge', 'run_gates', ARRAY['text', 'interval', 'boolean', 'integer'],
 						  'regress_gates_ci', ARRAY['EXECUTE']);
 SELECT function_privs_are('gate_bridge', 'on_budget_violation', ARRAY['jsonb', 'jsonb', 'jsonb'],
 						  'regress_gates_ci', ARRAY[]::text[]);
@@ -215,6 +215,44 @@ TRUNCATE gate_bridge.eval_results, gate_bridge.budgets;
 SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(lookback => '-7 days', create_incidents => true)$$,
 				 '22023', NULL, 'run_gates: bad lookback with nothing to evaluate');
 SELECT is_empty($$SELECT * FROM gate_bridge.run_gates()$$, 'run_gates: no budgets, no rows');
+
+-------------------------------------------------------------------------------
+-- Signal from noise: the tables and functions of min_samples, baselines,
+-- canary statistics and heartbeats, and who may use them.
+-------------------------------------------------------------------------------
+SELECT throws_ok($$SELECT * FROM gate_bridge.run_gates(min_samples => 0)$$, '22023',
+				 NULL, 'run_gates: min_samples below 1');
+SELECT has_table('gate_bridge', 'heartbeats', 'heartbeats exists');
+SELECT has_table('gate_bridge', 'gate_windows', 'gate_windows exists');
+SELECT table_privs_are('gate_bridge', 'heartbeats', 'public', ARRAY[]::text[],
+					   'PUBLIC has no privilege on heartbeats');
+SELECT table_privs_are('gate_bridge', 'gate_windows', 'public', ARRAY[]::text[],
+					   'PUBLIC has no privilege on gate_windows');
+SELECT function_privs_are('gate_bridge', 'compare_planners',
+						  ARRAY['text', 'text', 'text', 'interval', 'integer', 'double precision', 'boolean'],
+						  'public', ARRAY[]::text[]);
+SELECT function_privs_are('gate_bridge', 'check_heartbeats', ARRAY[]::text[], 'public', ARRAY[]::text[]);
+SELECT is_definer('gate_bridge', 'compare_planners',
+				  ARRAY['text', 'text', 'text', 'interval', 'integer', 'double precision', 'boolean']);
+SELECT isnt_definer('gate_bridge', 'check_heartbeats', ARRAY[]::text[]);
+SELECT is(pg_get_function_arguments('gate_bridge.compare_planners(text, text, text, interval, integer, float8, boolean)'::regprocedure),
+		  'agent text, canary text, baseline text, lookback interval DEFAULT ''24:00:00''::interval, min_samples integer DEFAULT 30, alpha double precision DEFAULT 0.05, create_incident boolean DEFAULT false',
+		  'compare_planners(agent, canary, baseline, lookback DEFAULT ''24 hours'', min_samples DEFAULT 30, alpha DEFAULT 0.05, create_incident DEFAULT false)');
+
+-- EXECUTE on run_gates is all a baseline needs: it keeps its past windows
+-- as the owner, while the caller cannot even read them.
+INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, method, lookback)
+VALUES ('regress.base', 'quality', 0.5, 'baseline', '1 day');
+INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
+SELECT 'regress.base', 0.9, now() - d * interval '1 day' - interval '1 hour' FROM generate_series(0, 4) d;
+SET LOCAL ROLE regress_gates_ci;
+SELECT is((SELECT status FROM gate_bridge.run_gates('regress.base')), 'passed',
+		  'ci: run_gates with a baseline budget');
+SELECT throws_ok($$SELECT count(*) FROM gate_bridge.gate_windows$$, '42501', NULL,
+				 'ci: gate_windows is not readable');
+RESET ROLE;
+SELECT ok((SELECT count(*) FROM gate_bridge.gate_windows WHERE agent = 'regress.base') = 4,
+		  'run_gates kept the 4 past windows as the owner');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -170,17 +170,21 @@ SELECT results_eq(:'new_columns' || $$'gate_bridge.incident_keys'::regclass ORDE
 			  ('recovery_passes', 'bigint', true, '0'),
 			  ('refires', 'integer', true, '0') $$,
 	'incident_keys ends with refires, recovery_passes, recovery_occurrences, state_changes, flapping_since');
-SELECT results_eq(:'new_columns' || $$'gate_bridge.budgets'::regclass ORDER BY a.attnum DESC LIMIT 2$$,
-	$$ VALUES ('resolve_quiet', 'interval', false, NULL),
+SELECT results_eq(:'new_columns' || $$'gate_bridge.budgets'::regclass ORDER BY a.attnum DESC LIMIT 6$$,
+	$$ VALUES ('baseline_k', 'double precision', true, '3'),
+			  ('baseline_windows', 'integer', true, '4'),
+			  ('method', 'text', true, $d$'mean'::text$d$),
+			  ('min_samples', 'integer', true, '1'),
+			  ('resolve_quiet', 'interval', false, NULL),
 			  ('resolve_after', 'integer', false, NULL) $$,
-	'budgets ends with resolve_after, resolve_quiet (NULL: resolved by hand only)');
+	'budgets ends with resolve_after, resolve_quiet (NULL: resolved by hand only), min_samples, method, baseline_windows, baseline_k');
 SELECT columns_are('gate_bridge', 'incident_keys', ARRAY[
 	'kind', 'key', 'created', 'rate_limited', 'last_created_at', 'last_rate_limited_at',
 	'agent', 'subject', 'refires', 'recovery_passes', 'recovery_occurrences',
 	'state_changes', 'flapping_since']);
 SELECT columns_are('gate_bridge', 'budgets', ARRAY[
 	'agent_pattern', 'budget_type', 'warning', 'error', 'critical', 'lookback', 'enabled',
-	'resolve_after', 'resolve_quiet']);
+	'resolve_after', 'resolve_quiet', 'min_samples', 'method', 'baseline_windows', 'baseline_k']);
 SELECT columns_are('gate_bridge', 'incident_events', ARRAY[
 	'id', 'incident_id', 'event', 'at', 'actor', 'detail', 'position', 'silenced']);
 
@@ -231,7 +235,7 @@ SELECT results_eq(
 			  ('budgets_resolve_quiet_check', $d$CHECK (((resolve_quiet > '00:00:00'::interval) AND (resolve_quiet <= '366 days'::interval)))$d$),
 			  ('silences_agent_pattern_check', 'CHECK (gate_bridge.valid_agent_pattern(agent_pattern))'),
 			  ('silences_ends_at_check', 'CHECK ((ends_at >= starts_at))'),
-			  ('silences_kind_check', $d$CHECK ((kind = ANY (ARRAY['budget'::text, 'invariant'::text, 'planner'::text, 'delivery'::text])))$d$) $$,
+			  ('silences_kind_check', $d$CHECK ((kind = ANY (ARRAY['budget'::text, 'invariant'::text, 'planner'::text, 'delivery'::text, 'heartbeat'::text])))$d$) $$,
 	'the CHECK constraints of silences and of the budgets'' auto-resolve columns');
 -- the constraints hold (in a savepoint each: this file rolls back)
 SELECT throws_ok(q, '23514', NULL, 'refused: ' || q)
@@ -334,13 +338,14 @@ SELECT is(pg_get_function_arguments(f::regprocedure), a, format('the arguments o
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
 				WHERE p.pronamespace = 'gate_bridge'::regnamespace AND p.prosecdef$$,
 			  ARRAY['gate_bridge.compact_folds(bigint)', 'gate_bridge.incident_rows_removed()',
-					'gate_bridge.run_gates(text,interval,boolean)', 'gate_bridge.tick()',
+					'gate_bridge.run_gates(text,interval,boolean,integer)', 'gate_bridge.tick()',
 					'gate_bridge.release_silenced()', 'gate_bridge.silence(text,interval,text,text,text)',
 					'gate_bridge.unsilence(bigint)',
 					'gate_bridge.claim_deliveries(text,integer,interval,text)',
 					'gate_bridge.complete_delivery(bigint,integer,text,interval)',
-					'gate_bridge.release_deliveries(text)', 'gate_bridge.redeliver(bigint)'],
-			  'the SECURITY DEFINER functions are compact_folds, incident_rows_removed, run_gates, tick, silence, unsilence, release_silenced, and delivery''s claim_deliveries, complete_delivery, release_deliveries and redeliver');
+					'gate_bridge.release_deliveries(text)', 'gate_bridge.redeliver(bigint)',
+					'gate_bridge.compare_planners(text,text,text,interval,integer,double precision,boolean)'],
+			  'the SECURITY DEFINER functions are compact_folds, incident_rows_removed, run_gates, tick, silence, unsilence, release_silenced, delivery''s claim_deliveries, complete_delivery, release_deliveries and redeliver, and compare_planners');
 
 -- Triggers of the lifecycle.
 SELECT trigger_is('gate_bridge', 'incident_events', 'incident_events_held',

@@ -36,7 +36,7 @@ SELECT t, b->>'agent_pattern' AS cost_budget
  ORDER BY t COLLATE "C";
 
 -------------------------------------------------------------------------------
--- Unknown agent and empty windows: pass, "samples": 0, nothing checked.
+-- Unknown agent and empty windows: "samples": 0, nothing judged (insufficient_data).
 -------------------------------------------------------------------------------
 SELECT gate_bridge.evaluate_agent('nobody.at.all');
 SELECT gate_bridge.evaluate_agent('shop.cart.api', '1 hour');

@@ -645,7 +645,9 @@ my @cases = (
 	 check => sub {
 		 my ($res) = @_;
 		 my $r = eval { JSON::PP->new->decode($res->{data}[0][0]) };
-		 return $r && $r->{passed} && $r->{samples} == 0 ? undef
+		 # nothing to judge: insufficient_data, passed null, never a pass
+		 return $r && !defined $r->{passed} && $r->{status} eq 'insufficient_data'
+			 && $r->{samples} == 0 && @{$r->{insufficient}} > 0 ? undef
 			 : 'result: ' . ($res->{data}[0][0] // 'NULL');
 	 }},
 
@@ -664,9 +666,12 @@ my @cases = (
 		 my ($res) = @_;
 		 my ($agents) = $dbh->selectrow_array(
 			 'SELECT count(DISTINCT agent) FROM gate_bridge.eval_results');
-		 # agent, passed, samples, violations, incident_ids (one per violation)
-		 my @bad = grep { !defined $_->[1] || $_->[2] !~ /^\d+$/ || ref($_->[4]) ne 'ARRAY'
-						  || @{$_->[4]} != @{JSON::PP->new->decode($_->[3])} } @{$res->{data}};
+		 # agent, status, passed, samples, violations, insufficient,
+		 # incident_ids (one per violation)
+		 my @bad = grep { ($_->[1] // '') !~ /^(passed|warning|failed|insufficient_data)$/
+						  || $_->[3] !~ /^\d+$/ || ref($_->[6]) ne 'ARRAY'
+						  || ref(JSON::PP->new->decode($_->[5])) ne 'ARRAY'
+						  || @{$_->[6]} != @{JSON::PP->new->decode($_->[4])} } @{$res->{data}};
 		 return @{$res->{data}} == $agents && !@bad ? undef
 			 : sprintf('%d rows for %d agents, %d malformed', scalar(@{$res->{data}}),
 					   $agents, scalar(@bad));
@@ -676,7 +681,7 @@ my @cases = (
 	 check => sub {
 		 my ($res) = @_;
 		 return @{$res->{data}} == 1 && $res->{data}[0][0] eq "adv.$BREAKER"
-			 && !$res->{data}[0][1] ? undef : 'rows: ' . js($res->{data});
+			 && $res->{data}[0][1] eq 'failed' && !$res->{data}[0][2] ? undef : 'rows: ' . js($res->{data});
 	 }},
 
 	################################################################ float8 sums

@@ -329,6 +329,8 @@ for my $cmd (qw(run-gates listen incidents ack resolve snooze silence unsilence 
 like($out, qr/--fail-on-warning/, 'run-gates --help names --fail-on-warning');
 like($out, qr/INTERVENTIONS_ENABLED/, 'run-gates --help documents INTERVENTIONS_ENABLED');
 like($out, qr/folded\/rate limited/, 'run-gates --help documents the per-violation incidents');
+like($out, qr/--require-samples/, 'run-gates --help names --require-samples');
+like($out, qr/^  4   no failure, but a gate could not be judged/m, 'run-gates --help documents exit status 4');
 ($rc, $out) = gb('resolve', '--help');
 like($out, qr/^  -n, --note=TEXT +resolution note$/m, 'resolve --help lists --note');
 ($rc, $out) = gb('ack', '--help');
@@ -966,22 +968,23 @@ $dbh->do(q{DELETE FROM gate_bridge.destinations WHERE name IN ('regress_cli_hook
 # ---------------------------------------------------------------------------
 # run-gates: exit codes and report
 #
-# These need gate_bridge.run_gates() to return (agent, passed, samples,
-# violations, incident_ids) with incident_ids one element per violation.
+# These need gate_bridge.run_gates() to return (agent, status, passed,
+# samples, violations, insufficient, incident_ids) with incident_ids one
+# element per violation.
 # ---------------------------------------------------------------------------
 
 my ($gate_columns) = $dbh->selectrow_array(q{
 	SELECT string_agg(n, ',' ORDER BY o)
 	  FROM pg_proc p,
 		   unnest(p.proargnames, p.proargmodes) WITH ORDINALITY AS a (n, m, o)
-	 WHERE p.oid = 'gate_bridge.run_gates(text,interval,boolean)'::regprocedure AND a.m = 't'});
-is($gate_columns, 'agent,passed,samples,violations,incident_ids',
-	'gate_bridge.run_gates returns agent, passed, samples, violations, incident_ids');
+	 WHERE p.oid = 'gate_bridge.run_gates(text,interval,boolean,integer)'::regprocedure AND a.m = 't'});
+is($gate_columns, 'agent,status,passed,samples,violations,insufficient,incident_ids',
+	'gate_bridge.run_gates returns agent, status, passed, samples, violations, insufficient, incident_ids');
 
 ($rc, $out, $err) = gb('run-gates', '--agent', 'regress.pass');
 is($rc, 0, 'run-gates: a passing gate exits 0') or diag($err);
 like($out, qr/^PASS  regress\.pass \(1 sample\)$/m, 'run-gates: PASS for the passing agent, with its samples');
-like($out, qr/^1 passed, 0 with warnings, 0 failed: PASS$/m, 'run-gates: summary line');
+like($out, qr/^1 passed, 0 with warnings, 0 not judged, 0 failed: PASS$/m, 'run-gates: summary line');
 
 ($rc, $out, $err) = gb('run-gates', '--agent', 'regress.warn');
 is($rc, 0, 'run-gates: warnings only exit 0 without --fail-on-warning') or diag($err);
@@ -1010,17 +1013,20 @@ for my $want (['PASS', 'regress.pass'], ['WARN', 'regress.warn'], ['FAIL', 'regr
 {
 	like($out, qr/^$want->[0]  \Q$want->[1]\E \(\d+ samples?\)$/m, "run-gates over every agent: $want->[0] $want->[1]");
 }
-like($out, qr/^1 passed, 1 with warnings, 3 failed: FAIL$/m, 'run-gates over every agent: the summary counts');
+like($out, qr/^1 passed, 1 with warnings, 0 not judged, 3 failed: FAIL$/m, 'run-gates over every agent: the summary counts');
 
 # the window: regress.old's only row is two days old
 ($rc, $out) = gb('run-gates', '--agent', 'regress.old', '--lookback', '1d');
-is($rc, 0, 'lookback 1d: a row two days old is outside the window');
-like($out, qr/^PASS  regress\.old \(0 samples\)$/m, 'lookback 1d: no samples');
+is($rc, 4, 'lookback 1d: a row two days old is outside the window: nothing to judge, exit 4');
+like($out, qr/^NODATA  regress\.old \(0 samples\)\n\s+too few\s+quality\s+0 of 1 samples needed$/m,
+	'lookback 1d: no samples, said per metric');
+like($out, qr/^0 passed, 0 with warnings, 1 not judged, 0 failed: FAIL \(not enough data to judge\)$/m,
+	'lookback 1d: the summary says why it fails');
 # without --lookback, the budget's own lookback is the window
 $dbh->do(q{UPDATE gate_bridge.budgets SET lookback = '1 day' WHERE agent_pattern = 'regress.old'});
 ($rc, $out) = gb('run-gates', '--agent', 'regress.old');
-is($rc, 0, 'no --lookback: the budget\'s lookback of 1 day leaves the two-day-old row out');
-like($out, qr/^PASS  regress\.old \(0 samples\)$/m, 'no --lookback: no samples in the budget\'s window');
+is($rc, 4, 'no --lookback: the budget\'s lookback of 1 day leaves the two-day-old row out');
+like($out, qr/^NODATA  regress\.old \(0 samples\)$/m, 'no --lookback: no samples in the budget\'s window');
 $dbh->do(q{UPDATE gate_bridge.budgets SET lookback = '7 days' WHERE agent_pattern = 'regress.old'});
 ($rc, $out) = gb('run-gates', '--agent', 'regress.old', '--lookback', '3d');
 is($rc, 1, 'lookback 3d: it is inside');
@@ -1032,7 +1038,7 @@ for my $lb ('72h', '4320m', '259200s', '1w', '2 days 23 hours')
 for my $lb ('47h', '2820m', '1 day')
 {
 	($rc, $out, $err) = gb('run-gates', '--agent', 'regress.old', '--lookback', $lb);
-	is($rc, 0, "lookback $lb does not reach the row") or diag($err);
+	is($rc, 4, "lookback $lb does not reach the row: nothing to judge") or diag($err);
 }
 
 # JSON
@@ -1041,17 +1047,49 @@ is($rc, 1, 'run-gates --json: same exit status') or diag($err);
 my %gates = map { $_->{agent} => $_ } json_lines($out);
 is_deeply([sort keys %gates], [sort @gate_agents], 'run-gates --json: one line per agent');
 is_deeply([sort keys %{ $gates{'regress.pass'} || {} }],
-	[sort qw(agent status passed samples violations incident_ids)], 'run-gates --json: its fields');
-is($gates{'regress.pass'}{status}, 'pass', 'run-gates --json: pass');
+	[sort qw(agent status passed samples violations insufficient incident_ids)], 'run-gates --json: its fields');
+is($gates{'regress.pass'}{status}, 'passed', 'run-gates --json: passed');
 ok($gates{'regress.pass'}{passed} && JSON::PP::is_bool($gates{'regress.pass'}{passed}),
 	'run-gates --json: "passed" is a JSON boolean');
 is($gates{'regress.pass'}{samples}, 1, 'run-gates --json: samples');
 is($gates{'regress.warn'}{samples}, 2, 'run-gates --json: samples of an agent with two rows');
-like($out, qr/^\{"agent":"regress\.pass","status":"pass","passed":true,"samples":1,/m,
+like($out, qr/^\{"agent":"regress\.pass","status":"passed","passed":true,"samples":1,/m,
 	'run-gates --json: samples is a number');
 is_deeply($gates{'regress.pass'}{violations}, [], 'run-gates --json: no violations for a pass');
-is($gates{'regress.warn'}{status}, 'warn', 'run-gates --json: warn');
-is($gates{'regress.crit'}{status}, 'fail', 'run-gates --json: fail');
+is($gates{'regress.warn'}{status}, 'warning', 'run-gates --json: warning');
+is($gates{'regress.crit'}{status}, 'failed', 'run-gates --json: failed');
+is_deeply($gates{'regress.pass'}{insufficient}, [], 'run-gates --json: nothing insufficient for a pass');
+
+# Not judged: too few samples, or no budget.  Never a silent pass.
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.typo');
+is($rc, 4, 'run-gates --agent for an agent no budget covers exits 4') or diag($err);
+like($out, qr/^NOGATE  regress\.typo \(0 samples\)\n\s+no enabled budget applies to this agent: nothing was judged$/m,
+	'run-gates: an agent no budget covers is reported as such');
+like($err, qr/WARNING:  no enabled budget applies to agent "regress\.typo"/, 'and the server warns on stderr');
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.typo', '--json');
+is($rc, 4, 'run-gates --json for it: exit 4') or diag($err);
+my ($typo) = json_lines($out);
+is($typo->{status}, 'no_budget', 'run-gates --json: status no_budget');
+ok(exists $typo->{passed} && !defined $typo->{passed}, 'run-gates --json: passed is null when nothing was judged');
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.pass', '--require-samples', '2');
+is($rc, 4, 'run-gates --require-samples 2 with one sample: exit 4') or diag($err);
+like($out, qr/^NODATA  regress\.pass \(1 sample\)\n\s+too few\s+quality\s+1 of 2 samples needed$/m,
+	'run-gates --require-samples: the metric and its samples');
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.pass', '--require-samples', '1');
+is($rc, 0, 'run-gates --require-samples 1: passes') or diag($err);
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.crit', '--require-samples', '5');
+is($rc, 4, 'run-gates: a violation in a window with too few samples is not judged either') or diag($err);
+($rc, $out, $err) = gb('run-gates', '--agent', 'regress.pass', '--require-samples', '2', '--json');
+my ($few) = json_lines($out);
+is_deeply($few->{insufficient}, [{ budget_type => 'quality', reason => 'samples', samples => 1, min_samples => 2 }],
+	'run-gates --json: insufficient names the metric, its samples and the minimum');
+is($few->{status}, 'insufficient_data', 'run-gates --json: status insufficient_data');
+for my $bad ('0', '-1', 'x', '1.5', '1000001', '')
+{
+	($rc, $out, $err) = gb('run-gates', '--require-samples', $bad);
+	is($rc, 64, "run-gates --require-samples '$bad' is a usage error");
+	like($err, qr/invalid --require-samples/, "run-gates --require-samples '$bad': says so");
+}
 my ($v) = @{ $gates{'regress.crit'}{violations} || [] };
 is_deeply($v, { agent => 'regress.crit', budget_type => 'quality', severity => 'critical',
 		actual => 0.25, threshold => 0.3 }, 'run-gates --json: the violation, numbers as numbers');

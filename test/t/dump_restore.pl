@@ -77,6 +77,8 @@ my %ORDER = (
 	silences => 'id',
 	destinations => 'name COLLATE "C"',
 	deliveries => 'id',
+	heartbeats => 'agent_pattern COLLATE "C"',
+	gate_windows => 'agent COLLATE "C", budget_type COLLATE "C", lookback, window_end',
 );
 my @TABLES = sort keys %ORDER;
 my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts silences deliveries)),
@@ -405,6 +407,18 @@ $orig->do('SELECT gate_bridge.resolve(?)', undef, unresolved_id($orig, 'BUDGET_d
 eval_row($orig, 'dr.life.flap', cost => 5);
 $orig->do(q{RESET gate_bridge.flap_threshold});
 
+# a heartbeat, and the past windows a baseline budget keeps
+$orig->do(q{INSERT INTO gate_bridge.heartbeats (agent_pattern, max_silence, severity)
+			VALUES ('dr.hb.*', '1 hour', 'warning')});
+# disabled: tick() after the restore must have nothing to do
+$orig->do(q{INSERT INTO gate_bridge.heartbeats (agent_pattern, max_silence, severity, enabled)
+			VALUES ('dr.hb.never', '2 hours 30 minutes', 'critical', false)});
+$orig->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning, method, lookback)
+			VALUES ('dr.base', 'quality', 0.1, 'baseline', '1 day')});
+$orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
+			SELECT 'dr.base', 0.5 + 0.01 * d, now() - d * interval '1 day' FROM generate_series(0, 5) d});
+$orig->do(q{SELECT count(*) FROM gate_bridge.run_gates('dr.base')});
+
 # deliveries in every status: delivered, retried, dead (which opens
 # DELIVERY_dr.hook), claimed (sending), pending, held and skipped
 $orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 200)
@@ -476,10 +490,12 @@ is_deeply($orig->selectcol_arrayref(
 	'SELECT DISTINCT status FROM gate_bridge.deliveries ORDER BY 1'),
 	[qw(dead delivered held pending sending skipped)], 'the original has deliveries in every status');
 my %count = map { ($_ => scalar @{$want->{$_}}) } @TABLES;
-ok($count{eval_results} >= 25 && $count{budgets} == 12 && $count{incident_keys} >= 10,
+ok($count{eval_results} >= 25 && $count{budgets} == 13 && $count{incident_keys} >= 10
+   && $count{heartbeats} == 2 && $count{gate_windows} == 4,
    "the original has $count{eval_results} eval rows, $count{budgets} budgets,"
    . " $count{incident_rows} incidents, $count{incident_folds} folds, $count{incident_events} events,"
-   . " $count{incident_keys} keys, $count{playbook_rules} playbook rules");
+   . " $count{incident_keys} keys, $count{playbook_rules} playbook rules, $count{heartbeats} heartbeats,"
+   . " $count{gate_windows} kept past windows");
 
 # The lifecycle's state is in the fill, with values other than the defaults.
 is_deeply($orig->selectall_arrayref(q{SELECT id, agent_pattern, kind, violation_type, ends_at > now() FROM gate_bridge.silences ORDER BY id}),
@@ -606,6 +622,8 @@ for my $format (qw(plain custom))
 		silences => q{UPDATE gate_bridge.silences SET comment = comment || '.' WHERE id = (SELECT min(id) FROM gate_bridge.silences)},
 		deliveries => q{UPDATE gate_bridge.deliveries SET last_error = 'x' WHERE id = (SELECT min(id) FROM gate_bridge.deliveries)},
 		destinations => q{UPDATE gate_bridge.destinations SET url = url || '?x' WHERE name = 'dr.off'},
+		heartbeats => q{UPDATE gate_bridge.heartbeats SET max_silence = max_silence + interval '1 second' WHERE agent_pattern = 'dr.hb.*'},
+		gate_windows => q{DELETE FROM gate_bridge.gate_windows WHERE window_end = (SELECT max(window_end) FROM gate_bridge.gate_windows)},
 	);
 	my @noticed;
 

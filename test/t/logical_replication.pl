@@ -178,7 +178,8 @@ is_deeply(incidents($pub, $db),
 		  'the publisher decided: its incidents, severities and folded repeats');
 is_deeply($pub->rows($db, 'SELECT kind, created, deduplicated, rate_limited FROM gate_bridge.stats'
 					 . ' ORDER BY kind'),
-		  [['budget', 4, 2, 0], ['delivery', 0, 0, 0], ['invariant', 1, 0, 0], ['planner', 0, 0, 0]],
+		  [['budget', 4, 2, 0], ['delivery', 0, 0, 0], ['heartbeat', 0, 0, 0], ['invariant', 1, 0, 0],
+		   ['planner', 0, 0, 0]],
 		  'publisher: gate_bridge.stats counts its decisions');
 
 # Budgets are not replicated unless published: each database keeps its own.

@@ -444,9 +444,10 @@ is_deeply(gates_of(q{
 	'run_gates(): the same result for every agent that still has rows');
 is(scalar @$gone_agents, $OLD_AGENTS + 1, 'the agents left with no row are the old ones and gate.only_old');
 is_deeply($dbh->selectall_arrayref(q{
-	SELECT count(*), bool_and(passed AND samples = 0) FROM run_gates_before
+	SELECT count(*), bool_and(status = 'insufficient_data' AND passed IS NULL AND samples = 0)
+	  FROM run_gates_before
 	 WHERE agent = ANY ($1)}, undef, $gone_agents), [[$OLD_AGENTS + 1, 1]],
-	'they had passed with 0 samples, and run_gates() no longer lists them');
+	'they had no rows in their windows (insufficient_data, 0 samples), and run_gates() no longer lists them');
 
 diag('retention.pl took ' . since($started));
 done_testing();

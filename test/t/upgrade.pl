@@ -243,15 +243,16 @@ is($old->selectrow_array(q{SELECT count(*) FROM gate_bridge.budgets WHERE agent_
    'the budgets that break the rules are kept');
 is($update_warnings{'1.1'} // '', '', 'the update to 1.1 warns about nothing');
 
-# 1.2: run_gates is created anew (a new column); the grants on it stay
+# 1.2: run_gates is created anew (new columns, a new argument); the
+# grants on it stay
 is_deeply($old->selectall_arrayref(q{
-	SELECT r, has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE'),
-			  has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE WITH GRANT OPTION'),
+	SELECT r, has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean, integer)', 'EXECUTE'),
+			  has_function_privilege(r, 'gate_bridge.run_gates(text, interval, boolean, integer)', 'EXECUTE WITH GRANT OPTION'),
 			  has_function_privilege(r, 'gate_bridge.evaluate_agent(text, interval)', 'EXECUTE')
 	  FROM unnest(ARRAY['regress_upgrade_gates_job', 'regress_upgrade_gates_admin']) r ORDER BY r}),
 		  [['regress_upgrade_gates_admin', 1, 1, 0], ['regress_upgrade_gates_job', 1, 0, 1]],
 		  'EXECUTE on run_gates granted before the update is kept, with its grant option');
-is($old->selectrow_array(q{SELECT has_function_privilege('public', 'gate_bridge.run_gates(text, interval, boolean)', 'EXECUTE')}),
+is($old->selectrow_array(q{SELECT has_function_privilege('public', 'gate_bridge.run_gates(text, interval, boolean, integer)', 'EXECUTE')}),
    0, 'and PUBLIC still has none');
 
 # 1.2: what identifies a key is filled in from the key text and the agent
@@ -273,7 +274,9 @@ is_deeply($old->selectall_arrayref(q{SELECT kind, key, agent, subject, created, 
 my $new = connect_db($NEW);
 $new->do(q{SET client_min_messages = warning});
 $new->do(q{CREATE EXTENSION gate_bridge});
-$new->do($_) for @GATE_GRANTS, @INCIDENT_GRANTS;
+# run_gates of 1.2 has one argument more
+$new->do(s/run_gates\(text, interval, boolean\)/run_gates(text, interval, boolean, integer)/r)
+  for @GATE_GRANTS, @INCIDENT_GRANTS;
 my $want = $new->selectcol_arrayref($DESCRIBE);
 my $got = $old->selectcol_arrayref($DESCRIBE);
 cmp_ok(scalar @$want, '>', 20, 'a fresh install has its objects (' . scalar(@$want) . ')');
