@@ -134,7 +134,8 @@ time_queries() {
 				echo "SELECT $r, $i, ms, result_rows FROM public.gb_once(:'q$i');"
 			fi
 		done
-	done | { echo "SELECT dblink_connect('base', 'dbname=gb_base') \\g /dev/null"; cat; } | q "${args[@]}" |
+	done | { echo "SELECT dblink_connect('base', :'base_conn') \\g /dev/null"; cat; } |
+		q "${args[@]}" -v base_conn="dbname=gb_base host=${PGHOST:-/var/run/postgresql} port=${PGPORT:-5432} user=${PGUSER:-postgres} password=${PGPASSWORD:-}" |
 		awk -F'|' '$1 > 0 { print $2 "|" $3 "|" $4 }' | sort -t'|' -k1,1n -k2,2g |
 		awk -F'|' '
 			function out() {
@@ -169,7 +170,7 @@ WHERE[${#QUERIES[@]}]=base
 LABELS+=("run_gates('$one'), one agent, method baseline")
 QUERIES+=("SELECT * FROM gate_bridge.run_gates('$one')")
 LABELS+=("compare_planners(agent, 'v2', 'v1', '7 days'), all agents (one call each)")
-QUERIES+=("SELECT gate_bridge.compare_planners(a.agent, 'v2', 'v1', '7 days') FROM (SELECT DISTINCT agent FROM gate_bridge.budgets) a")
+QUERIES+=("SELECT gate_bridge.compare_planners(a.agent, 'v2', 'v1', '7 days') FROM (SELECT DISTINCT agent_pattern AS agent FROM gate_bridge.budgets) a")
 LABELS+=("compare_planners('$one', 'v2', 'v1', '7 days'), one agent")
 QUERIES+=("SELECT gate_bridge.compare_planners('$one', 'v2', 'v1', '7 days')")
 
@@ -205,7 +206,7 @@ done < <(time_queries)
 echo
 echo "- baseline / mean, all agents: $(awk -v b="${MEDIAN[6]}" -v m="${MEDIAN[0]}" 'BEGIN { printf "%.2f", b / m }'); one agent: $(awk -v b="${MEDIAN[7]}" -v m="${MEDIAN[2]}" 'BEGIN { printf "%.2f", b / m }')"
 echo "- the first baseline run over all agents, which computed and kept the $kept past windows (200 agents x 5 metrics x 3), took $cold_ms ms"
-echo "- compare_planners verdicts over the 200 agents: $(q -c "SELECT string_agg(v || ' ' || n, ', ' ORDER BY v) FROM (SELECT r->>'verdict' AS v, count(*) AS n FROM (SELECT gate_bridge.compare_planners(a.agent, 'v2', 'v1', '7 days') AS r FROM (SELECT DISTINCT agent FROM gate_bridge.budgets) a) x GROUP BY 1) y")"
+echo "- compare_planners verdicts over the 200 agents: $(q -c "SELECT string_agg(v || ' ' || n, ', ' ORDER BY v) FROM (SELECT r->>'verdict' AS v, count(*) AS n FROM (SELECT gate_bridge.compare_planners(a.agent, 'v2', 'v1', '7 days') AS r FROM (SELECT DISTINCT agent_pattern AS agent FROM gate_bridge.budgets) a) x GROUP BY 1) y")"
 
 # What run_gates read of eval_results, from this transaction's statistics.
 reads_sql="SELECT t.seq_scan, pg_stat_get_xact_tuples_returned('gate_bridge.eval_results_agent_created_at_idx'::regclass), t.idx_tup_fetch FROM pg_stat_xact_user_tables t WHERE t.relid = 'gate_bridge.eval_results'::regclass"
