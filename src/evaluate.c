@@ -444,20 +444,11 @@ wilson_lower(double p, double n)
 	return center - GB_WILSON_Z * sqrt(Max(spread, 0.0)) / denom;
 }
 
-static int
-double_cmp(const void *a, const void *b)
-{
-	double		x = *(const double *) a;
-	double		y = *(const double *) b;
-
-	return (x > y) - (x < y);
-}
-
 /* The median of n > 0 values, which it sorts. */
 static double
 median(double *v, int n)
 {
-	qsort(v, n, sizeof(double), double_cmp);
+	qsort(v, n, sizeof(double), gb_double_cmp);
 	return (n % 2) ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
 }
 
@@ -711,9 +702,11 @@ judge(Evaluation *ev, GBBudgetType t, const GBBudget *b, int32 min_samples, bool
 		m->has_baseline = compute_baseline(ev, t, b, m->min_samples, keep, &m->baseline);
 		if (!m->has_baseline)
 		{
+			/* a fixed tier crossed is a violation, history or not */
+			if (m->severity != GB_SEV_NONE)
+				return;
 			m->insufficient = true;
 			m->why = "baseline";
-			m->severity = GB_SEV_NONE;
 			return;
 		}
 		/* the fixed tiers still hold; leaving the baseline is the lowest */
@@ -977,16 +970,7 @@ gated_agents(MemoryContext cxt, int *count)
 	gb_spi_begin(&priv);
 	if (agents_plan == NULL)
 		agents_plan = gb_keep_plan(
-			"WITH RECURSIVE seen (agent) AS ("
-			"    (SELECT e.agent FROM gate_bridge.eval_results e"
-			"      ORDER BY e.agent LIMIT 1)"
-			"    UNION ALL"
-			"    SELECT (SELECT e.agent FROM gate_bridge.eval_results e"
-			"             WHERE e.agent > s.agent"
-			"             ORDER BY e.agent LIMIT 1)"
-			"      FROM seen s"
-			"     WHERE s.agent IS NOT NULL"
-			")"
+			GB_KNOWN_AGENTS_CTE
 			"SELECT s.agent FROM seen s WHERE s.agent IS NOT NULL"
 			" UNION "
 			"SELECT b.agent_pattern FROM gate_bridge.budgets b"

@@ -250,6 +250,26 @@ extern void gb_budget_cache_init(void);
 extern bool gb_budgets_pin(const char *agent, int agent_len, GBBudgetPin *pin);
 extern void gb_budgets_unpin(GBBudgetPin *pin);
 
+/*
+ * The agents known from eval_results: a loose index scan over
+ * eval_results_agent_created_at_idx, one index probe per agent, never a
+ * scan of the table.  The CTE "seen" (agent), with a NULL at its end.
+ */
+#define GB_KNOWN_AGENTS_CTE \
+	"WITH RECURSIVE seen (agent) AS (" \
+	"    (SELECT e.agent FROM gate_bridge.eval_results e" \
+	"      ORDER BY e.agent LIMIT 1)" \
+	"    UNION ALL" \
+	"    SELECT (SELECT e.agent FROM gate_bridge.eval_results e" \
+	"             WHERE e.agent > s.agent" \
+	"             ORDER BY e.agent LIMIT 1)" \
+	"      FROM seen s" \
+	"     WHERE s.agent IS NOT NULL" \
+	")"
+
+/* planners.c: qsort's comparison of doubles (no NaN among them) */
+extern int	gb_double_cmp(const void *a, const void *b);
+
 /* evaluate.c */
 typedef enum GBWindowProblem
 {

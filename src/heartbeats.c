@@ -130,16 +130,8 @@ read_beats(MemoryContext cxt, int *count)
 
 	if (beats_plan == NULL)
 		beats_plan = gb_keep_plan(
-			"WITH RECURSIVE seen (agent) AS ("
-			"    (SELECT e.agent FROM gate_bridge.eval_results e"
-			"      ORDER BY e.agent LIMIT 1)"
-			"    UNION ALL"
-			"    SELECT (SELECT e.agent FROM gate_bridge.eval_results e"
-			"             WHERE e.agent > s.agent"
-			"             ORDER BY e.agent LIMIT 1)"
-			"      FROM seen s"
-			"     WHERE s.agent IS NOT NULL"
-			"), agents AS ("
+			GB_KNOWN_AGENTS_CTE
+			", agents AS ("
 			"    SELECT s.agent FROM seen s"
 			"     WHERE s.agent IS NOT NULL"
 			"       AND EXISTS (SELECT FROM gate_bridge.heartbeats h WHERE h.enabled)"

@@ -238,8 +238,8 @@ read_samples(MemoryContext cxt, const char *agent, const char *canary,
 }
 
 /* qsort's comparison of doubles (no NaN among them). */
-static int
-double_cmp(const void *a, const void *b)
+int
+gb_double_cmp(const void *a, const void *b)
 {
 	double		x = *(const double *) a;
 	double		y = *(const double *) b;
@@ -294,8 +294,8 @@ mann_whitney(Sample *x, Sample *y, MetricResult *r, bool higher_is_worse)
 	double		mu;
 	double		sigma;
 
-	pg_qsort(x->values, x->n, sizeof(double), double_cmp);
-	pg_qsort(y->values, y->n, sizeof(double), double_cmp);
+	pg_qsort(x->values, x->n, sizeof(double), gb_double_cmp);
+	pg_qsort(y->values, y->n, sizeof(double), gb_double_cmp);
 
 	while (i < x->n || j < y->n)
 	{

@@ -126,11 +126,12 @@ INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, created_at
 	('base.steady', 0.80, 120, now() - interval '1 minute'),	-- inside the band
 	('base.drop',   0.70, 120, now() - interval '1 minute'),	-- below 0.77: warning
 	('base.slow',   0.80, 150, now() - interval '1 minute'),	-- above 145: warning
-	('base.young',  0.80, 120, now() - interval '1 minute');	-- no past windows
+	('base.young',  0.80, 120, now() - interval '1 minute'),	-- no past windows
+	('base.new',    0.05, 120, now() - interval '1 minute');	-- none, but below the critical 0.1
 INSERT INTO gate_bridge.eval_results (agent, quality, latency_p95_ms, created_at)
 VALUES ('base.young', 0.80, 120, pg_temp.past_day(1));
 SELECT a, g.status, g.passed, g.violations, g.insufficient
-  FROM unnest(ARRAY['base.steady', 'base.drop', 'base.slow', 'base.young']) a, pg_temp.gate(a) g ORDER BY a;
+  FROM unnest(ARRAY['base.steady', 'base.drop', 'base.slow', 'base.young', 'base.new']) a, pg_temp.gate(a) g ORDER BY a;
 SELECT r->'windows'->'quality'->'baseline' AS quality, r->'windows'->'latency'->'baseline' AS latency
   FROM gate_bridge.evaluate_agent('base.drop') r;
 -- the past windows were kept, one per day and metric, empty days too
