@@ -690,6 +690,7 @@ CREATE TRIGGER incident_rows_truncated
  *	  (flapping_ended, announced);
  *	- heartbeats: HEARTBEAT_{agent} opened for an agent silent for longer
  *	  than its heartbeat's max_silence, resolved when it reports again;
+ *	- auto-run: the low-risk playbooks with auto_run, once per incident;
  *	- and the folded violations are compacted, which is no transition.
  * Each transition is taken under the row's lock, with SKIP LOCKED, and
  * checked again there: two ticks at once neither wait for each other nor
@@ -797,13 +798,16 @@ BEGIN
 	-- agents that stopped reporting, and those that report again
 	n := n + gate_bridge.check_heartbeats();
 
+	-- the low-risk playbooks that run by themselves
+	n := n + gate_bridge.auto_run_playbooks();
+
 	PERFORM gate_bridge.compact_folds(NULL);
 	RETURN n;
 END
 $fn$;
 
 COMMENT ON FUNCTION gate_bridge.tick() IS
-	'Time-driven transitions (snooze expiry, silence end, quiet auto-resolve, flapping end, heartbeats) and compaction; safe to call concurrently and often; returns the transitions made';
+	'Time-driven transitions (snooze expiry, silence end, quiet auto-resolve, flapping end, heartbeats, auto-run playbooks) and compaction; safe to call concurrently and often; returns the transitions made';
 
 SELECT pg_catalog.pg_extension_config_dump('gate_bridge.incident_folds', '');
 
@@ -1960,3 +1964,305 @@ COMMENT ON FUNCTION gate_bridge.compare_planners(text, text, text, interval, int
 REVOKE ALL ON gate_bridge.gate_windows, gate_bridge.heartbeats FROM PUBLIC;
 REVOKE ALL ON FUNCTION gate_bridge.check_heartbeats(),
 	gate_bridge.compare_planners(text, text, text, interval, integer, float8, boolean) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Playbooks that act: the registry of the playbooks that rules suggest, each
+-- with its runbook and, once the owner attaches one, an action that
+-- run_playbook() runs (src/remediation.c); a low-risk one with auto_run
+-- runs by itself from tick(), once per incident.
+-------------------------------------------------------------------------------
+
+/*
+ * The registry.  Its table sorts before playbook_rules, so that pg_dump
+ * restores the playbooks before the rules that name them; users read and
+ * write it through the view gate_bridge.playbooks.
+ *
+ * action is NULL (a playbook to follow by hand, with its runbook), the name
+ * of a destination (webhook or slack: run_playbook queues the event
+ * playbook_started for it in the outbox, and the delivery's outcome becomes
+ * playbook_succeeded or playbook_failed), or a function taking the incident
+ * as jsonb, named with its schema (schema.function), which run_playbook
+ * calls in a subtransaction of its own as action_role, a role the owner
+ * names that must hold EXECUTE on it.
+ */
+CREATE TABLE gate_bridge.playbook_registry (
+	name			text PRIMARY KEY,
+	title			text NOT NULL,
+	description		text NOT NULL DEFAULT '',
+	runbook_url		text,
+	risk			text NOT NULL DEFAULT 'high',
+	action			text,
+	action_role		text,
+	auto_run		boolean NOT NULL DEFAULT false,
+	builtin			boolean NOT NULL DEFAULT false,
+	CONSTRAINT playbook_registry_name_check
+		CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+	CONSTRAINT playbook_registry_title_check
+		CHECK (title OPERATOR(pg_catalog.<>) ''
+			   AND pg_catalog.octet_length(title) OPERATOR(pg_catalog.<=) 200),
+	CONSTRAINT playbook_registry_description_check
+		CHECK (pg_catalog.octet_length(description) OPERATOR(pg_catalog.<=) 8192),
+	CONSTRAINT playbook_registry_runbook_url_check
+		CHECK (runbook_url OPERATOR(pg_catalog.~) '^(https?://[^[:space:]/]+[^[:space:]]*|docs/runbooks/[a-z0-9_.-]+[.]md)$'
+			   AND pg_catalog.octet_length(runbook_url) OPERATOR(pg_catalog.<=) 2048),
+	CONSTRAINT playbook_registry_risk_check
+		CHECK (risk OPERATOR(pg_catalog.=) ANY (ARRAY['low', 'high'])),
+	CONSTRAINT playbook_registry_auto_run_check
+		CHECK (NOT auto_run OR (risk OPERATOR(pg_catalog.=) 'low' AND action IS NOT NULL))
+);
+
+COMMENT ON TABLE gate_bridge.playbook_registry IS
+	'The playbooks that rules may suggest; read and write them through gate_bridge.playbooks';
+
+CREATE VIEW gate_bridge.playbooks AS
+	SELECT p.name, p.title, p.description, p.runbook_url, p.risk, p.action, p.action_role,
+		   p.auto_run, p.builtin
+	  FROM gate_bridge.playbook_registry p;
+
+COMMENT ON VIEW gate_bridge.playbooks IS
+	'Playbooks: title, runbook, risk, the action run_playbook() runs, and whether a low-risk one runs by itself';
+
+/*
+ * The registry's rules: a built-in playbook is replaced by one of the same
+ * name inserted by the user (a restore of an edited built-in), becomes the
+ * user's when edited, and cannot be deleted; a playbook a rule names cannot
+ * be deleted or renamed; an action must be a destination (webhook or
+ * slack) or a function taking jsonb that action_role may execute, and not
+ * both.
+ */
+CREATE FUNCTION gate_bridge.playbook_registry_guard() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	rule record;
+	dest_kind text;
+	fn regprocedure;
+BEGIN
+	IF TG_OP IN ('UPDATE', 'DELETE') AND (TG_OP = 'DELETE' OR NEW.name <> OLD.name) THEN
+		IF TG_OP = 'DELETE' AND OLD.builtin AND pg_trigger_depth() = 1 THEN
+			RAISE EXCEPTION 'cannot delete built-in playbook %', OLD.name
+				USING ERRCODE = '55000',
+					  HINT = 'Set auto_run = false or clear its action instead; it would come back after a dump and restore.';
+		END IF;
+		SELECT r.violation_type, r.agent_pattern INTO rule
+		  FROM gate_bridge.playbook_rules r
+		 WHERE OLD.name = ANY (r.playbooks)
+		 ORDER BY r.violation_type COLLATE "C", r.agent_pattern COLLATE "C" LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'playbook % is named by playbook rule (%, %)', OLD.name,
+				rule.violation_type, rule.agent_pattern
+				USING ERRCODE = '23503',
+					  HINT = 'Change or delete the rules that name it first.';
+		END IF;
+	END IF;
+	IF TG_OP = 'DELETE' THEN
+		RETURN OLD;
+	END IF;
+	IF TG_OP = 'INSERT' AND NOT NEW.builtin THEN
+		DELETE FROM gate_bridge.playbook_registry p WHERE p.name = NEW.name AND p.builtin;
+	ELSIF TG_OP = 'UPDATE' AND OLD.builtin AND NEW.builtin THEN
+		NEW.builtin := false;
+	END IF;
+	IF NEW.action IS NULL THEN
+		IF NEW.action_role IS NOT NULL THEN
+			RAISE EXCEPTION 'playbook % has an action_role but no action', NEW.name
+				USING ERRCODE = '22023', HINT = 'action_role is the role a function action runs as.';
+		END IF;
+		RETURN NEW;
+	END IF;
+	SELECT t.kind INTO dest_kind FROM gate_bridge.destinations t WHERE t.name = NEW.action;
+	IF NEW.action ~ '^[A-Za-z_][A-Za-z0-9_$]*[.][A-Za-z_][A-Za-z0-9_$]*$' THEN
+		fn := to_regprocedure(NEW.action || '(jsonb)');
+	END IF;
+	IF dest_kind IS NOT NULL AND fn IS NOT NULL THEN
+		RAISE EXCEPTION 'action % of playbook % is both a destination and a function', NEW.action, NEW.name
+			USING ERRCODE = '22023', HINT = 'Give the function with its schema, such as public.my_action.';
+	ELSIF dest_kind IS NOT NULL THEN
+		IF dest_kind NOT IN ('webhook', 'slack') THEN
+			RAISE EXCEPTION 'destination % of kind % cannot be the action of playbook %',
+				NEW.action, dest_kind, NEW.name
+				USING ERRCODE = '22023', HINT = 'A playbook''s destination is a webhook or a Slack channel.';
+		END IF;
+		IF NEW.action_role IS NOT NULL THEN
+			RAISE EXCEPTION 'playbook % sends to destination %: it takes no action_role', NEW.name, NEW.action
+				USING ERRCODE = '22023';
+		END IF;
+	ELSIF fn IS NOT NULL THEN
+		IF NEW.action_role IS NULL OR to_regrole(quote_ident(NEW.action_role)) IS NULL THEN
+			RAISE EXCEPTION 'playbook % calls %, so it needs the role to run it as (action_role)', NEW.name, fn
+				USING ERRCODE = '22023',
+					  HINT = 'Name an existing role with EXECUTE on the function, and only the privileges the action needs.';
+		END IF;
+		IF NOT has_function_privilege(to_regrole(quote_ident(NEW.action_role)), fn, 'EXECUTE') THEN
+			RAISE EXCEPTION 'role % may not execute %, the action of playbook %', NEW.action_role, fn, NEW.name
+				USING ERRCODE = '42501';
+		END IF;
+	ELSE
+		RAISE EXCEPTION 'action % of playbook % is neither a destination nor a function taking jsonb',
+			NEW.action, NEW.name
+			USING ERRCODE = '23503',
+				  HINT = 'Name a destination, or a function f(incident jsonb) with its schema, such as public.rerun_eval.';
+	END IF;
+	RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER playbook_registry_guard
+	BEFORE INSERT OR UPDATE OR DELETE ON gate_bridge.playbook_registry
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.playbook_registry_guard();
+
+-- A rule may name only registered playbooks (built-in rules name built-in
+-- playbooks).
+CREATE FUNCTION gate_bridge.playbook_rules_registered() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	unknown text;
+BEGIN
+	IF NEW.builtin THEN
+		RETURN NEW;
+	END IF;
+	SELECT u.name INTO unknown
+	  FROM unnest(NEW.playbooks) WITH ORDINALITY AS u (name, n)
+	 WHERE NOT EXISTS (SELECT FROM gate_bridge.playbook_registry p WHERE p.name = u.name)
+	 ORDER BY u.n LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'playbook rule (%, %) names unknown playbook %',
+			NEW.violation_type, NEW.agent_pattern, quote_literal(unknown)
+			USING ERRCODE = '23503',
+				  HINT = 'Register it in gate_bridge.playbooks first.';
+	END IF;
+	RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER playbook_rules_registered
+	BEFORE INSERT OR UPDATE ON gate_bridge.playbook_rules
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.playbook_rules_registered();
+
+INSERT INTO gate_bridge.playbook_registry (name, title, description, runbook_url, risk, builtin) VALUES
+	('rerun_eval', 'Re-run the evaluation',
+	 'Run the failing evaluation again to tell a flaky result from a real regression.',
+	 'docs/runbooks/rerun_eval.md', 'low', true),
+	('rerun_dbt', 'Re-run the dbt models',
+	 'Rebuild the dbt models the agent reads, then evaluate again.',
+	 'docs/runbooks/rerun_dbt.md', 'low', true),
+	('clear_cache', 'Clear the retrieval cache',
+	 'Drop cached retrieval results that may be stale or poisoned.',
+	 'docs/runbooks/clear_cache.md', 'low', true),
+	('refresh_synonyms', 'Refresh the search synonyms',
+	 'Reload the synonym sets the search index uses.',
+	 'docs/runbooks/refresh_synonyms.md', 'low', true),
+	('adjust_canary_split', 'Adjust the canary split',
+	 'Send less traffic to the canary, or none, while it costs more than its budget.',
+	 'docs/runbooks/adjust_canary_split.md', 'high', true),
+	('rollback_planner', 'Roll back the planner',
+	 'Move traffic back from the planner version that regressed to the previous one.',
+	 'docs/runbooks/rollback_planner.md', 'high', true);
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.playbook_registry', 'WHERE NOT builtin');
+
+-- The playbooks that 1.1's rules named and that are not built in are
+-- registered, without an action, so that every rule names a registered
+-- playbook.  A name the registry cannot hold is reported: its rule keeps
+-- applying, and can be changed once it names registered playbooks.
+DO $register$
+DECLARE
+	u record;
+BEGIN
+	FOR u IN
+		SELECT DISTINCT x.name
+		  FROM gate_bridge.playbook_rules r, unnest(r.playbooks) AS x (name)
+		 WHERE NOT EXISTS (SELECT FROM gate_bridge.playbook_registry p WHERE p.name = x.name)
+		 ORDER BY 1
+	LOOP
+		IF u.name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+			INSERT INTO gate_bridge.playbook_registry (name, title, description)
+			VALUES (u.name, u.name, 'Named by a playbook rule before 1.2; registered by the update, without an action.');
+		ELSE
+			RAISE WARNING 'playbook rules name % , which cannot be registered as a playbook', quote_literal(u.name)
+				USING HINT = 'Playbook names are 1 to 63 letters, digits, ".", "_" or "-": rename it in the rules that name it.';
+		END IF;
+	END LOOP;
+END
+$register$;
+
+/*
+ * Once-per-incident bookkeeping of auto-run, and its rate limit: one row
+ * per incident and playbook that ran by itself.
+ */
+CREATE TABLE gate_bridge.playbook_auto_runs (
+	incident_id		bigint NOT NULL
+		REFERENCES gate_bridge.incident_rows (id) ON DELETE CASCADE,
+	playbook		text NOT NULL,
+	run_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (incident_id, playbook)
+);
+
+CREATE INDEX playbook_auto_runs_playbook_idx
+	ON gate_bridge.playbook_auto_runs (playbook, run_at);
+
+COMMENT ON TABLE gate_bridge.playbook_auto_runs IS
+	'The playbooks that ran by themselves, once per incident; the rate limit counts them';
+
+SELECT pg_catalog.pg_extension_config_dump('gate_bridge.playbook_auto_runs', '');
+
+/*
+ * run_playbook(incident_id, playbook, actor): runs the playbook's action for
+ * the incident and records playbook_started, then playbook_succeeded or
+ * playbook_failed with the outcome (for a destination, when its delivery is
+ * delivered or dead).  A failing action never undoes anything else: it runs
+ * in a subtransaction.  Returns succeeded, failed or queued.
+ */
+CREATE FUNCTION gate_bridge.run_playbook(incident_id bigint, playbook text,
+										 actor text DEFAULT CURRENT_USER)
+RETURNS text
+AS 'MODULE_PATHNAME', 'gate_bridge_run_playbook'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- tick()'s part: the low-risk playbooks with auto_run for the incidents not
+-- silenced, snoozed, flapping or resolved, once per incident, at most
+-- gate_bridge.auto_run_limit per playbook per hour; returns the runs.
+CREATE FUNCTION gate_bridge.auto_run_playbooks()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'gate_bridge_auto_run_playbooks'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- A destination's delivery of playbook_started is the action: its outcome
+-- goes on the timeline.
+CREATE FUNCTION gate_bridge.playbook_delivery_done() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	started gate_bridge.incident_events;
+BEGIN
+	SELECT * INTO started FROM gate_bridge.incident_events e WHERE e.id = NEW.event_id;
+	INSERT INTO gate_bridge.incident_events (incident_id, event, at, actor, detail)
+	VALUES (NEW.incident_id,
+			CASE NEW.status WHEN 'delivered' THEN 'playbook_succeeded' ELSE 'playbook_failed' END,
+			clock_timestamp(), started.actor,
+			jsonb_build_object('playbook', started.detail->>'playbook',
+							   'destination', NEW.destination, 'delivery_id', NEW.id,
+							   'http_status', NEW.last_status, 'error', NEW.last_error,
+							   'auto', COALESCE((started.detail->>'auto')::boolean, false)));
+	RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER playbook_delivery_done
+	AFTER UPDATE OF status ON gate_bridge.deliveries
+	FOR EACH ROW
+	WHEN (NEW.event = 'playbook_started' AND NEW.status IN ('delivered', 'dead')
+		  AND OLD.status IS DISTINCT FROM NEW.status)
+	EXECUTE FUNCTION gate_bridge.playbook_delivery_done();
+
+REVOKE ALL ON gate_bridge.playbook_registry, gate_bridge.playbooks,
+	gate_bridge.playbook_auto_runs FROM PUBLIC;
+REVOKE ALL ON FUNCTION gate_bridge.playbook_registry_guard(),
+	gate_bridge.playbook_rules_registered(),
+	gate_bridge.run_playbook(bigint, text, text),
+	gate_bridge.auto_run_playbooks(),
+	gate_bridge.playbook_delivery_done() FROM PUBLIC;

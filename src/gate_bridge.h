@@ -192,6 +192,7 @@ typedef struct GBDecideSummary
 
 /* guc.c */
 extern bool gb_enabled;
+extern int	gb_auto_run_limit;
 extern int	gb_rate_limit;
 extern int	gb_rate_window;
 extern char *gb_notify_channel;

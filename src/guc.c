@@ -24,6 +24,7 @@
 
 bool		gb_enabled = true;
 int			gb_rate_limit = 3;
+int			gb_auto_run_limit = 10;
 int			gb_rate_window = 3600;
 char	   *gb_notify_channel = NULL;
 char	   *gb_events_channel = NULL;
@@ -279,6 +280,16 @@ gb_define_gucs(void)
 							&gb_delivery_max_attempts,
 							10,
 							1, 100,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gate_bridge.auto_run_limit",
+							gettext_noop("Runs per hour that each auto-run playbook may make by itself."),
+							gettext_noop("tick() runs a low-risk playbook with auto_run once per incident, and at most this often per playbook; 0 runs none."),
+							&gb_auto_run_limit,
+							10,
+							0, 10000,
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
