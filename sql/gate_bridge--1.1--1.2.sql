@@ -632,8 +632,8 @@ $fn$;
 COMMENT ON FUNCTION gate_bridge.compact_folds(bigint) IS
 	'Adds the folded violations of an incident (NULL: of all) into its row; never waits; returns the folds removed';
 
--- The folds of deleted incidents go with them, and so do the contexts that
--- no incident uses any more.
+-- The folds and the auto-run bookkeeping of deleted incidents go with them,
+-- and so do the contexts that no incident uses any more.
 CREATE FUNCTION gate_bridge.incident_rows_removed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -641,11 +641,15 @@ AS $fn$
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
 		TRUNCATE gate_bridge.incident_folds;
+		-- no TRUNCATE: the statement may be truncating it already
+		DELETE FROM gate_bridge.playbook_auto_runs;
 		-- incident_rows references it: no TRUNCATE
 		DELETE FROM gate_bridge.incident_contexts;
 	ELSE
 		DELETE FROM gate_bridge.incident_folds f USING removed_rows o
 		 WHERE f.incident_id = o.id;
+		DELETE FROM gate_bridge.playbook_auto_runs a USING removed_rows o
+		 WHERE a.incident_id = o.id;
 		/*
 		 * Locked first, in id order: of two transactions deleting the last
 		 * incidents of one context, the second sees, once the first has
@@ -2039,8 +2043,12 @@ DECLARE
 	dest_kind text;
 	fn regprocedure;
 BEGIN
+	-- the INSERT branch below replaces a built-in row by the user's: allowed
+	IF TG_OP = 'DELETE' AND pg_trigger_depth() > 1 THEN
+		RETURN OLD;
+	END IF;
 	IF TG_OP IN ('UPDATE', 'DELETE') AND (TG_OP = 'DELETE' OR NEW.name <> OLD.name) THEN
-		IF TG_OP = 'DELETE' AND OLD.builtin AND pg_trigger_depth() = 1 THEN
+		IF TG_OP = 'DELETE' AND OLD.builtin THEN
 			RAISE EXCEPTION 'cannot delete built-in playbook %', OLD.name
 				USING ERRCODE = '55000',
 					  HINT = 'Set auto_run = false or clear its action instead; it would come back after a dump and restore.';
@@ -2111,6 +2119,8 @@ $fn$;
 CREATE TRIGGER playbook_registry_guard
 	BEFORE INSERT OR UPDATE OR DELETE ON gate_bridge.playbook_registry
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.playbook_registry_guard();
+-- also while restoring or replicating (session_replication_role = replica)
+ALTER TABLE gate_bridge.playbook_registry ENABLE ALWAYS TRIGGER playbook_registry_guard;
 
 -- A rule may name only registered playbooks (built-in rules name built-in
 -- playbooks).
@@ -2126,7 +2136,8 @@ BEGIN
 	END IF;
 	SELECT u.name INTO unknown
 	  FROM unnest(NEW.playbooks) WITH ORDINALITY AS u (name, n)
-	 WHERE NOT EXISTS (SELECT FROM gate_bridge.playbook_registry p WHERE p.name = u.name)
+	 WHERE u.name IS NOT NULL	-- refused by the CHECK constraint
+	   AND NOT EXISTS (SELECT FROM gate_bridge.playbook_registry p WHERE p.name = u.name)
 	 ORDER BY u.n LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'playbook rule (%, %) names unknown playbook %',
@@ -2194,8 +2205,7 @@ $register$;
  * per incident and playbook that ran by itself.
  */
 CREATE TABLE gate_bridge.playbook_auto_runs (
-	incident_id		bigint NOT NULL
-		REFERENCES gate_bridge.incident_rows (id) ON DELETE CASCADE,
+	incident_id		bigint NOT NULL,	-- removed with it (incident_rows_removed)
 	playbook		text NOT NULL,
 	run_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (incident_id, playbook)

@@ -5,7 +5,8 @@
   const STATUSES = ['unresolved', 'open', 'ack', 'resolved', 'all'];
   const EVENT_KINDS = ['created', 'acked', 'resolved', 'snoozed', 'snooze_expired', 'silence_ended',
     'reopened', 'escalated', 'auto_resolved', 'flapping', 'flapping_ended', 'deduplicated',
-    'unsnoozed', 'silenced', 'note', 'updated', 'message'];
+    'unsnoozed', 'silenced', 'note', 'updated', 'message',
+    'playbook_started', 'playbook_succeeded', 'playbook_failed'];
   const NOTIFY_KINDS = new Set(['created', 'reopened', 'escalated', 'snooze_expired', 'silence_ended']);
   const LIMIT = 500;
 

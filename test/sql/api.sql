@@ -208,7 +208,11 @@ UPDATE gate_bridge.playbook_rules SET enabled = false
  WHERE violation_type = 'latency' AND agent_pattern = 'knowledge.*';
 SELECT gate_bridge.suggest_playbooks('latency', 'knowledge.search'),
 	   gate_bridge.suggest_playbooks('latency', 'elastic.index');
--- user rules: an exact name beats a glob, a longer glob a shorter one
+-- user rules (naming registered playbooks): an exact name beats a glob, a
+-- longer glob a shorter one
+INSERT INTO gate_bridge.playbooks (name, title) VALUES
+	('page_data_oncall', 'Page the data on-call'), ('rerun_health_checks', 'Re-run the health checks'),
+	('reduce_max_tokens', 'Reduce max tokens'), ('notify_team', 'Notify the team');
 INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks) VALUES
 	('quality', 'warehouse.health', '{page_data_oncall}'),
 	('quality', 'warehouse.health.*', '{rerun_health_checks}'),
@@ -244,6 +248,7 @@ ROLLBACK;
 -- A user rule with the key of a built-in one replaces it (this is also what
 -- restoring a dump does with an edited built-in rule).
 BEGIN;
+INSERT INTO gate_bridge.playbooks (name, title) VALUES ('quarantine_agent', 'Quarantine the agent');
 INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks)
 VALUES ('invariants', '*', '{quarantine_agent}');
 SELECT violation_type, agent_pattern, playbooks, enabled, builtin

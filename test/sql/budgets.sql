@@ -144,7 +144,7 @@ SELECT gate_bridge.valid_agent_name(NULL) IS NULL AS strict_name,
 	   gate_bridge.valid_agent_pattern(NULL) IS NULL AS strict_pattern;
 -- and the CHECK constraints use them
 SELECT pg_temp.try($$INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning) VALUES ('a.*.b', 'cost', 1)$$, true);
-SELECT pg_temp.try($$INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks) VALUES ('cost', 'x*', '{p}')$$, true);
+SELECT pg_temp.try($$INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks) VALUES ('cost', 'x*', '{rerun_eval}')$$, true);
 SELECT pg_temp.try($$INSERT INTO gate_bridge.eval_results (agent) VALUES (repeat('a', 129))$$, true);
 -- a writer with INSERT on eval_results only passes the CHECK: the rule
 -- functions are for everyone

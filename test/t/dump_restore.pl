@@ -79,6 +79,8 @@ my %ORDER = (
 	deliveries => 'id',
 	heartbeats => 'agent_pattern COLLATE "C"',
 	gate_windows => 'agent COLLATE "C", budget_type COLLATE "C", lookback, window_end',
+	playbook_registry => 'name COLLATE "C"',
+	playbook_auto_runs => 'incident_id, playbook COLLATE "C"',
 );
 my @TABLES = sort keys %ORDER;
 my @SEQUENCES = sort((map { "gate_bridge.${_}_id_seq" } qw(eval_results incident_rows incident_events incident_contexts silences deliveries)),
@@ -255,6 +257,10 @@ $orig->do(q{INSERT INTO gate_bridge.destinations (name, kind, url, secret, min_s
 $orig->do(q{UPDATE gate_bridge.destinations SET enabled = false WHERE name = 'dr.off'});
 
 # playbook rules: one of the user's own, an edited and a disabled built-in
+# the playbooks the rules name, registered first (one with a runbook)
+$orig->do(q{INSERT INTO gate_bridge.playbooks (name, title, runbook_url) VALUES
+			('page_owner', 'Page the owner', 'https://runbooks.example.com/page_owner'),
+			('warm_index', 'Warm the index', NULL)});
 $orig->do(q{INSERT INTO gate_bridge.playbook_rules (violation_type, agent_pattern, playbooks)
 			VALUES ('quality', 'dr.*', '{page_owner,rerun_eval}')});
 $orig->do(q{UPDATE gate_bridge.playbook_rules SET playbooks = '{clear_cache,warm_index}'
@@ -418,6 +424,11 @@ $orig->do(q{INSERT INTO gate_bridge.budgets (agent_pattern, budget_type, warning
 $orig->do(q{INSERT INTO gate_bridge.eval_results (agent, quality, created_at)
 			SELECT 'dr.base', 0.5 + 0.01 * d, now() - d * interval '1 day' FROM generate_series(0, 5) d});
 $orig->do(q{SELECT count(*) FROM gate_bridge.run_gates('dr.base')});
+# an edited built-in playbook, and an auto-run's bookkeeping
+$orig->do(q{UPDATE gate_bridge.playbooks SET description = 'Rebuild the models, then evaluate again.'
+			 WHERE name = 'rerun_dbt'});
+$orig->do(q{INSERT INTO gate_bridge.playbook_auto_runs (incident_id, playbook)
+			SELECT min(id), 'rerun_eval' FROM gate_bridge.incident_rows});
 
 # deliveries in every status: delivered, retried, dead (which opens
 # DELIVERY_dr.hook), claimed (sending), pending, held and skipped
@@ -624,6 +635,8 @@ for my $format (qw(plain custom))
 		destinations => q{UPDATE gate_bridge.destinations SET url = url || '?x' WHERE name = 'dr.off'},
 		heartbeats => q{UPDATE gate_bridge.heartbeats SET max_silence = max_silence + interval '1 second' WHERE agent_pattern = 'dr.hb.*'},
 		gate_windows => q{DELETE FROM gate_bridge.gate_windows WHERE window_end = (SELECT max(window_end) FROM gate_bridge.gate_windows)},
+		playbook_registry => q{UPDATE gate_bridge.playbooks SET description = description || '.' WHERE name = 'page_owner'},
+		playbook_auto_runs => q{INSERT INTO gate_bridge.playbook_auto_runs (incident_id, playbook) VALUES (0, 'x')},
 	);
 	my @noticed;
 
