@@ -687,7 +687,7 @@
       for (const x of dv) {
         tb.append(el('tr', { class: 'dv-' + String(x.status || '').replace(/[^a-z_]/g, '') },
           el('td', { class: 'dv-dest' }, x.destination != null ? String(x.destination) : '—'),
-          el('td', null, x.event != null ? String(x.event) : '—'),
+          el('td', null, x.event != null ? String(x.event) : '—', x.request ? el('span', { class: 'muted' }, ' · ' + String(x.request)) : null),
           el('td', null, el('span', { class: 'dv-status' }, x.status != null ? String(x.status) : '—')),
           el('td', { class: 'num' }, x.attempts != null ? String(x.attempts) : '—'),
           el('td', { class: 'num' }, x.last_status != null ? String(x.last_status) : '—'),

@@ -949,7 +949,7 @@ my @dlv_lines = json_lines($out);
 is_deeply([map { $_->{id} } @dlv_lines], [$dlv_done, $dlv_dead], 'deliveries --json: newest first');
 is_deeply([sort keys %{ $dlv_lines[0] || {} }],
 	[sort qw(id destination kind incident_id event_id event status attempts next_attempt_at
-			 last_status last_error created_at delivered_at)],
+			 last_status last_error created_at delivered_at request)],
 	'deliveries --json: every field, no url or secret');
 my ($dead_json) = grep { $_->{id} == $dlv_dead } @dlv_lines;
 is_deeply([@{ $dead_json || {} }{qw(destination kind incident_id event status attempts last_status last_error delivered_at)}],
