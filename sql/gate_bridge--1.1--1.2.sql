@@ -2410,7 +2410,9 @@ $fn$;
 COMMENT ON FUNCTION gate_bridge.issue_request(text, text, jsonb, text, jsonb, jsonb, jsonb, boolean, text, timestamptz) IS
 	'What a github or jira destination asks of its tracker for a delivery: create, find, comment, close or reopen, and the HTTP request';
 
--- A tracker's answer as JSON, or NULL when it is not UTF-8 JSON.
+-- A tracker's answer as JSON, or NULL when it is not UTF-8 JSON.  Whatever
+-- an answer holds (bytes that are not UTF-8, a \u0000, JSON nested too
+-- deep to read), it does not make complete_delivery() fail.
 CREATE FUNCTION gate_bridge.issue_answer(response bytea)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -2419,8 +2421,7 @@ AS $fn$
 BEGIN
 	RETURN convert_from(response, 'UTF8')::jsonb;
 EXCEPTION
-	WHEN character_not_in_repertoire OR untranslatable_character OR invalid_text_representation
-		 OR program_limit_exceeded THEN
+	WHEN OTHERS THEN
 		RETURN NULL;
 END
 $fn$;

@@ -219,6 +219,10 @@ SELECT * FROM pg_temp.claim('w2');
 SELECT gate_bridge.complete_delivery(d.id, 200, NULL, NULL, pg_temp.answer('<html>maintenance</html>'))
   FROM gate_bridge.deliveries d WHERE d.status = 'sending';
 SELECT * FROM pg_temp.outbox() WHERE incident_id = :id;
+-- answers that are not JSON do not make the completion fail
+SELECT gate_bridge.issue_answer(t.b) IS NULL AS unread
+  FROM (VALUES ('\xfffe7b7d'::bytea), (convert_to('{"a": "\u0000"}', 'UTF8')),
+			   (convert_to(repeat('[', 100000) || repeat(']', 100000), 'UTF8')), (NULL)) AS t(b);
 -- a create answered 201 without an issue in it: unconfirmed
 SELECT pg_temp.violation('iss.e') AS id \gset
 SELECT * FROM pg_temp.claim();
