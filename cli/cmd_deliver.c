@@ -2,7 +2,7 @@
  *
  * cmd_deliver.c
  *		gate-bridge deliver: send the outbox (gate_bridge.deliveries) to
- *		webhooks, Slack and PagerDuty.
+ *		webhooks, Slack, PagerDuty, GitHub and Jira.
  *
  * N worker threads, each with its own libpq connection and its own curl
  * easy handle (so its own HTTP connection cache).  A worker claims up to
@@ -10,10 +10,13 @@
  * to it for 30 s, sends each, and records the outcome with
  * gate_bridge.complete_delivery(), which decides what comes next (delivered,
  * a retry later, dead).  With nothing due it waits for a notification on
- * gate_bridge.events_channel, or a second.  The request bodies are rendered
- * by the server (the claim's body column, with the --dashboard-url link);
- * the worker sends their bytes as they are, and signs them for webhooks
- * with a secret.
+ * gate_bridge.events_channel, or a second.  The requests are rendered by
+ * the server (the claim's method, url and body columns, with the
+ * --dashboard-url link); the worker sends their bytes as they are, signs
+ * them for webhooks with a secret, and authenticates them to GitHub and
+ * Jira with the destination's secret.  An issue tracker's answer goes back
+ * whole to complete_delivery(), which reads the issue from it (the worker
+ * parses no JSON).
  *
  * Delivery is at least once: a worker that dies mid-flight, or whose
  * completion cannot be recorded, leaves the delivery to its lease, and it
@@ -48,19 +51,28 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "mb/pg_wchar.h"
+
 #include "gate_bridge_cli.h"
 
 #define CLAIM_ROWS		"10"
 #define CLAIM_LEASE		"30 s"
 #define MAX_WORKERS		64
 #define RESPONSE_KEEP	200		/* bytes of a response kept for last_error */
+#define ANSWER_MAX		(4 * 1024 * 1024)	/* bytes of a tracker's answer kept */
 #define COMPLETE_TRIES	5		/* transient failures of one completion */
+#define BYTEA_OID		17
 
 static const char *const claim_query =
 "SELECT * FROM gate_bridge.claim_deliveries($1::pg_catalog.text, " CLAIM_ROWS ", '" CLAIM_LEASE "',"
 " $2::pg_catalog.text)";
 
 static const char *const complete_query =
+"SELECT gate_bridge.complete_delivery($1::pg_catalog.int8, $2::pg_catalog.int4,"
+" $3::pg_catalog.text, $4::pg_catalog.interval, $5::pg_catalog.bytea)";
+
+/* a server whose claims name no request: it has no issue destinations */
+static const char *const complete_query_without_answer =
 "SELECT gate_bridge.complete_delivery($1::pg_catalog.int8, $2::pg_catalog.int4,"
 " $3::pg_catalog.text, $4::pg_catalog.interval)";
 
@@ -102,8 +114,13 @@ typedef struct Worker
 	/* the request in flight */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		retry_after[64];
+	char		ratelimit_remaining[32];	/* GitHub's x-ratelimit-* */
+	char		ratelimit_reset[32];
 	char		response[RESPONSE_KEEP + 1];
 	size_t		response_len;
+	bool		keep_answer;	/* an issue tracker's: all of it, for the server */
+	PQExpBufferData answer;
+	bool		answer_cut;		/* longer than ANSWER_MAX */
 } Worker;
 
 static const GBConnExtra deliver_extra[] = {
@@ -197,7 +214,7 @@ report_fatal(Worker *w, const char *what, PGresult *res)
 		dlog(w, "HINT:  deliver needs the delivery functions of gate_bridge 1.2 (claim_deliveries, complete_delivery, release_deliveries): update the extension with ALTER EXTENSION %s UPDATE",
 			 GB_EXTENSION);
 	else if (state != NULL && strcmp(state, "42501") == 0)
-		dlog(w, "HINT:  deliver's role needs USAGE on schema gate_bridge and EXECUTE on gate_bridge.claim_deliveries(text, integer, interval, text), gate_bridge.complete_delivery(bigint, integer, text, interval) and gate_bridge.release_deliveries(text)");
+		dlog(w, "HINT:  deliver's role needs USAGE on schema gate_bridge and EXECUTE on gate_bridge.claim_deliveries(text, integer, interval, text), gate_bridge.complete_delivery(bigint, integer, text, interval, bytea) and gate_bridge.release_deliveries(text)");
 	STORE(fatal, 1);
 	request_stop();
 }
@@ -382,7 +399,9 @@ typedef struct Delivery
 	const char *secret;
 	const char *event_id;
 	const char *attempt;
-	const char *body;
+	const char *method;			/* GET, POST or PATCH */
+	const char *request;		/* an issue tracker's: create, find, ...; or NULL */
+	const char *body;			/* NULL: none (a GET) */
 	size_t		body_len;
 } Delivery;
 
@@ -393,31 +412,58 @@ typedef struct Outcome
 	char		error[1024];	/* "" for none */
 	bool		has_retry_after;
 	long		retry_after_secs;
+	bool		has_answer;		/* w->answer holds the response's body */
 } Outcome;
+
+/* github and jira: destinations that are issue trackers */
+static bool
+is_issue_kind(const char *kind)
+{
+	return strcmp(kind, "github") == 0 || strcmp(kind, "jira") == 0;
+}
+
+/* The value of header line data if it is header name ("name:"), trimmed. */
+static bool
+header_value(const char *data, size_t len, const char *name, char *out, size_t outlen)
+{
+	size_t		nl = strlen(name);
+	const char *v;
+	size_t		vl;
+
+	if (len <= nl || strncasecmp(data, name, nl) != 0)
+		return false;
+	v = data + nl;
+	vl = len - nl;
+	while (vl > 0 && (*v == ' ' || *v == '\t'))
+		v++, vl--;
+	while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		vl--;
+	if (vl >= outlen)
+		vl = outlen - 1;
+	memcpy(out, v, vl);
+	out[vl] = '\0';
+	return true;
+}
 
 static size_t
 on_header(char *data, size_t size, size_t nitems, void *arg)
 {
 	Worker	   *w = arg;
 	size_t		len = size * nitems;
-	static const char name[] = "retry-after:";
 
-	if (len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0)
+	if (header_value(data, len, "retry-after:", w->retry_after, sizeof(w->retry_after)) ||
+		header_value(data, len, "x-ratelimit-remaining:", w->ratelimit_remaining,
+					 sizeof(w->ratelimit_remaining)) ||
+		header_value(data, len, "x-ratelimit-reset:", w->ratelimit_reset,
+					 sizeof(w->ratelimit_reset)))
+		return len;
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
 	{
-		const char *v = data + sizeof(name) - 1;
-		size_t		vl = len - (sizeof(name) - 1);
-
-		while (vl > 0 && (*v == ' ' || *v == '\t'))
-			v++, vl--;
-		while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-			vl--;
-		if (vl >= sizeof(w->retry_after))
-			vl = sizeof(w->retry_after) - 1;
-		memcpy(w->retry_after, v, vl);
-		w->retry_after[vl] = '\0';
+		/* a new response (after a 100) */
+		w->retry_after[0] = '\0';
+		w->ratelimit_remaining[0] = '\0';
+		w->ratelimit_reset[0] = '\0';
 	}
-	else if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
-		w->retry_after[0] = '\0';	/* a new response (after a 100) */
 	return len;
 }
 
@@ -437,6 +483,13 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 		room--;
 	}
 	w->response[w->response_len] = '\0';
+	if (w->keep_answer && !w->answer_cut)
+	{
+		if (w->answer.len + len > ANSWER_MAX)
+			w->answer_cut = true;
+		else
+			appendBinaryPQExpBuffer(&w->answer, data, len);
+	}
 	return len;
 }
 
@@ -468,6 +521,28 @@ parse_retry_after(const char *v, long *secs)
 		*secs = n < 0 ? 0 : n;
 		return true;
 	}
+}
+
+/*
+ * GitHub's rate limits: with x-ratelimit-remaining 0, no request before
+ * x-ratelimit-reset (epoch seconds).  False: not that.
+ */
+static bool
+parse_ratelimit_reset(const Worker *w, long *secs)
+{
+	char	   *end;
+	long long	reset;
+	long		n;
+
+	if (strcmp(w->ratelimit_remaining, "0") != 0 || w->ratelimit_reset[0] == '\0')
+		return false;
+	errno = 0;
+	reset = strtoll(w->ratelimit_reset, &end, 10);
+	if (errno != 0 || *end != '\0' || reset < 0)
+		return false;
+	n = (long) (reset - (long long) time(NULL));
+	*secs = n < 0 ? 0 : n;
+	return true;
 }
 
 /* A URL's path and query are not logged, nor stored: they may hold a secret. */
@@ -513,19 +588,25 @@ hmac_hex(const char *secret, const char *body, size_t len, char *out)
 	out[2 * mdlen] = '\0';
 }
 
-/* POST the body; the outcome for complete_delivery(). */
+/* Send the request; the outcome for complete_delivery(). */
 static void
 send_delivery(Worker *w, const Delivery *d, Outcome *o)
 {
 	struct curl_slist *headers = NULL;
 	char		line[256];
+	bool		issue = is_issue_kind(d->kind);
 	CURLcode	rc;
 
 	memset(o, 0, sizeof(*o));
 	w->errbuf[0] = '\0';
 	w->retry_after[0] = '\0';
+	w->ratelimit_remaining[0] = '\0';
+	w->ratelimit_reset[0] = '\0';
 	w->response[0] = '\0';
 	w->response_len = 0;
+	w->keep_answer = issue;
+	w->answer_cut = false;
+	resetPQExpBuffer(&w->answer);
 
 	curl_easy_reset(w->curl);
 	curl_easy_setopt(w->curl, CURLOPT_URL, d->url);
@@ -538,15 +619,22 @@ send_delivery(Worker *w, const Delivery *d, Outcome *o)
 	curl_easy_setopt(w->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(w->curl, CURLOPT_USERAGENT, user_agent);
 	curl_easy_setopt(w->curl, CURLOPT_ERRORBUFFER, w->errbuf);
-	curl_easy_setopt(w->curl, CURLOPT_POST, 1L);
-	curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) d->body_len);
+	if (d->body == NULL)
+		curl_easy_setopt(w->curl, CURLOPT_HTTPGET, 1L);
+	else
+	{
+		curl_easy_setopt(w->curl, CURLOPT_POST, 1L);
+		curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, d->body);
+		curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) d->body_len);
+		if (strcmp(d->method, "POST") != 0)
+			curl_easy_setopt(w->curl, CURLOPT_CUSTOMREQUEST, d->method);
+		headers = curl_slist_append(headers, "Content-Type: application/json");
+	}
 	curl_easy_setopt(w->curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(w->curl, CURLOPT_HEADERDATA, w);
 	curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, w);
 
-	headers = curl_slist_append(headers, "Content-Type: application/json");
 	headers = curl_slist_append(headers, "Expect:");
 	if (strcmp(d->kind, "webhook") == 0)
 	{
@@ -561,6 +649,39 @@ send_delivery(Worker *w, const Delivery *d, Outcome *o)
 			headers = curl_slist_append(headers, line);
 		}
 	}
+	else if (issue && d->secret != NULL)
+	{
+		/*
+		 * GitHub: a bearer token and the media type and API version its REST
+		 * API documents.  Jira: EMAIL:API_TOKEN is Basic authentication (Jira
+		 * Cloud), anything else a bearer token (a Data Center personal access
+		 * token).  The destination's trigger keeps CR and LF out of secrets.
+		 */
+		PQExpBufferData auth;
+
+		initPQExpBuffer(&auth);
+		if (strcmp(d->kind, "github") == 0)
+		{
+			headers = curl_slist_append(headers, "Accept: application/vnd.github+json");
+			headers = curl_slist_append(headers, "X-GitHub-Api-Version: 2022-11-28");
+			appendPQExpBuffer(&auth, "Authorization: Bearer %s", d->secret);
+		}
+		else
+		{
+			headers = curl_slist_append(headers, "Accept: application/json");
+			if (strchr(d->secret, ':') != NULL)
+			{
+				curl_easy_setopt(w->curl, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+				curl_easy_setopt(w->curl, CURLOPT_USERPWD, d->secret);
+			}
+			else
+				appendPQExpBuffer(&auth, "Authorization: Bearer %s", d->secret);
+		}
+		if (auth.len > 0 && !PQExpBufferBroken(&auth))
+			headers = curl_slist_append(headers, auth.data);
+		/* libcurl copied the line */
+		termPQExpBuffer(&auth);
+	}
 	curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, headers);
 
 	rc = curl_easy_perform(w->curl);
@@ -572,14 +693,27 @@ send_delivery(Worker *w, const Delivery *d, Outcome *o)
 	}
 	else
 	{
+		long		reset_secs;
+
 		curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &o->http_status);
 		o->has_retry_after = parse_retry_after(w->retry_after, &o->retry_after_secs);
+		if ((o->http_status == 403 || o->http_status == 429) &&
+			parse_ratelimit_reset(w, &reset_secs) &&
+			(!o->has_retry_after || reset_secs > o->retry_after_secs))
+		{
+			o->has_retry_after = true;
+			o->retry_after_secs = reset_secs;
+		}
+		/* the kept bytes up to the first that is not UTF-8: a text parameter */
+		w->response[pg_encoding_verifymbstr(PG_UTF8, w->response, (int) w->response_len)] = '\0';
 		if (o->http_status < 200 || o->http_status > 299)
 			snprintf(o->error, sizeof(o->error), "HTTP %ld%s%s", o->http_status,
-					 w->response_len > 0 ? ": " : "", w->response);
+					 w->response[0] != '\0' ? ": " : "", w->response);
+		o->has_answer = issue && !w->answer_cut && !PQExpBufferBroken(&w->answer);
 	}
 	/* the handle keeps pointers into the list: drop them with it */
 	curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(w->curl, CURLOPT_USERPWD, NULL);
 	curl_slist_free_all(headers);
 }
 
@@ -591,27 +725,43 @@ send_delivery(Worker *w, const Delivery *d, Outcome *o)
 /*
  * Record the outcome.  True when it was recorded; false when it could not
  * be (the delivery is left to its lease, and will be sent again with the
- * same event id) or a failure for good stopped everything.
+ * same event id) or a failure for good stopped everything.  An issue
+ * tracker's answer goes along as bytea (binary: no quoting, and bytes that
+ * are not UTF-8 are the server's to judge).  with_answer: the server's
+ * complete_delivery() takes the answer.
  */
 static bool
-complete(Worker *w, const Delivery *d, const Outcome *o)
+complete(Worker *w, const Delivery *d, const Outcome *o, bool with_answer)
 {
 	char		status[16];
+	char		said[32];
 	char		retry[32];
-	const char *params[4];
+	const char *params[5];
+	int			lengths[5] = {0, 0, 0, 0, 0};
+	int			formats[5] = {0, 0, 0, 0, 1};
+	const Oid	types[5] = {0, 0, 0, 0, BYTEA_OID};
 	int			tries;
 
 	snprintf(status, sizeof(status), "%ld", o->http_status);
+	snprintf(said, sizeof(said), "HTTP %ld", o->http_status);
 	snprintf(retry, sizeof(retry), "%ld seconds", o->retry_after_secs);
 	params[0] = d->id;
 	params[1] = o->http_status > 0 ? status : NULL;
 	params[2] = o->error[0] != '\0' ? o->error : NULL;
 	params[3] = o->has_retry_after ? retry : NULL;
+	params[4] = o->has_answer ? w->answer.data : NULL;
+	lengths[4] = o->has_answer ? (int) w->answer.len : 0;
 
 	for (tries = 0; tries < COMPLETE_TRIES; tries++)
 	{
-		PGresult   *res = PQexecParams(w->conn, complete_query, 4, NULL, params,
-									   NULL, NULL, 0);
+		PGresult   *res;
+
+		if (with_answer)
+			res = PQexecParams(w->conn, complete_query, 5, types, params,
+							   lengths, formats, 0);
+		else
+			res = PQexecParams(w->conn, complete_query_without_answer, 4, NULL, params,
+							   NULL, NULL, 0);
 
 		if (PQresultStatus(res) == PGRES_TUPLES_OK)
 		{
@@ -619,10 +769,12 @@ complete(Worker *w, const Delivery *d, const Outcome *o)
 
 			recovered(w);
 			if (now == NULL || strcmp(now, "delivered") != 0)
-				dlog(w, "delivery %s to %s (%s), event %s, attempt %s: %s; now %s",
-					 d->id, d->destination, d->kind, d->event_id,
+				dlog(w, "delivery %s to %s (%s%s%s), event %s, attempt %s: %s; now %s",
+					 d->id, d->destination, d->kind, d->request ? " " : "",
+					 d->request ? d->request : "", d->event_id,
 					 d->attempt ? d->attempt : "?",
-					 o->error[0] != '\0' ? o->error : "no error", now ? now : "?");
+					 o->error[0] != '\0' ? o->error : o->http_status > 0 ? said : "no error",
+					 now ? now : "?");
 			PQclear(res);
 			return true;
 		}
@@ -655,6 +807,8 @@ deliver_batch(Worker *w, PGresult *res)
 	int			c_event = PQfnumber(res, "event_id");
 	int			c_attempt = PQfnumber(res, "attempt");
 	int			c_body = PQfnumber(res, "body");
+	int			c_method = PQfnumber(res, "method");	/* -1: POST */
+	int			c_request = PQfnumber(res, "request");
 	int			r;
 
 	if (c_id < 0 || c_dest < 0 || c_kind < 0 || c_url < 0 || c_event < 0 || c_body < 0)
@@ -684,17 +838,21 @@ deliver_batch(Worker *w, PGresult *res)
 		d.secret = column(res, r, c_secret);
 		d.event_id = column(res, r, c_event);
 		d.attempt = column(res, r, c_attempt);
+		d.method = c_method < 0 ? "POST" : column(res, r, c_method);
+		d.request = column(res, r, c_request);
 		d.body = column(res, r, c_body);
 		d.body_len = d.body ? (size_t) PQgetlength(res, r, c_body) : 0;
 		if (d.id == NULL || d.destination == NULL || d.kind == NULL || d.url == NULL ||
-			d.event_id == NULL || d.body == NULL)
+			d.event_id == NULL || d.method == NULL ||
+			!(strcmp(d.method, "GET") == 0 ? d.body == NULL :
+			  d.body != NULL && (strcmp(d.method, "POST") == 0 || strcmp(d.method, "PATCH") == 0)))
 		{
 			dlog(w, "delivery %s: the claim returned nothing to send; it is left to its lease",
 				 d.id ? d.id : "?");
 			continue;
 		}
 		send_delivery(w, &d, &o);
-		recorded = complete(w, &d, &o);
+		recorded = complete(w, &d, &o, c_request >= 0);
 		if (!recorded)
 		{
 			w->claimed_unsent = r + 1 < n;
@@ -840,7 +998,7 @@ static const GBOption options[] = {
 	{"workers", OPT_WORKERS, "N", "worker threads, each with its own connection\n"
 	"(default 1, at most 64)"},
 	{"once", OPT_ONCE, NULL, "deliver what is due now, then exit"},
-	{"dashboard-url", OPT_DASHBOARD_URL, "URL", "link Slack messages to this dashboard\n"
+	{"dashboard-url", OPT_DASHBOARD_URL, "URL", "link messages and issues to this dashboard\n"
 	"(URL/?incident=ID)"},
 	{"tick", OPT_TICK, "SECONDS", "call gate_bridge.tick() this often (default 60;\n"
 	"0: never)"},
@@ -944,6 +1102,7 @@ deliver_run(GBSession *s)
 		w->n = i + 1;
 		snprintf(w->name, sizeof(w->name), "%s:%d:%d", host, (int) getpid(), w->n);
 		w->curl = curl_easy_init();
+		initPQExpBuffer(&w->answer);
 		if (w->curl == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		{
 			dlog(NULL, "could not start worker %d", w->n);
@@ -974,6 +1133,7 @@ deliver_run(GBSession *s)
 	{
 		pthread_join(workers[i].thread, NULL);
 		curl_easy_cleanup(workers[i].curl);
+		termPQExpBuffer(&workers[i].answer);
 	}
 	free(workers);
 	curl_global_cleanup();
@@ -982,11 +1142,13 @@ deliver_run(GBSession *s)
 
 const GBCommand gb_command_deliver = {
 	.name = "deliver",
-	.summary = "send incident events to webhooks, Slack and PagerDuty",
+	.summary = "send incident events to webhooks, Slack, PagerDuty, GitHub and Jira",
 	.description =
 	"Send the deliveries the extension writes for its destinations\n"
-	"(gate_bridge.destinations: webhook, slack, pagerduty) as HTTP POSTs, retrying\n"
-	"failures with backoff as gate_bridge.complete_delivery() decides.  Each worker\n"
+	"(gate_bridge.destinations: webhook, slack, pagerduty as HTTP POSTs; github and\n"
+	"jira as the issue trackers' REST requests that open, comment on and close an\n"
+	"incident's issue), retrying failures with backoff as\n"
+	"gate_bridge.complete_delivery() decides.  Each worker\n"
 	"claims due deliveries with gate_bridge.claim_deliveries(), so any number of\n"
 	"workers and processes share the outbox, and each delivery of an incident\n"
 	"reaches a destination after the ones before it.  Delivery is at least once:\n"
@@ -997,6 +1159,8 @@ const GBCommand gb_command_deliver = {
 	"Webhooks get the event and its incident as JSON, with the headers\n"
 	"Gate-Bridge-Event-Id and, when the destination has a secret,\n"
 	"Gate-Bridge-Signature: sha256=HEX, the HMAC-SHA256 of the body with it.\n"
+	"GitHub gets the destination's secret as a bearer token; Jira as Basic\n"
+	"authentication when it is EMAIL:API_TOKEN, as a bearer token otherwise.\n"
 	"TLS certificates are always verified; redirects are not followed.\n"
 	"\n"
 	"Logs go to stderr, one line each, naming destinations, never their URLs or\n"

@@ -6,9 +6,9 @@
  * A table for people, or one JSON object per line for programs, rendered
  * by the server.  Without --status it lists the incidents that are not
  * resolved (open and ack), as on-call wants them; --status all lists every
- * incident.  Whether an incident is snoozed, silenced or flapping is shown
- * when the extension's incidents have those columns; an older extension
- * lists as before.
+ * incident.  Whether an incident is snoozed, silenced or flapping, and the
+ * issues opened for it in GitHub or Jira, are shown when the extension's
+ * incidents have those columns; an older extension lists as before.
  *
  * cli/cmd_incidents.c
  *
@@ -24,11 +24,13 @@
  * r is the JSON line's object; the table reads its columns too.  flags is
  * the table's FLAGS cell, and lifecycle the JSON line's fields after
  * resolution_note: both are there only when the extension's incidents have
- * the lifecycle columns (snoozed_until, silence_id, flapping).
+ * the lifecycle columns (snoozed_until, silence_id, flapping).  issues is
+ * the ISSUES cell, with external_refs among the lifecycle fields when the
+ * incidents have it.
  */
-#define QUERY(flags, lifecycle) \
+#define QUERY(flags, issues, lifecycle) \
 "SELECT r.id, r.severity, r.status, r.occurrences, r.first_seen_at, r.key," \
-"       " flags " AS flags," \
+"       " flags " AS flags, " issues " AS issues," \
 "       pg_catalog.row_to_json(r)::pg_catalog.text AS line" \
 "  FROM gate_bridge.incidents i" \
 " CROSS JOIN LATERAL (" \
@@ -55,19 +57,31 @@
 #define LIFECYCLE \
 ", " GB_SQL_UTC("i.snoozed_until") " AS snoozed_until, i.silence_id, i.flapping"
 
-static const char *const query = QUERY(FLAGS, LIFECYCLE);
+/* the issues' URLs (by destination name), or "-" */
+#define ISSUES \
+"COALESCE((SELECT pg_catalog.string_agg(COALESCE(x.v->>'url', x.k || ' ' || (x.v->>'id')), ' '" \
+"                                      ORDER BY x.k)" \
+"            FROM pg_catalog.jsonb_each(i.external_refs) AS x(k, v)), '-')"
 
-/* an extension without snoozes, silences and flapping (1.2 and older) */
-static const char *const query_without_lifecycle = QUERY("NULL::pg_catalog.text", "");
+static const char *const query = QUERY(FLAGS, ISSUES, LIFECYCLE ", i.external_refs");
 
-/* Are the lifecycle columns there? */
-static const char *const lifecycle_query =
-"SELECT pg_catalog.count(*) = 3"
+/* an extension without issue openers */
+static const char *const query_without_issues =
+QUERY(FLAGS, "NULL::pg_catalog.text", LIFECYCLE);
+
+/* an extension without snoozes, silences and flapping (1.1 and older) */
+static const char *const query_without_lifecycle =
+QUERY("NULL::pg_catalog.text", "NULL::pg_catalog.text", "");
+
+/* Are the lifecycle columns there, and the issues? */
+static const char *const columns_query =
+"SELECT pg_catalog.count(*) FILTER (WHERE a.attname <> 'external_refs') = 3,"
+"       pg_catalog.count(*) FILTER (WHERE a.attname = 'external_refs') = 1"
 "  FROM pg_catalog.pg_attribute a"
 "  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
 " WHERE n.nspname = 'gate_bridge' AND c.relname = 'incidents'"
-"   AND a.attname IN ('snoozed_until', 'silence_id', 'flapping')"
+"   AND a.attname IN ('snoozed_until', 'silence_id', 'flapping', 'external_refs')"
 "   AND a.attnum > 0 AND NOT a.attisdropped";
 
 /* the command line of this run */
@@ -118,12 +132,15 @@ incidents_option(int key, const char *arg)
 	return GB_EXIT_OK;
 }
 
-/* col: the table's columns, FLAGS before KEY, FLAGS only with lifecycle */
+/*
+ * col: the table's columns, FLAGS before KEY, FLAGS only with lifecycle,
+ * ISSUES after KEY only with issues
+ */
 static void
-print_table(const PGresult *res, const int *col, bool lifecycle)
+print_table(const PGresult *res, const int *col, bool lifecycle, bool issues)
 {
 	static const char *const titles[] = {
-		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "FLAGS", "KEY"
+		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "FLAGS", "KEY", "ISSUES"
 	};
 	static const char *const titles_without_lifecycle[] = {
 		"ID", "SEV", "STATUS", "OCC", "FIRST SEEN (UTC)", "KEY"
@@ -131,7 +148,7 @@ print_table(const PGresult *res, const int *col, bool lifecycle)
 	int			n = PQntuples(res);
 
 	if (lifecycle)
-		gb_print_table(res, titles, col, (int) lengthof(titles));
+		gb_print_table(res, titles, col, (int) lengthof(titles) - (issues ? 0 : 1));
 	else
 	{
 		const int	without[] = {col[0], col[1], col[2], col[3], col[4], col[6]};
@@ -146,25 +163,28 @@ static int
 incidents_run(GBSession *s)
 {
 	const char *params[2] = {status, severity};
-	int			col[7];			/* the table's, in its order */
+	int			col[8];			/* the table's, in its order */
 	int			line;
 	const GBColumn columns[] = {
 		{"id", &col[0]}, {"severity", &col[1]}, {"status", &col[2]},
 		{"occurrences", &col[3]}, {"first_seen_at", &col[4]}, {"flags", &col[5]},
-		{"key", &col[6]}, {"line", &line}, {NULL, NULL}
+		{"key", &col[6]}, {"issues", &col[7]}, {"line", &line}, {NULL, NULL}
 	};
 	PGresult   *res;
 	bool		lifecycle;
+	bool		issues;
 	int			rc = GB_EXIT_OK;
 	int			r;
 
-	res = gb_exec(s->conn, lifecycle_query, 0, NULL, &rc);
+	res = gb_exec(s->conn, columns_query, 0, NULL, &rc);
 	if (res == NULL)
 		return rc;
 	lifecycle = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	issues = lifecycle && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	PQclear(res);
 
-	res = gb_exec(s->conn, lifecycle ? query : query_without_lifecycle,
+	res = gb_exec(s->conn,
+				  issues ? query : lifecycle ? query_without_issues : query_without_lifecycle,
 				  2, params, &rc);
 	if (res == NULL)
 		return rc;
@@ -178,7 +198,7 @@ incidents_run(GBSession *s)
 	}
 	else
 	{
-		print_table(res, col, lifecycle);
+		print_table(res, col, lifecycle, issues);
 		if (fflush(stdout) == EOF)
 			rc = GB_EXIT_FAIL;
 	}
@@ -194,14 +214,19 @@ const GBCommand gb_command_incidents = {
 	.options = options,
 	.help_tail =
 	"FLAGS shows \"snoozed until TIME\" (gate-bridge snooze), \"silence ID\" (the\n"
-	"silence it is under, gate-bridge silences) and \"flapping\", or \"-\".\n"
+	"silence it is under, gate-bridge silences) and \"flapping\", or \"-\".  ISSUES\n"
+	"shows the URLs of the issues opened for the incident by github and jira\n"
+	"destinations, or \"-\".\n"
 	"\n"
 	"Each JSON line has the incident's id, kind, key, agent, violation_type,\n"
 	"severity, status, summary, playbooks, occurrences, first_seen_at,\n"
 	"last_seen_at, acked_at, acked_by, resolved_at, resolved_by,\n"
-	"resolution_note, snoozed_until, silence_id and flapping (null unless\n"
-	"snoozed, null unless silenced, true or false).  An extension without\n"
-	"snoozes and silences (1.2 and older) has no FLAGS and none of the last three.\n"
+	"resolution_note, snoozed_until, silence_id, flapping (null unless\n"
+	"snoozed, null unless silenced, true or false) and external_refs (the\n"
+	"issues by destination: {\"gh\": {\"kind\": \"github\", \"id\": \"42\",\n"
+	"\"url\": ...}}, {} for none).  An extension without snoozes and silences\n"
+	"(1.1 and older) has no FLAGS and none of the last four, one without issue\n"
+	"openers no ISSUES and no external_refs.\n"
 	"\n"
 	"Times are UTC.  Exit status: 0 listed (even if none); 1 the server refused;\n"
 	"3 connection failure; 64 bad command line.\n",

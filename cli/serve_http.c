@@ -379,7 +379,7 @@ respond_query(struct MHD_Connection *connection, const char *sql, int nparams,
 " 'resolved_at', i.resolved_at, 'resolved_by', i.resolved_by," \
 " 'snoozed_until', i.snoozed_until, 'silence_id', i.silence_id," \
 " 'silenced', i.silence_id IS NOT NULL, 'flapping', i.flapping," \
-" 'playbooks', pg_catalog.to_jsonb(i.playbooks))"
+" 'playbooks', pg_catalog.to_jsonb(i.playbooks), 'external_refs', i.external_refs)"
 
 static const char *const incidents_query =
 "SELECT COALESCE(pg_catalog.jsonb_agg(x.j ORDER BY x.o1, x.o2, x.o3 DESC, x.id DESC),"
@@ -411,7 +411,7 @@ static const char *const incidents_query =
 "     'id', d.id, 'destination', d.destination, 'kind', d.kind, 'event', d.event," \
 "     'status', d.status, 'attempts', d.attempts, 'next_attempt_at', d.next_attempt_at," \
 "     'last_status', d.last_status, 'last_error', d.last_error," \
-"     'created_at', d.created_at, 'delivered_at', d.delivered_at)" \
+"     'created_at', d.created_at, 'delivered_at', d.delivered_at, 'request', d.request)" \
 "   ORDER BY d.id), '[]'::pg_catalog.jsonb)" \
 "   FROM gate_bridge.delivery_status d WHERE d.incident_id = i.id)"
 

@@ -1547,8 +1547,10 @@ REVOKE ALL ON FUNCTION gate_bridge.silence_for(text, text, text, text, timestamp
 /*
  * Where events go.  The name goes into the key of the incident that a dead
  * delivery opens (DELIVERY_{name}).  secret: the PagerDuty routing key
- * (required), the webhook's HMAC key (optional); only the owner and the
- * delivery role may read it.
+ * (required), the webhook's HMAC key (optional), the GitHub token or the
+ * Jira credentials (required); only the owner and the delivery role may
+ * read it.  options: what a kind takes besides (Jira's transitions and
+ * issue type); destinations_guard() checks the rules of the issue kinds.
  */
 CREATE TABLE gate_bridge.destinations (
 	name			text PRIMARY KEY,
@@ -1561,10 +1563,11 @@ CREATE TABLE gate_bridge.destinations (
 		DEFAULT '{created,escalated,reopened,snooze_expired,silence_ended,resolved,auto_resolved}',
 	enabled			boolean NOT NULL DEFAULT true,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	options			jsonb NOT NULL DEFAULT '{}',
 	CONSTRAINT destinations_name_check
 		CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
 	CONSTRAINT destinations_kind_check
-		CHECK (kind IN ('webhook', 'slack', 'pagerduty')),
+		CHECK (kind IN ('webhook', 'slack', 'pagerduty', 'github', 'jira')),
 	CONSTRAINT destinations_url_check
 		CHECK (url OPERATOR(pg_catalog.~) '^https?://[^[:space:]/]+[^[:space:]]*$'
 			   AND pg_catalog.octet_length(url) OPERATOR(pg_catalog.<=) 2048),
@@ -1585,7 +1588,7 @@ CREATE TABLE gate_bridge.destinations (
 );
 
 COMMENT ON TABLE gate_bridge.destinations IS
-	'Where incident events are delivered (webhook, slack, pagerduty), and which ones';
+	'Where incident events are delivered (webhook, slack, pagerduty, github, jira), and which ones';
 
 /*
  * The outbox: one row per event and destination.  held: a silence or a
@@ -1593,6 +1596,11 @@ COMMENT ON TABLE gate_bridge.destinations IS
  * incident is resolved first; a flapping key's re-opening is skipped at
  * once); pending: due at next_attempt_at; sending:
  * claimed by a worker until lease_until; delivered, dead, skipped: done.
+ * For a github or jira destination, request is what its latest claim asked
+ * of the issue tracker (create, find, comment, close, reopen), and
+ * unconfirmed says that an attempt to create the issue may have succeeded
+ * without an answer saying so: the next attempt looks for the issue before
+ * creating it again.
  */
 CREATE TABLE gate_bridge.deliveries (
 	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -1611,11 +1619,15 @@ CREATE TABLE gate_bridge.deliveries (
 	last_error		text,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	delivered_at	timestamptz,
+	request			text,
+	unconfirmed		boolean NOT NULL DEFAULT false,
 	UNIQUE (destination, event_id),
 	CONSTRAINT deliveries_status_check
 		CHECK (status IN ('held', 'pending', 'sending', 'delivered', 'dead', 'skipped')),
 	CONSTRAINT deliveries_attempts_check
-		CHECK (attempts OPERATOR(pg_catalog.>=) 0)
+		CHECK (attempts OPERATOR(pg_catalog.>=) 0),
+	CONSTRAINT deliveries_request_check
+		CHECK (request IN ('create', 'find', 'comment', 'close', 'reopen'))
 );
 
 -- what claim_deliveries() looks for
@@ -1639,7 +1651,7 @@ SELECT pg_catalog.pg_extension_config_dump('gate_bridge.deliveries_id_seq', '');
 CREATE VIEW gate_bridge.delivery_status AS
 	SELECT d.id, d.destination, t.kind, d.incident_id, d.event_id, d.event, d.status,
 		   d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at,
-		   d.delivered_at
+		   d.delivered_at, d.request
 	  FROM gate_bridge.deliveries d
 	  JOIN gate_bridge.destinations t ON t.name OPERATOR(pg_catalog.=) d.destination;
 
@@ -1796,6 +1808,11 @@ BEGIN
 				jsonb_build_array(jsonb_build_object('href', link,
 													 'text', 'Incident ' || (i ->> 'id'))) END));
 	END IF;
+	IF delivery_body.kind IN ('github', 'jira') THEN
+		RAISE EXCEPTION 'a % destination''s requests depend on the destination and on the incident''s issue', delivery_body.kind
+			USING ERRCODE = '22023',
+				  HINT = 'gate_bridge.issue_request() renders them.';
+	END IF;
 	RAISE EXCEPTION 'invalid destination kind %', COALESCE(quote_literal(delivery_body.kind), 'NULL')
 		USING ERRCODE = '22023',
 			  HINT = 'Use webhook, slack or pagerduty.';
@@ -1816,19 +1833,31 @@ $fn$;
  * deliveries that are due (pending with next_attempt_at passed, or sending
  * with an expired lease), in id order, none of them behind an earlier
  * delivery of its incident to its destination that is still held, pending
- * or sending, nor to a destination that is disabled (its rows wait); each
- * goes to sending, leased to the worker, its attempt counted.  Rows another worker is claiming are skipped, never waited for.
- * body is the request to send, rendered by delivery_body().
+ * or sending, nor while another delivery of its incident to its destination
+ * is being sent (a redelivered one), nor to a destination that is disabled
+ * (its rows wait); each goes to sending, leased to the worker, its attempt
+ * counted.  Rows another worker is claiming are skipped, never waited for.
+ * Each row is the request to send: its method, its url (the destination's,
+ * or for github and jira the API's endpoint for the request) and its body,
+ * rendered by delivery_body() or, for github and jira, issue_request();
+ * request names what an issue destination's request asks.  A github or
+ * jira delivery that has nothing to ask (a resolution of an incident that
+ * has no issue there, an issue already opened) is skipped instead, with the
+ * reason in last_error, and not returned.
  */
 CREATE FUNCTION gate_bridge.claim_deliveries(worker text, max_rows integer DEFAULT 10,
 											 lease interval DEFAULT '30 s',
 											 dashboard_url text DEFAULT NULL)
 RETURNS TABLE (id bigint, destination text, kind text, url text, secret text,
 			   event_id bigint, event text, incident_id bigint, attempt integer,
-			   payload jsonb, body jsonb)
+			   payload jsonb, body jsonb, method text, request text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+	ids bigint[];
+	r record;
+	q record;
 BEGIN
 	IF worker IS NULL OR worker = '' OR octet_length(worker) > 256 THEN
 		RAISE EXCEPTION 'a worker needs a name of 1 to 256 bytes'
@@ -1842,9 +1871,8 @@ BEGIN
 		RAISE EXCEPTION 'a lease must be positive and at most 1 hour, not %', COALESCE(lease::text, 'NULL')
 			USING ERRCODE = '22023';
 	END IF;
-	RETURN QUERY
 	WITH due AS (
-		SELECT d.id
+		SELECT d.id, d.status AS was
 		  FROM gate_bridge.deliveries d
 		 WHERE d.status IN ('pending', 'sending')
 		   AND ((d.status = 'pending' AND d.next_attempt_at <= now())
@@ -1854,21 +1882,30 @@ BEGIN
 		   AND NOT EXISTS (SELECT FROM gate_bridge.deliveries p
 							WHERE p.incident_id = d.incident_id
 							  AND p.destination = d.destination
-							  AND p.id < d.id
-							  AND p.status IN ('held', 'pending', 'sending'))
+							  AND p.id <> d.id
+							  AND p.status IN ('held', 'pending', 'sending')
+							  AND (p.id < d.id
+								   OR (p.status = 'sending' AND p.lease_until >= now())))
 		 ORDER BY d.id
 		 LIMIT max_rows
 		   FOR UPDATE OF d SKIP LOCKED
 	), claimed AS (
+		-- a create whose lease ran out may have reached the issue tracker
 		UPDATE gate_bridge.deliveries d
 		   SET status = 'sending', attempts = d.attempts + 1,
-			   lease_until = now() + lease, claimed_by = worker
+			   lease_until = now() + lease, claimed_by = worker,
+			   unconfirmed = d.unconfirmed
+						   OR (due.was = 'sending' AND d.request IS NOT DISTINCT FROM 'create')
 		  FROM due
 		 WHERE d.id = due.id
-		RETURNING d.id, d.destination, d.event_id, d.event, d.incident_id, d.attempts
-	), rendered AS (
-		SELECT c.id, c.destination, t.kind, t.url, t.secret, c.event_id, c.event,
-			   c.incident_id, c.attempts,
+		RETURNING d.id
+	)
+	SELECT pg_catalog.array_agg(c.id) INTO ids FROM claimed c;
+
+	FOR r IN
+		SELECT d.id, d.destination, t.kind, t.url, t.secret, t.options, d.event_id, d.event,
+			   d.incident_id, d.attempts, d.unconfirmed, d.created_at,
+			   i.details, i.external_refs -> d.destination AS ref,
 			   jsonb_build_object(
 				'event', jsonb_build_object(
 					'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at,
@@ -1880,17 +1917,48 @@ BEGIN
 					'first_seen_at', i.first_seen_at, 'last_seen_at', i.last_seen_at,
 					'playbooks', i.playbooks, 'acked_by', i.acked_by,
 					'resolved_by', i.resolved_by)) AS payload
-		  FROM claimed c
-		  JOIN gate_bridge.destinations t ON t.name = c.destination
-		  JOIN gate_bridge.incident_events e ON e.id = c.event_id
-		  JOIN gate_bridge.incidents i ON i.id = c.incident_id
-	)
-	SELECT r.id, r.destination, r.kind, r.url, r.secret, r.event_id, r.event, r.incident_id,
-		   r.attempts, r.payload,
-		   gate_bridge.delivery_body(r.kind, r.payload, dashboard_url,
-									 CASE WHEN r.kind = 'pagerduty' THEN r.secret END)
-	  FROM rendered r
-	 ORDER BY r.id;
+		  FROM gate_bridge.deliveries d
+		  JOIN gate_bridge.destinations t ON t.name = d.destination
+		  JOIN gate_bridge.incident_events e ON e.id = d.event_id
+		  JOIN gate_bridge.incidents i ON i.id = d.incident_id
+		 WHERE d.id = ANY (ids)
+		 ORDER BY d.id
+	LOOP
+		id := r.id;
+		destination := r.destination;
+		kind := r.kind;
+		secret := r.secret;
+		event_id := r.event_id;
+		event := r.event;
+		incident_id := r.incident_id;
+		attempt := r.attempts;
+		payload := r.payload;
+		IF r.kind IN ('github', 'jira') THEN
+			SELECT * INTO q
+			  FROM gate_bridge.issue_request(r.kind, r.url, r.options, r.destination, r.payload,
+											 r.details, r.ref, r.unconfirmed, dashboard_url,
+											 r.created_at);
+			IF q.request IS NULL THEN
+				UPDATE gate_bridge.deliveries d
+				   SET status = 'skipped', attempts = d.attempts - 1, lease_until = NULL,
+					   request = NULL, last_error = q.note
+				 WHERE d.id = r.id;
+				CONTINUE;
+			END IF;
+			UPDATE gate_bridge.deliveries d SET request = q.request WHERE d.id = r.id;
+			url := q.request_url;
+			method := q.method;
+			body := q.body;
+			request := q.request;
+		ELSE
+			url := r.url;
+			method := 'POST';
+			body := gate_bridge.delivery_body(r.kind, r.payload, dashboard_url,
+											  CASE WHEN r.kind = 'pagerduty' THEN r.secret END);
+			request := NULL;
+		END IF;
+		RETURN NEXT;
+	END LOOP;
 END
 $fn$;
 
@@ -1898,28 +1966,47 @@ COMMENT ON FUNCTION gate_bridge.claim_deliveries(text, integer, interval, text) 
 	'Claims due deliveries for a worker (SKIP LOCKED, in order per incident and destination) and returns what to send';
 
 /*
- * complete_delivery(id, http_status, error, retry_after): the outcome of a
- * claimed (sending) delivery; returns its new status.  2xx: delivered.
- * 408, 429, 5xx, or no status (NULL or 0: a network error or timeout):
- * pending again after a wait drawn at random up to 10 s * 2^(attempts - 1)
- * (at most 1 h; full jitter), or retry_after if longer, unless the
- * delivery has had gate_bridge.delivery_max_attempts attempts.  Anything
- * else: dead at once.  A delivery going dead opens (or folds into) the
- * incident DELIVERY_{destination}.
+ * complete_delivery(id, http_status, error, retry_after, response): the
+ * outcome of a claimed (sending) delivery; returns its new status.  2xx:
+ * delivered.  408, 429, 5xx, a 403 with a retry_after (a rate limit), or no
+ * status (NULL or 0: a network error or timeout): pending again after a
+ * wait drawn at random up to 10 s * 2^(attempts - 1) (at most 1 h; full
+ * jitter), or retry_after if longer, unless the delivery has had
+ * gate_bridge.delivery_max_attempts attempts.  Anything else: dead at once.
+ * A delivery going dead opens (or folds into) the incident
+ * DELIVERY_{destination}.
+ *
+ * For github and jira, response is the body of the answer (its bytes, as
+ * sent; read as UTF-8 JSON when it is that): a create's
+ * answer gives the issue, stored on the incident (incident_rows.
+ * external_refs, by destination); a find's says whether an earlier attempt
+ * opened it (stored, delivered) or not (pending again at once, to create
+ * it).  A create that got no answer, a 5xx, or a 2xx without an issue may
+ * have opened it: the delivery is unconfirmed, and its next attempt, at
+ * least 30 s later, is a find.  An error's message is taken from the
+ * answer; GitHub's 403 that says it is a rate limit is retried, after at
+ * least a minute.
  */
 CREATE FUNCTION gate_bridge.complete_delivery(id bigint, http_status integer,
 											  error text DEFAULT NULL,
-											  retry_after interval DEFAULT NULL)
+											  retry_after interval DEFAULT NULL,
+											  response bytea DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
 	d gate_bridge.deliveries;
+	t gate_bridge.destinations;
 	max_attempts integer;
-	new_status text;
 	wait_secs float8;
-	dest_kind text;
+	issue boolean;
+	answer jsonb;
+	ref jsonb;
+	err text := complete_delivery.error;
+	not_before interval := complete_delivery.retry_after;
+	retryable boolean;
+	maybe_opened boolean;
 BEGIN
 	IF complete_delivery.id IS NULL THEN
 		RAISE EXCEPTION 'delivery id must not be null' USING ERRCODE = '22004';
@@ -1933,42 +2020,100 @@ BEGIN
 			USING ERRCODE = '55000',
 				  HINT = 'Only a claimed delivery can be completed.';
 	END IF;
+	SELECT * INTO t FROM gate_bridge.destinations x WHERE x.name = d.destination;
+	issue := t.kind IN ('github', 'jira') AND d.request IS NOT NULL;
+	maybe_opened := d.unconfirmed;
+	IF issue THEN
+		answer := gate_bridge.issue_answer(response);
+	END IF;
 	IF http_status BETWEEN 200 AND 299 THEN
-		UPDATE gate_bridge.deliveries x
-		   SET status = 'delivered', delivered_at = now(), lease_until = NULL,
-			   last_status = http_status, last_error = left(error, 1000)
-		 WHERE x.id = d.id;
-		RETURN 'delivered';
+		IF issue AND d.request = 'create' THEN
+			ref := gate_bridge.issue_ref(t.kind, t.url, answer);
+		ELSIF issue AND d.request = 'find' THEN
+			ref := gate_bridge.issue_found(t.kind, t.url, answer,
+										   gate_bridge.issue_marker(d.incident_id, d.destination));
+		END IF;
+		IF ref IS NOT NULL THEN
+			UPDATE gate_bridge.incident_rows i
+			   SET external_refs = i.external_refs || jsonb_build_object(d.destination, ref)
+			 WHERE i.id = d.incident_id;
+		END IF;
+		IF NOT issue OR d.request NOT IN ('create', 'find') OR ref IS NOT NULL THEN
+			UPDATE gate_bridge.deliveries x
+			   SET status = 'delivered', delivered_at = now(), lease_until = NULL,
+				   last_status = http_status, unconfirmed = false,
+				   last_error = CASE WHEN d.request = 'find'
+									 THEN 'found the issue an earlier attempt opened: ' || (ref ->> 'url')
+									 ELSE left(err, 1000) END
+			 WHERE x.id = d.id;
+			RETURN 'delivered';
+		END IF;
+		IF d.request = 'find' AND gate_bridge.issue_list(t.kind, answer) IS NOT NULL THEN
+			-- no earlier attempt opened it: the next attempt creates it, now
+			UPDATE gate_bridge.deliveries x
+			   SET status = 'pending', lease_until = NULL, next_attempt_at = now(),
+				   unconfirmed = false, last_status = http_status,
+				   last_error = 'no issue opened by an earlier attempt was found; creating it'
+			 WHERE x.id = d.id;
+			RETURN 'pending';
+		END IF;
+		-- a create answered without an issue, or a find without a list
+		err := format('HTTP %s, but the answer has no %s', http_status,
+					  CASE d.request WHEN 'create' THEN 'issue (id and URL)' ELSE 'list of issues' END);
+		maybe_opened := d.request = 'create' OR d.unconfirmed;
+		retryable := true;
+	ELSE
+		IF issue THEN
+			err := COALESCE(gate_bridge.issue_error(t.kind, http_status, answer), err);
+		END IF;
+		retryable := http_status IS NULL OR http_status = 0 OR http_status IN (408, 429)
+					 OR http_status >= 500
+					 OR (http_status = 403 AND retry_after IS NOT NULL);
+		-- GitHub's secondary rate limit: a 403 that says so; wait a minute
+		IF NOT retryable AND t.kind = 'github' AND http_status = 403
+		   AND answer ->> 'message' ILIKE '%rate limit%' THEN
+			retryable := true;
+			not_before := interval '1 minute';
+		END IF;
+		IF d.request = 'create' AND (http_status IS NULL OR http_status = 0 OR http_status >= 500) THEN
+			maybe_opened := true;
+		END IF;
+	END IF;
+	-- look for the issue only once the tracker's search can see it
+	IF issue AND maybe_opened THEN
+		not_before := GREATEST(not_before, interval '30 seconds');
 	END IF;
 	-- the library defines the setting: a call into it loads it
 	PERFORM gate_bridge.pattern_rank('*', 'delivery');
 	max_attempts := current_setting('gate_bridge.delivery_max_attempts')::integer;
-	IF (http_status IS NULL OR http_status = 0 OR http_status IN (408, 429) OR http_status >= 500)
-	   AND d.attempts < max_attempts THEN
+	IF retryable AND d.attempts < max_attempts THEN
 		wait_secs := random() * LEAST(3600.0, 10.0 * 2.0 ^ LEAST(GREATEST(d.attempts - 1, 0), 30));
 		UPDATE gate_bridge.deliveries x
 		   SET status = 'pending', lease_until = NULL,
-			   next_attempt_at = now() + GREATEST(retry_after, make_interval(secs => wait_secs)),
-			   last_status = http_status, last_error = left(error, 1000)
+			   next_attempt_at = now() + GREATEST(not_before, make_interval(secs => wait_secs)),
+			   last_status = http_status, last_error = left(err, 1000),
+			   unconfirmed = maybe_opened
 		 WHERE x.id = d.id;
 		RETURN 'pending';
 	END IF;
 	UPDATE gate_bridge.deliveries x
 	   SET status = 'dead', lease_until = NULL,
-		   last_status = http_status, last_error = left(error, 1000)
+		   last_status = http_status, last_error = left(err, 1000),
+		   unconfirmed = maybe_opened
 	 WHERE x.id = d.id;
-	SELECT t.kind INTO dest_kind FROM gate_bridge.destinations t WHERE t.name = d.destination;
 	PERFORM gate_bridge.on_delivery_failure(d.destination,
-		jsonb_build_object('destination', d.destination, 'kind', dest_kind,
-						   'last_status', http_status, 'last_error', left(error, 1000),
+		jsonb_build_object('destination', d.destination, 'kind', t.kind,
+						   'last_status', http_status, 'last_error', left(err, 1000),
 						   'attempts', d.attempts, 'delivery_id', d.id, 'event_id', d.event_id,
-						   'incident_id', d.incident_id, 'event', d.event));
+						   'incident_id', d.incident_id, 'event', d.event)
+		|| CASE WHEN d.request IS NOT NULL THEN jsonb_build_object('request', d.request)
+				ELSE '{}' END);
 	RETURN 'dead';
 END
 $fn$;
 
-COMMENT ON FUNCTION gate_bridge.complete_delivery(bigint, integer, text, interval) IS
-	'Records the outcome of a claimed delivery: delivered, retried later with backoff, or dead (which opens DELIVERY_{destination})';
+COMMENT ON FUNCTION gate_bridge.complete_delivery(bigint, integer, text, interval, bytea) IS
+	'Records the outcome of a claimed delivery: delivered (for github and jira, the issue stored on the incident), retried later with backoff, or dead (which opens DELIVERY_{destination})';
 
 /*
  * release_deliveries(worker): a worker that stops puts its claimed rows
@@ -2039,10 +2184,573 @@ REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
 	gate_bridge.delivery_body(text, jsonb, text, text),
 	gate_bridge.slack_escape(text),
 	gate_bridge.claim_deliveries(text, integer, interval, text),
-	gate_bridge.complete_delivery(bigint, integer, text, interval),
+	gate_bridge.complete_delivery(bigint, integer, text, interval, bytea),
 	gate_bridge.release_deliveries(text),
 	gate_bridge.redeliver(bigint),
 	gate_bridge.on_delivery_failure(text, jsonb) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Issue openers: destinations of the kinds github and jira open an issue for
+-- an incident, comment on it, and close it.  The issue (its id and URL) is
+-- stored on the incident, by destination (incident_rows.external_refs).
+-------------------------------------------------------------------------------
+
+/*
+ * The rules of the issue kinds, with a message that says what is wrong:
+ * a github destination's url is the repository's API base
+ * (https://api.github.com/repos/OWNER/REPO) and its secret a token; a jira
+ * destination's url is the site's REST base and the project
+ * (https://SITE/rest/api/2/project/KEY), its secret EMAIL:API_TOKEN (Basic
+ * authentication, Jira Cloud) or a personal access token (Bearer, Jira Data
+ * Center), and its options the transition that resolves an issue (required
+ * when it takes resolutions), the one that reopens it and the issue type.
+ * A token goes only over https, or over http to a loopback address.  The
+ * other kinds take no options.  Also for restored and replicated rows.
+ */
+CREATE FUNCTION gate_bridge.destinations_guard() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	allowed text[];
+	opt text;
+	host text;
+BEGIN
+	IF NEW.options IS NULL OR jsonb_typeof(NEW.options) <> 'object' THEN
+		RAISE EXCEPTION 'the options of destination "%" must be a JSON object', NEW.name
+			USING ERRCODE = '23514';
+	END IF;
+	allowed := CASE NEW.kind WHEN 'jira' THEN ARRAY['issue_type', 'resolve_transition', 'reopen_transition']
+							 ELSE ARRAY[]::text[] END;
+	FOR opt IN SELECT k FROM jsonb_object_keys(NEW.options) k ORDER BY k LOOP
+		IF NOT opt = ANY (allowed) THEN
+			RAISE EXCEPTION 'a % destination has no option "%"', NEW.kind, opt
+				USING ERRCODE = '23514',
+					  HINT = CASE NEW.kind WHEN 'jira' THEN 'A jira destination takes issue_type, resolve_transition and reopen_transition.'
+										   ELSE 'Only jira destinations take options.' END;
+		END IF;
+	END LOOP;
+	IF NEW.kind NOT IN ('github', 'jira') THEN
+		RETURN NEW;
+	END IF;
+
+	IF NEW.kind = 'github'
+	   AND NEW.url !~ '^https?://[^/?#[:space:]]+(/[^?#[:space:]]*)?/repos/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$' THEN
+		RAISE EXCEPTION 'the url of github destination "%" is not a repository''s API base', NEW.name
+			USING ERRCODE = '23514',
+				  HINT = 'Use https://api.github.com/repos/OWNER/REPO (GitHub Enterprise Server: https://HOST/api/v3/repos/OWNER/REPO), without a query or a trailing slash.';
+	END IF;
+	IF NEW.kind = 'jira'
+	   AND NEW.url !~ '^https?://[^/?#[:space:]]+(/[^?#[:space:]]*)?/rest/api/2/project/[A-Z][A-Z0-9_]*$' THEN
+		RAISE EXCEPTION 'the url of jira destination "%" is not a site''s REST base and a project', NEW.name
+			USING ERRCODE = '23514',
+				  HINT = 'Use https://SITE/rest/api/2/project/KEY (e.g. https://example.atlassian.net/rest/api/2/project/OPS), the project''s key in capitals, without a query or a trailing slash.';
+	END IF;
+	host := lower(substring(NEW.url from '^https?://(?:[^@/]*@)?(\[[^]]*\]|[^:/]+)'));
+	IF NEW.url ~* '^http://' AND host NOT IN ('localhost', '[::1]') AND host !~ '^127\.[0-9]+\.[0-9]+\.[0-9]+$' THEN
+		RAISE EXCEPTION 'a % destination sends its secret with every request: its url must be https', NEW.kind
+			USING ERRCODE = '23514',
+				  HINT = 'http is allowed only to a loopback address (localhost, 127.0.0.1, [::1]).';
+	END IF;
+	IF NEW.secret IS NULL THEN
+		RAISE EXCEPTION 'a % destination needs its credentials in secret', NEW.kind
+			USING ERRCODE = '23514',
+				  HINT = CASE NEW.kind
+					WHEN 'github' THEN 'A token that may write the repository''s issues (fine-grained: Issues read and write; classic: the repo scope).'
+					ELSE 'EMAIL:API_TOKEN for Jira Cloud (Basic authentication), or a personal access token for Jira Data Center (Bearer).' END;
+	END IF;
+	IF NEW.secret !~ '^[!-~]+$' THEN
+		RAISE EXCEPTION 'the secret of % destination "%" goes into an HTTP header: it must be printable ASCII without spaces', NEW.kind, NEW.name
+			USING ERRCODE = '23514';
+	END IF;
+	IF NEW.kind = 'jira' THEN
+		IF NEW.options ? 'issue_type'
+		   AND (jsonb_typeof(NEW.options -> 'issue_type') <> 'string'
+				OR NEW.options ->> 'issue_type' !~ '[^[:space:]]'
+				OR length(NEW.options ->> 'issue_type') > 255) THEN
+			RAISE EXCEPTION 'the issue_type of jira destination "%" must be the name of an issue type', NEW.name
+				USING ERRCODE = '23514',
+					  HINT = 'Like "Bug" (the default), "Task" or "Incident".';
+		END IF;
+		FOREACH opt IN ARRAY ARRAY['resolve_transition', 'reopen_transition'] LOOP
+			IF NEW.options ? opt
+			   AND (jsonb_typeof(NEW.options -> opt) NOT IN ('string', 'number')
+					OR NEW.options ->> opt !~ '^[0-9]{1,18}$') THEN
+				RAISE EXCEPTION 'the % of jira destination "%" must be a transition''s id', opt, NEW.name
+					USING ERRCODE = '23514',
+						  HINT = 'A number, like "31": GET /rest/api/2/issue/{issueIdOrKey}/transitions lists an issue''s transitions and their ids.';
+			END IF;
+		END LOOP;
+		IF NEW.events && ARRAY['resolved', 'auto_resolved'] AND NOT NEW.options ? 'resolve_transition' THEN
+			RAISE EXCEPTION 'jira destination "%" takes resolutions but has no resolve_transition', NEW.name
+				USING ERRCODE = '23514',
+					  HINT = 'Give options ''{"resolve_transition": "ID"}'' (GET /rest/api/2/issue/{issueIdOrKey}/transitions lists the ids), or leave resolved and auto_resolved out of events.';
+		END IF;
+	END IF;
+	RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER destinations_guard
+	BEFORE INSERT OR UPDATE OF kind, url, secret, events, options ON gate_bridge.destinations
+	FOR EACH ROW EXECUTE FUNCTION gate_bridge.destinations_guard();
+ALTER TABLE gate_bridge.destinations ENABLE ALWAYS TRIGGER destinations_guard;
+
+-- The issues opened for an incident, by destination name:
+-- {"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"}}
+-- (jira: also "key").  Written by complete_delivery(); the view's last column.
+ALTER TABLE gate_bridge.incident_rows
+	ADD COLUMN external_refs jsonb NOT NULL DEFAULT '{}';
+
+-- Incidents as they stand, with their issues (a new last column).
+CREATE OR REPLACE VIEW gate_bridge.incidents AS
+	SELECT r.id, r.kind, r.key, r.agent, r.violation_type, r.severity, r.status,
+		   r.summary,
+		   CASE WHEN r.context_id IS NULL THEN r.details
+				ELSE r.details OPERATOR(pg_catalog.||)
+					 pg_catalog.jsonb_build_object('context',
+						 (SELECT c.context FROM gate_bridge.incident_contexts c
+						   WHERE c.id OPERATOR(pg_catalog.=) r.context_id))
+		   END AS details,
+		   r.playbooks,
+		   pg_catalog.int4(LEAST(r.occurrences::bigint OPERATOR(pg_catalog.+)
+									COALESCE((SELECT pg_catalog.sum(f.occurrences)
+												FROM gate_bridge.incident_folds f
+											   WHERE f.incident_id OPERATOR(pg_catalog.=) r.id), 0),
+								 2147483647)) AS occurrences,
+		   r.first_seen_at,
+		   GREATEST(r.last_seen_at,
+					(SELECT pg_catalog.max(f.last_seen_at)
+					   FROM gate_bridge.incident_folds f
+					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
+		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
+		   r.subject, r.snoozed_until, r.silence_id, r.flapping, r.external_refs
+	  FROM gate_bridge.incident_rows r;
+
+/*
+ * A destination renamed keeps its issues: the incidents' references move to
+ * the new name.
+ */
+CREATE FUNCTION gate_bridge.destinations_renamed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	UPDATE gate_bridge.incident_rows i
+	   SET external_refs = (i.external_refs - OLD.name)
+						   || jsonb_build_object(NEW.name, i.external_refs -> OLD.name)
+	 WHERE i.external_refs ? OLD.name;
+	RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER destinations_renamed
+	AFTER UPDATE OF name ON gate_bridge.destinations
+	FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name)
+	EXECUTE FUNCTION gate_bridge.destinations_renamed();
+
+-- Percent-encoding of a URL's query value (RFC 3986: all but the unreserved).
+CREATE FUNCTION gate_bridge.url_encode(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT COALESCE(string_agg(CASE WHEN b.v BETWEEN 48 AND 57 OR b.v BETWEEN 65 AND 90
+										  OR b.v BETWEEN 97 AND 122 OR b.v IN (45, 46, 95, 126)
+									THEN chr(b.v)
+									ELSE '%' || upper(lpad(to_hex(b.v), 2, '0')) END,
+							   '' ORDER BY b.n), '')
+	  FROM (SELECT n, get_byte(convert_to($1, 'UTF8'), n) AS v
+			  FROM generate_series(0, octet_length(convert_to($1, 'UTF8')) - 1) AS n) b
+$fn$;
+
+-- Text shown as it is: in GitHub's Markdown (a backslash before the ASCII
+-- punctuation that means something) and in Jira's wiki markup; on one line.
+CREATE FUNCTION gate_bridge.markdown_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT regexp_replace(regexp_replace($1, '[[:cntrl:]]+', ' ', 'g'),
+						  '([][\\`*_{}<>()#+!|~&-])', '\\\1', 'g')
+$fn$;
+
+CREATE FUNCTION gate_bridge.jira_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT regexp_replace(regexp_replace($1, '[[:cntrl:]]+', ' ', 'g'),
+						  '([][\\*_+^~{}|!#?-])', '\\\1', 'g')
+$fn$;
+
+/*
+ * The line every issue body ends with: what an attempt that lost its answer
+ * looks for (issue_found()).  A destination's name has no ")".
+ */
+CREATE FUNCTION gate_bridge.issue_marker(incident_id bigint, destination text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT format('(gate-bridge incident %s, destination %s)', $1, $2)
+$fn$;
+
+/*
+ * issue_request(kind, url, options, destination, payload, details, ref,
+ * unconfirmed, dashboard_url, since): what a github or jira destination
+ * asks of its tracker for a delivery.  payload is a delivery's (see
+ * claim_deliveries()), details the incident's, ref its issue at this
+ * destination (NULL: none yet), since when the delivery was written.
+ *
+ *   no issue yet:   create it (find it instead when an earlier attempt may
+ *                   have: unconfirmed); for a resolution, nothing
+ *   created:        nothing (the issue is open already: a redelivery)
+ *   resolved, auto_resolved: close it (jira: resolve_transition)
+ *   reopened:       reopen it (jira: reopen_transition; without it, comment)
+ *   any other event: a comment
+ *
+ * request is create, find, comment, close or reopen, or NULL when there is
+ * nothing to ask (note says why); method, request_url and body are the
+ * HTTP request (body NULL for a GET).
+ */
+CREATE FUNCTION gate_bridge.issue_request(kind text, url text, options jsonb, destination text,
+										  payload jsonb, details jsonb DEFAULT '{}',
+										  ref jsonb DEFAULT NULL,
+										  unconfirmed boolean DEFAULT false,
+										  dashboard_url text DEFAULT NULL,
+										  since timestamptz DEFAULT now(),
+										  OUT request text, OUT method text,
+										  OUT request_url text, OUT body jsonb, OUT note text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	e jsonb := payload -> 'event';
+	i jsonb := payload -> 'incident';
+	ev text := payload #>> '{event,event}';
+	github boolean := issue_request.kind = 'github';
+	base text;
+	project text;
+	link text;
+	summary text;
+	title text;
+	facts text[];
+	playbooks text;
+	dj text;
+	fence text;
+	headline text;
+	txt text;
+	transition text;
+	endpoint text;
+	jql text;
+	first_seen text;
+BEGIN
+	IF issue_request.kind IS NULL OR issue_request.kind NOT IN ('github', 'jira') THEN
+		RAISE EXCEPTION 'invalid issue destination kind %', COALESCE(quote_literal(issue_request.kind), 'NULL')
+			USING ERRCODE = '22023',
+				  HINT = 'Use github or jira.';
+	END IF;
+	IF github THEN
+		base := url;
+	ELSE
+		base := substring(url from '^(.*)/rest/api/2/project/[^/]+$');
+		project := substring(url from '/rest/api/2/project/([^/]+)$');
+	END IF;
+	IF base IS NULL OR e IS NULL OR i IS NULL THEN
+		RAISE EXCEPTION 'issue_request() needs a % destination''s url and a delivery''s payload', issue_request.kind
+			USING ERRCODE = '22023';
+	END IF;
+
+	-- what to ask
+	IF ref IS NULL THEN
+		IF ev IN ('resolved', 'auto_resolved') THEN
+			note := 'no issue was opened for this incident here: nothing to close';
+			RETURN;
+		END IF;
+		request := CASE WHEN unconfirmed THEN 'find' ELSE 'create' END;
+	ELSIF ev = 'created' THEN
+		note := 'the incident''s issue was opened already: ' || COALESCE(ref ->> 'url', ref ->> 'id');
+		RETURN;
+	ELSIF ev IN ('resolved', 'auto_resolved') THEN
+		transition := options ->> 'resolve_transition';
+		request := CASE WHEN github OR transition IS NOT NULL THEN 'close' ELSE 'comment' END;
+	ELSIF ev = 'reopened' THEN
+		transition := options ->> 'reopen_transition';
+		request := CASE WHEN github OR transition IS NOT NULL THEN 'reopen' ELSE 'comment' END;
+	ELSE
+		request := 'comment';
+	END IF;
+
+	IF dashboard_url IS NOT NULL AND dashboard_url <> '' THEN
+		link := replace(replace(replace(replace(replace(
+					rtrim(dashboard_url, '/') || '/?incident=' || (i ->> 'id'),
+					' ', '%20'), '<', '%3C'), '>', '%3E'), '|', '%7C'), ']', '%5D');
+	END IF;
+	summary := COALESCE(NULLIF(i ->> 'summary', ''), i ->> 'key');
+
+	IF request = 'find' THEN
+		method := 'GET';
+		IF github THEN
+			-- the issues created since the delivery was written, newest first
+			request_url := base || '/issues?state=all&sort=created&direction=desc&per_page=50&since='
+				|| to_char((since - interval '10 minutes') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
+		ELSE
+			jql := format('project = "%s" AND labels = "gate-bridge" AND created >= "-%sm" ORDER BY created DESC',
+						  project, ceil(extract(epoch FROM now() - since) / 60)::bigint + 10);
+			-- Jira Cloud's search is /search/jql; Data Center's, /search
+			endpoint := CASE WHEN lower(substring(base from '^https?://([^/:]+)')) LIKE '%.atlassian.net'
+						   THEN '/rest/api/2/search/jql' ELSE '/rest/api/2/search' END;
+			request_url := base || endpoint || '?jql=' || gate_bridge.url_encode(jql)
+				|| '&fields=description&maxResults=50';
+		END IF;
+		RETURN;
+	END IF;
+
+	IF request = 'create' THEN
+		method := 'POST';
+		title := regexp_replace(format('[%s] %s', upper(i ->> 'severity'), summary), '[[:cntrl:]]+', ' ', 'g');
+		playbooks := (SELECT string_agg(p, ', ' ORDER BY o)
+						FROM jsonb_array_elements_text(COALESCE(i -> 'playbooks', '[]')) WITH ORDINALITY AS x(p, o));
+		first_seen := to_char((i ->> 'first_seen_at')::timestamptz AT TIME ZONE 'UTC',
+							  'YYYY-MM-DD HH24:MI:SS "UTC"');
+		dj := jsonb_pretty(COALESCE(details, '{}'));
+		IF length(dj) > 20000 THEN
+			dj := left(dj, 20000) || E'\n... (cut at 20000 characters)';
+		END IF;
+		IF github THEN
+			facts := ARRAY[
+				'- **Severity:** ' || upper(i ->> 'severity'),
+				'- **Kind:** ' || gate_bridge.markdown_escape(i ->> 'kind')
+					|| COALESCE(' (' || gate_bridge.markdown_escape(i ->> 'violation_type') || ')', ''),
+				'- **Agent:** ' || gate_bridge.markdown_escape(COALESCE(i ->> 'agent', '-')),
+				'- **Key:** ' || gate_bridge.markdown_escape(i ->> 'key'),
+				'- **Occurrences:** ' || (i ->> 'occurrences'),
+				'- **First seen:** ' || first_seen,
+				'- **Playbooks:** ' || gate_bridge.markdown_escape(playbooks),
+				'- **Dashboard:** [incident ' || (i ->> 'id') || '](<' || link || '>)'];
+			-- a code fence longer than any run of backticks in the details
+			fence := repeat('`', GREATEST(3, (SELECT max(length(m[1])) + 1
+												FROM regexp_matches(dj, '(`+)', 'g') AS m)));
+			txt := gate_bridge.markdown_escape(summary) || E'\n\n'
+				|| array_to_string(facts, E'\n') || E'\n\n'
+				|| E'<details><summary>Details</summary>\n\n'
+				|| fence || E'json\n' || dj || E'\n' || fence || E'\n\n</details>\n\n'
+				|| gate_bridge.issue_marker((i ->> 'id')::bigint, destination);
+			request_url := base || '/issues';
+			body := jsonb_build_object('title', left(title, 256), 'body', txt,
+									   'labels', jsonb_build_array('gate-bridge', i ->> 'severity', i ->> 'kind'));
+		ELSE
+			facts := ARRAY[
+				'* *Severity:* ' || upper(i ->> 'severity'),
+				'* *Kind:* ' || gate_bridge.jira_escape(i ->> 'kind')
+					|| COALESCE(' (' || gate_bridge.jira_escape(i ->> 'violation_type') || ')', ''),
+				'* *Agent:* ' || gate_bridge.jira_escape(COALESCE(i ->> 'agent', '-')),
+				'* *Key:* ' || gate_bridge.jira_escape(i ->> 'key'),
+				'* *Occurrences:* ' || (i ->> 'occurrences'),
+				'* *First seen:* ' || first_seen,
+				'* *Playbooks:* ' || gate_bridge.jira_escape(playbooks),
+				'* *Dashboard:* [incident ' || (i ->> 'id') || '|' || link || ']'];
+			txt := gate_bridge.jira_escape(summary) || E'\n\n'
+				|| array_to_string(facts, E'\n') || E'\n\n'
+				|| E'{noformat}\n' || replace(dj, '{noformat}', '{ noformat}') || E'\n{noformat}\n\n'
+				|| gate_bridge.issue_marker((i ->> 'id')::bigint, destination);
+			request_url := base || '/rest/api/2/issue';
+			body := jsonb_build_object('fields', jsonb_build_object(
+						'project', jsonb_build_object('key', project),
+						'summary', left(title, 255),
+						'description', txt,
+						'issuetype', jsonb_build_object('name', COALESCE(options ->> 'issue_type', 'Bug')),
+						'labels', jsonb_build_array('gate-bridge', i ->> 'severity', i ->> 'kind')));
+		END IF;
+		RETURN;
+	END IF;
+
+	-- the issue exists: a comment, a close or a reopen of it
+	IF github THEN
+		request_url := base || '/issues/' || gate_bridge.url_encode(ref ->> 'id');
+	ELSE
+		request_url := base || '/rest/api/2/issue/' || gate_bridge.url_encode(ref ->> 'id');
+	END IF;
+	IF request IN ('close', 'reopen') THEN
+		IF github THEN
+			method := 'PATCH';
+			body := CASE request WHEN 'close' THEN '{"state": "closed", "state_reason": "completed"}'::jsonb
+								 ELSE '{"state": "open", "state_reason": "reopened"}'::jsonb END;
+		ELSE
+			method := 'POST';
+			request_url := request_url || '/transitions';
+			body := jsonb_build_object('transition', jsonb_build_object('id', transition));
+		END IF;
+		RETURN;
+	END IF;
+
+	headline := CASE ev
+		WHEN 'escalated' THEN
+			CASE WHEN e #>> '{detail,from}' IS NOT NULL AND e #>> '{detail,to}' IS NOT NULL
+				 THEN format('Escalated from %s to %s.', upper(e #>> '{detail,from}'), upper(e #>> '{detail,to}'))
+				 ELSE format('Escalated to %s.', upper(i ->> 'severity')) END
+		WHEN 'reopened' THEN 'Reopened: the violation is back.'
+		WHEN 'acked' THEN format('Acknowledged by %s.', COALESCE(e ->> 'actor', 'someone'))
+		WHEN 'snoozed' THEN format('Snoozed by %s%s.', COALESCE(e ->> 'actor', 'someone'),
+								   COALESCE(' until ' || COALESCE(e #>> '{detail,until}', e #>> '{detail,snoozed_until}'), ''))
+		WHEN 'snooze_expired' THEN 'The snooze ran out: the incident is open again.'
+		WHEN 'silenced' THEN 'A silence holds the incident''s announcements back.'
+		WHEN 'silence_ended' THEN 'The silence ended; the incident is still unresolved.'
+		WHEN 'flapping' THEN 'The key is flapping: its re-openings are not announced.'
+		WHEN 'flapping_ended' THEN 'The key has stopped flapping.'
+		WHEN 'resolved' THEN format('Resolved by %s.', COALESCE(e ->> 'actor', 'someone'))
+		WHEN 'auto_resolved' THEN 'Resolved: the agent recovered.'
+		ELSE format('%s by %s.', initcap(replace(ev, '_', ' ')), COALESCE(e ->> 'actor', 'someone')) END;
+	method := 'POST';
+	IF github THEN
+		txt := '**' || gate_bridge.markdown_escape(headline) || E'**\n\n'
+			|| '[' || upper(i ->> 'severity') || '] ' || gate_bridge.markdown_escape(summary)
+			|| COALESCE(E'\n\n> ' || gate_bridge.markdown_escape(NULLIF(e #>> '{detail,note}', '')), '')
+			|| COALESCE(E'\n\n[incident ' || (i ->> 'id') || '](<' || link || '>)', '');
+		request_url := request_url || '/comments';
+	ELSE
+		txt := '*' || gate_bridge.jira_escape(headline) || E'*\n\n'
+			|| '[' || upper(i ->> 'severity') || '] ' || gate_bridge.jira_escape(summary)
+			|| COALESCE(E'\n\nbq. ' || gate_bridge.jira_escape(NULLIF(e #>> '{detail,note}', '')), '')
+			|| COALESCE(E'\n\n[incident ' || (i ->> 'id') || '|' || link || ']', '');
+		request_url := request_url || '/comment';
+	END IF;
+	body := jsonb_build_object('body', txt);
+END
+$fn$;
+
+COMMENT ON FUNCTION gate_bridge.issue_request(text, text, jsonb, text, jsonb, jsonb, jsonb, boolean, text, timestamptz) IS
+	'What a github or jira destination asks of its tracker for a delivery: create, find, comment, close or reopen, and the HTTP request';
+
+-- A tracker's answer as JSON, or NULL when it is not UTF-8 JSON.  Whatever
+-- an answer holds (bytes that are not UTF-8, a \u0000, JSON nested too
+-- deep to read), it does not make complete_delivery() fail.
+CREATE FUNCTION gate_bridge.issue_answer(response bytea)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	RETURN convert_from(response, 'UTF8')::jsonb;
+EXCEPTION
+	WHEN OTHERS THEN
+		RETURN NULL;
+END
+$fn$;
+
+-- The issue an answer describes (a create's, or an element of a search's),
+-- as stored in external_refs, or NULL.
+CREATE FUNCTION gate_bridge.issue_ref(kind text, url text, answer jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	IF jsonb_typeof(answer) IS DISTINCT FROM 'object' THEN
+		RETURN NULL;
+	END IF;
+	IF kind = 'github' AND answer ->> 'number' ~ '^[0-9]{1,18}$'
+	   AND answer ->> 'html_url' ~ '^https?://[^[:space:]]+$' THEN
+		RETURN jsonb_build_object('kind', 'github', 'id', answer ->> 'number',
+								  'url', answer ->> 'html_url');
+	END IF;
+	IF kind = 'jira' AND answer ->> 'id' ~ '^[0-9]{1,18}$'
+	   AND answer ->> 'key' ~ '^[A-Za-z][A-Za-z0-9_]*-[0-9]+$' THEN
+		RETURN jsonb_build_object('kind', 'jira', 'id', answer ->> 'id', 'key', answer ->> 'key',
+								  'url', substring(url from '^(.*)/rest/api/2/project/[^/]+$')
+										 || '/browse/' || (answer ->> 'key'));
+	END IF;
+	RETURN NULL;
+END
+$fn$;
+
+-- The issues of a search's answer (GitHub: the list; Jira: its "issues"),
+-- or NULL when the answer is not a search's.
+CREATE FUNCTION gate_bridge.issue_list(kind text, answer jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT CASE
+		WHEN $1 = 'github' AND jsonb_typeof($2) = 'array' THEN $2
+		WHEN $1 = 'jira' AND jsonb_typeof($2) = 'object'
+			 AND jsonb_typeof($2 -> 'issues') = 'array' THEN $2 -> 'issues' END
+$fn$;
+
+-- The issue of a search's answer whose body (GitHub) or description (Jira)
+-- holds the marker, the oldest if several do; NULL if none.  GitHub lists
+-- pull requests too: they are not issues.
+CREATE FUNCTION gate_bridge.issue_found(kind text, url text, answer jsonb, marker text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+	SELECT gate_bridge.issue_ref($1, $2, x.v)
+	  FROM jsonb_array_elements(gate_bridge.issue_list($1, $3)) AS x(v)
+	 WHERE jsonb_typeof(x.v) = 'object'
+	   AND NOT x.v ? 'pull_request'
+	   AND position($4 IN COALESCE(CASE $1 WHEN 'github' THEN x.v ->> 'body'
+										ELSE x.v #>> '{fields,description}' END, '')) > 0
+	   AND gate_bridge.issue_ref($1, $2, x.v) IS NOT NULL
+	 ORDER BY CASE $1 WHEN 'github' THEN x.v ->> 'number' ELSE x.v ->> 'id' END::numeric
+	 LIMIT 1
+$fn$;
+
+-- The message of a tracker's error answer: GitHub's "message" and
+-- "errors", Jira's "errorMessages" and "errors"; NULL without one.
+CREATE FUNCTION gate_bridge.issue_error(kind text, http_status integer, answer jsonb)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	msg text;
+	more text;
+BEGIN
+	IF jsonb_typeof(answer) IS DISTINCT FROM 'object' THEN
+		RETURN NULL;
+	END IF;
+	IF kind = 'github' THEN
+		msg := answer ->> 'message';
+		IF jsonb_typeof(answer -> 'errors') = 'array' THEN
+			SELECT string_agg(CASE jsonb_typeof(x.v)
+								WHEN 'object' THEN COALESCE(x.v ->> 'message',
+									concat_ws(' ', x.v ->> 'resource', x.v ->> 'field', x.v ->> 'code'))
+								ELSE x.v #>> '{}' END, '; ' ORDER BY x.n)
+			  INTO more
+			  FROM jsonb_array_elements(answer -> 'errors') WITH ORDINALITY AS x(v, n);
+		END IF;
+	ELSE
+		IF jsonb_typeof(answer -> 'errorMessages') = 'array' THEN
+			SELECT string_agg(x.v #>> '{}', '; ' ORDER BY x.n) INTO msg
+			  FROM jsonb_array_elements(answer -> 'errorMessages') WITH ORDINALITY AS x(v, n);
+		END IF;
+		IF jsonb_typeof(answer -> 'errors') = 'object' THEN
+			SELECT string_agg(x.k || ': ' || (x.v #>> '{}'), '; ' ORDER BY x.k) INTO more
+			  FROM jsonb_each(answer -> 'errors') AS x(k, v);
+		END IF;
+	END IF;
+	msg := concat_ws(': ', NULLIF(msg, ''), NULLIF(more, ''));
+	IF msg IS NULL OR msg = '' THEN
+		RETURN NULL;
+	END IF;
+	RETURN format('HTTP %s: %s', http_status, regexp_replace(msg, '[[:cntrl:]]+', ' ', 'g'));
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION gate_bridge.destinations_guard(),
+	gate_bridge.destinations_renamed(),
+	gate_bridge.url_encode(text),
+	gate_bridge.markdown_escape(text),
+	gate_bridge.jira_escape(text),
+	gate_bridge.issue_marker(bigint, text),
+	gate_bridge.issue_request(text, text, jsonb, text, jsonb, jsonb, jsonb, boolean, text, timestamptz),
+	gate_bridge.issue_answer(bytea),
+	gate_bridge.issue_ref(text, text, jsonb),
+	gate_bridge.issue_list(text, jsonb),
+	gate_bridge.issue_found(text, text, jsonb, text),
+	gate_bridge.issue_error(text, integer, jsonb) FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- Gates that tell signal from noise: sample sizes, Wilson bounds, baselines

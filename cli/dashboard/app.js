@@ -358,6 +358,24 @@
     return td;
   }
 
+  // The issues opened for an incident (GitHub, Jira), by destination name;
+  // only http(s) URLs become links.
+  function issueRefs(inc) {
+    const refs = inc && inc.external_refs && typeof inc.external_refs === 'object' ? inc.external_refs : {};
+    return Object.keys(refs).sort().map((name) => {
+      const r = refs[name] && typeof refs[name] === 'object' ? refs[name] : {};
+      const url = typeof r.url === 'string' && /^https?:\/\/\S+$/i.test(r.url) ? r.url : null;
+      const label = r.kind === 'jira' ? String(r.key || r.id || '?') : '#' + String(r.id || '?');
+      return { name, kind: String(r.kind || ''), label, url };
+    });
+  }
+  function issueLink(ref) {
+    const title = `${ref.kind === 'jira' ? 'Jira' : ref.kind === 'github' ? 'GitHub' : 'External'} issue (destination ${ref.name})`;
+    const attrs = { class: 'issue-link issue-' + ref.kind.replace(/[^a-z]/g, ''), title, 'data-destination': ref.name };
+    if (!ref.url) return el('span', attrs, ref.label);
+    return el('a', { ...attrs, href: ref.url, target: '_blank', rel: 'noopener noreferrer' }, ref.label);
+  }
+
   function rowFor(inc) {
     const id = String(inc.id);
     const tr = el('tr', {
@@ -374,7 +392,8 @@
         el('div', { class: 'summary', title: summary }, summary),
         el('div', { class: 'key' }, el('span', { class: 'iid' }, '#' + id),
           el('span', { class: 'flags-inline' }, ...flagsCell(inc).childNodes), ' ', el('span', { title: inc.key || '' }, inc.key || ''),
-          el('span', { class: 'agent-inline' }, inc.agent ? ' · ' + inc.agent : ''))),
+          el('span', { class: 'agent-inline' }, inc.agent ? ' · ' + inc.agent : ''),
+          ...issueRefs(inc).map(issueLink))),
       el('td', { class: 'c-agent', title: inc.agent || '' }, inc.agent || '—'),
       el('td', { class: 'c-occ num' }, inc.occurrences != null ? String(inc.occurrences) : '—'),
       el('td', { class: 'c-seen' }, timeEl(inc.last_seen_at)),
@@ -468,6 +487,7 @@
   }
 
   $('incident-rows').addEventListener('click', (e) => {
+    if (e.target.closest('a[href]')) return;   // an issue's link opens the issue
     const tr = e.target.closest('tr[data-incident-id]');
     if (!tr) return;
     const id = tr.getAttribute('data-incident-id');
@@ -628,6 +648,11 @@
     if (inc.flapping) flags.push(el('span', { class: 'flag flag-flapping' }, 'flapping'));
     if (!inc.silenced && inc.silence_id != null) flags.push(el('span', { class: 'muted' }, `silence #${inc.silence_id}`));
     kv(dl, 'Flags', ...(flags.length ? flags : [el('span', { class: 'muted' }, 'none')]));
+    const refs = issueRefs(inc);
+    if (refs.length) {
+      kv(dl, 'Issues', el('span', { class: 'issues' }, ...refs.map((x) =>
+        el('span', { class: 'issue' }, issueLink(x), el('span', { class: 'muted' }, ' ' + x.name)))));
+    }
 
     const sections = [];
     const pbs = Array.isArray(inc.playbooks) ? inc.playbooks : [];
@@ -651,12 +676,19 @@
       tl.length ? ol : el('p', { class: 'muted small' }, 'No events.')));
 
     const dv = Array.isArray(r.deliveries) ? r.deliveries : [];
+    // a delivery being sent, or due within the minute (an issue being
+    // opened, say): look again shortly, as no event tells of its outcome
+    clearTimeout(state.detailPoll);
+    const soon = (x) => { const t = parseTime(x.next_attempt_at); return !t || t.getTime() - Date.now() < 60000; };
+    if (dv.some((x) => x.status === 'sending' || (x.status === 'pending' && soon(x)))) {
+      state.detailPoll = setTimeout(() => { if (state.detailId === id) scheduleDetail(); }, 3000);
+    }
     if (dv.length) {
       const tb = el('tbody');
       for (const x of dv) {
         tb.append(el('tr', { class: 'dv-' + String(x.status || '').replace(/[^a-z_]/g, '') },
           el('td', { class: 'dv-dest' }, x.destination != null ? String(x.destination) : '—'),
-          el('td', null, x.event != null ? String(x.event) : '—'),
+          el('td', null, x.event != null ? String(x.event) : '—', x.request ? el('span', { class: 'muted' }, ' · ' + String(x.request)) : null),
           el('td', null, el('span', { class: 'dv-status' }, x.status != null ? String(x.status) : '—')),
           el('td', { class: 'num' }, x.attempts != null ? String(x.attempts) : '—'),
           el('td', { class: 'num' }, x.last_status != null ? String(x.last_status) : '—'),

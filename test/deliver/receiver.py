@@ -10,6 +10,8 @@ answers:
   /hang/...      no answer for ?s=SECONDS (default 30)
   /slow/...      200 after ?ms=MILLISECONDS
   /reset/...     the connection is reset (RST) without an answer
+  /github/NAME/... and /jira/NAME/...   the issue tracker NAME a test
+                 registered (trackers.py: GitHub's and Jira's REST APIs)
 Every request is recorded (when it arrived, method, path, headers, body) as
 it arrives, before any answer.
 
@@ -26,6 +28,8 @@ import threading
 import time
 import urllib.parse
 from email.utils import formatdate
+
+import trackers
 
 
 class Request:
@@ -64,12 +68,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        req = Request("POST", self.path, list(self.headers.items()), body,
+        req = Request(self.command, self.path, list(self.headers.items()), body,
                       time.time(), time.monotonic_ns())
         self.server.record(req)
         parts = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(parts.query))
         mode = parts.path.strip("/").split("/")[0]
+        if mode in ("github", "jira"):
+            self.tracker(req, parts)
+            return
         if mode == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                        struct.pack("ii", 1, 0))
@@ -102,6 +109,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req.done = True
 
     do_PUT = do_POST
+    do_PATCH = do_POST
+    do_GET = do_POST
+
+    def tracker(self, req, parts):
+        segs = parts.path.split("/", 3)          # '', kind, name, rest
+        t = self.server.trackers.get((segs[1], segs[2] if len(segs) > 2 else ""))
+        if t is None:
+            a = trackers.Answer(404, {"message": "Not Found"})
+        else:
+            a = t.handle(req.method, "/" + (segs[3] if len(segs) > 3 else ""),
+                         trackers.parse_query(parts.query), req.headers, req.body)
+        if a.hang:
+            time.sleep(a.hang)
+        try:
+            self.send_response(a.status)
+            for k, v in a.headers.items():
+                self.send_header(k, str(v))
+            if a.status != 204:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(a.body)))
+            self.end_headers()
+            if a.status != 204:
+                self.wfile.write(a.body)
+        except OSError:
+            pass
+        req.done = True
 
 
 class Receiver(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -112,6 +145,7 @@ class Receiver(socketserver.ThreadingMixIn, http.server.HTTPServer):
         super().__init__((host, port), Handler)
         self.lock = threading.Lock()
         self.requests = []
+        self.trackers = {}
         self.thread = None
 
     def record(self, req):
@@ -130,6 +164,18 @@ class Receiver(socketserver.ThreadingMixIn, http.server.HTTPServer):
     @property
     def port(self):
         return self.server_address[1]
+
+    def tracker(self, kind, name, secret, **kw):
+        """A GitHub or Jira stand-in at /KIND/NAME/; its destination's url."""
+        base = "http://127.0.0.1:%d/%s/%s" % (self.port, kind, name)
+        if kind == "github":
+            t = trackers.GitHub(name, secret, **kw)
+            url = base + "/repos/%s/%s" % (t.owner, t.repo)
+        else:
+            t = trackers.Jira(name, secret, base=base, **kw)
+            url = base + "/rest/api/2/project/" + t.project
+        self.trackers[(kind, name)] = t
+        return t, url
 
     def url(self, mode, name, query=""):
         return "http://127.0.0.1:%d/%s/%s%s" % (self.port, mode, name, ("?" + query) if query else "")

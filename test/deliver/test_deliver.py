@@ -281,7 +281,7 @@ def test_a_delivery_role_with_the_grants_only(receiver, workers):
     sql("CREATE ROLE %s LOGIN" % role)
     sql("GRANT USAGE ON SCHEMA gate_bridge TO %s" % role)
     sql("GRANT EXECUTE ON FUNCTION gate_bridge.claim_deliveries(text, integer, interval, text),"
-        " gate_bridge.complete_delivery(bigint, integer, text, interval),"
+        " gate_bridge.complete_delivery(bigint, integer, text, interval, bytea),"
         " gate_bridge.release_deliveries(text) TO %s" % role)
     sql("REVOKE EXECUTE ON FUNCTION gate_bridge.tick() FROM PUBLIC")
     prefix, pattern = group("role")

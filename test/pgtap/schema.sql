@@ -3,7 +3,7 @@
 -- wired as the C code expects, and no function with a body can be steered
 -- by the caller's search_path.
 BEGIN;
-SELECT plan(117);
+SELECT plan(122);
 
 SELECT has_schema('gate_bridge');
 
@@ -23,7 +23,8 @@ SELECT columns_are('gate_bridge', 'incidents', ARRAY[
 	'id', 'kind', 'key', 'agent', 'violation_type', 'severity', 'status',
 	'summary', 'details', 'playbooks', 'occurrences', 'first_seen_at',
 	'last_seen_at', 'acked_at', 'acked_by', 'resolved_at', 'resolved_by',
-	'resolution_note', 'subject', 'snoozed_until', 'silence_id', 'flapping']);
+	'resolution_note', 'subject', 'snoozed_until', 'silence_id', 'flapping',
+	'external_refs']);
 -- The view gate_bridge.incidents has the columns of its table, in order,
 -- but context_id (the view puts the context back into details).
 SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
@@ -153,12 +154,13 @@ SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
 -- from 1.1 appends them, so a fresh install must have them there too), with
 -- their types, NOT NULL and defaults.
 \set new_columns 'SELECT a.attname::text COLLATE "default", format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid) COLLATE "default" FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attrelid = '
-SELECT results_eq(:'new_columns' || $$'gate_bridge.incident_rows'::regclass ORDER BY a.attnum DESC LIMIT 4$$,
-	$$ VALUES ('flapping', 'boolean', true, 'false'),
+SELECT results_eq(:'new_columns' || $$'gate_bridge.incident_rows'::regclass ORDER BY a.attnum DESC LIMIT 5$$,
+	$$ VALUES ('external_refs', 'jsonb', true, '''{}''::jsonb'),
+			  ('flapping', 'boolean', true, 'false'),
 			  ('silence_id', 'bigint', false, NULL),
 			  ('snoozed_until', 'timestamp with time zone', false, NULL),
 			  ('context_id', 'bigint', false, NULL) $$,
-	'incident_rows ends with context_id, snoozed_until, silence_id, flapping (NOT NULL DEFAULT false)');
+	'incident_rows ends with context_id, snoozed_until, silence_id, flapping (NOT NULL DEFAULT false), and the issue openers'' external_refs (NOT NULL DEFAULT ''{}'')');
 SELECT results_eq(:'new_columns' || $$'gate_bridge.incident_events'::regclass ORDER BY a.attnum DESC LIMIT 2$$,
 	$$ VALUES ('silenced', 'boolean', true, 'false'),
 			  ('position', 'bigint', false, NULL) $$,
@@ -342,7 +344,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
 					'gate_bridge.release_silenced()', 'gate_bridge.silence(text,interval,text,text,text)',
 					'gate_bridge.unsilence(bigint)',
 					'gate_bridge.claim_deliveries(text,integer,interval,text)',
-					'gate_bridge.complete_delivery(bigint,integer,text,interval)',
+					'gate_bridge.complete_delivery(bigint,integer,text,interval,bytea)',
 					'gate_bridge.release_deliveries(text)', 'gate_bridge.redeliver(bigint)',
 					'gate_bridge.compare_planners(text,text,text,interval,integer,double precision,boolean)'],
 			  'the SECURITY DEFINER functions are compact_folds, incident_rows_removed, run_gates, tick, silence, unsilence, release_silenced, delivery''s claim_deliveries, complete_delivery, release_deliveries and redeliver, and compare_planners');
@@ -362,6 +364,30 @@ SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
 				   AND t.tgname = 'incident_rows_changed' AND t.tgenabled = 'A'),
 			   '^CREATE TRIGGER incident_rows_changed AFTER INSERT OR DELETE OR UPDATE OF status OR TRUNCATE ON gate_bridge\.incident_rows FOR EACH STATEMENT ',
 			   'incident_rows_changed fires on every change of incidents and of their status, once per statement, also under replication');
+
+-- Issue openers: the destinations' options and the deliveries' request are
+-- the tables' last columns; destinations_guard checks every row, also
+-- restored and replicated ones; a rename moves the incidents' issues.
+SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+			WHERE a.attrelid = 'gate_bridge.destinations'::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+		  ARRAY['name', 'kind', 'url', 'secret', 'min_severity', 'agent_pattern', 'events', 'enabled',
+				'created_at', 'options'],
+		  'destinations: options comes last');
+SELECT is((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+			WHERE a.attrelid = 'gate_bridge.deliveries'::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+		  ARRAY['id', 'destination', 'event_id', 'incident_id', 'event', 'status', 'attempts',
+				'next_attempt_at', 'lease_until', 'claimed_by', 'last_status', 'last_error',
+				'created_at', 'delivered_at', 'request', 'unconfirmed'],
+		  'deliveries: request and unconfirmed come last');
+SELECT trigger_is('gate_bridge', 'destinations', 'destinations_guard',
+				  'gate_bridge', 'destinations_guard');
+SELECT matches((SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+				 WHERE t.tgrelid = 'gate_bridge.destinations'::regclass
+				   AND t.tgname = 'destinations_guard' AND t.tgenabled = 'A'),
+			   '^CREATE TRIGGER destinations_guard BEFORE INSERT OR UPDATE OF kind, url, secret, events, options ON gate_bridge\.destinations FOR EACH ROW ',
+			   'destinations_guard checks each row before it is written, also under replication');
+SELECT trigger_is('gate_bridge', 'destinations', 'destinations_renamed',
+				  'gate_bridge', 'destinations_renamed');
 
 -- No function with a body (SQL, PL/pgSQL) and no SECURITY DEFINER function
 -- runs with the caller's search_path.

@@ -19,7 +19,7 @@ ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 INCIDENT_FIELDS = {"id", "kind", "key", "agent", "violation_type", "severity", "status",
                    "summary", "occurrences", "first_seen_at", "last_seen_at", "acked_at",
                    "acked_by", "resolved_at", "resolved_by", "snoozed_until", "silence_id",
-                   "silenced", "flapping", "playbooks"}
+                   "silenced", "flapping", "playbooks", "external_refs"}
 TIME_FIELDS = ("first_seen_at", "last_seen_at", "acked_at", "resolved_at", "snoozed_until")
 
 MISSING = object()
@@ -67,6 +67,7 @@ def check_incident_shape(inc):
             % (f, inc[f])
     assert isinstance(inc["silenced"], bool) and isinstance(inc["flapping"], bool), inc
     assert isinstance(inc["playbooks"], list), inc
+    assert isinstance(inc["external_refs"], dict), inc
     assert isinstance(inc["id"], int) and isinstance(inc["occurrences"], int), inc
 
 

@@ -1,8 +1,9 @@
 """The dashboard in a real headless browser (chromium through selenium):
-live updates without reload, counters, an operator's ack, the live badge
-across a stop and a restart of the database, the token form, and a
-screenshot (GB_SCREENSHOT)."""
+live updates without reload, counters, an operator's ack, the links to an
+incident's issues, the live badge across a stop and a restart of the
+database, the token form, and a screenshot (GB_SCREENSHOT)."""
 
+import json
 import os
 import shutil
 import struct
@@ -233,6 +234,40 @@ def test_screenshot(ui):
     sevs = set(ui.js("return [...document.querySelectorAll('#incident-rows [data-severity]')]"
                      ".map(e => e.getAttribute('data-severity'));"))
     assert sevs == {"sev1", "sev2", "sev3"}, sevs
+
+
+def test_an_incident_links_to_its_issues(ui):
+    """The issues opened for an incident (external_refs, written by
+    deliver) are links on its row and in its detail; a URL that is not
+    http(s) is not a link."""
+    refs = {"gh": {"kind": "github", "id": "7", "url": "https://github.com/acme/ops/issues/7"},
+            "jira": {"kind": "jira", "id": "10001", "key": "OPS-7",
+                     "url": "https://acme.atlassian.net/browse/OPS-7"},
+            "odd": {"kind": "github", "id": "8", "url": "javascript:alert(1)"}}
+    with db_connect() as c:
+        c.autocommit = False
+        c.execute("INSERT INTO gate_bridge.eval_results (agent, quality) VALUES ('ship.tracker', 0.3)")
+        c.execute("SELECT gate_bridge.decide_pending()")
+        iid = c.execute("SELECT id FROM gate_bridge.incidents WHERE agent = 'ship.tracker' "
+                        "AND status <> 'resolved'").fetchone()[0]
+        c.execute("UPDATE gate_bridge.incident_rows SET external_refs = %s WHERE id = %s",
+                  (json.dumps(refs), iid))
+        c.commit()
+    link = ui.row(iid) + ' a.issue-link[data-destination="%s"]'
+    ui.wait(lambda: ui.exists(link % "gh"), 5, "the row's link to the GitHub issue")
+    assert ui.attr(link % "gh", "href") == refs["gh"]["url"]
+    assert ui.text(link % "gh") == "#7"
+    assert ui.text(link % "jira") == "OPS-7"
+    assert ui.attr(link % "jira", "target") == "_blank"
+    assert "noopener" in ui.attr(link % "jira", "rel")
+    assert not ui.exists(link % "odd"), "a javascript: URL became a link"
+    assert ui.exists(ui.row(iid) + ' span.issue-link[data-destination="odd"]')
+    ui.click(ui.row(iid))
+    detail = '#incident-detail .issues a.issue-link[data-destination="%s"]'
+    ui.wait(lambda: ui.exists(detail % "jira"), 5, "the detail's link to the Jira issue")
+    assert ui.attr(detail % "jira", "href") == refs["jira"]["url"]
+    assert ui.attr(detail % "gh", "href") == refs["gh"]["url"]
+    sql("SELECT gate_bridge.resolve(%s, 'test-cleanup', NULL)", (iid,))
 
 
 def test_database_stop_turns_the_badge_red_and_restart_brings_it_back(ui):

@@ -13,7 +13,7 @@ from conftest import RUN_TAG, SUPER_DSN, Serve, agent_name, db_connect, new_inci
 
 STATUSES = ("held", "pending", "sending", "delivered", "dead", "skipped")
 DELIVERY_KEYS = {"id", "destination", "kind", "event", "status", "attempts", "next_attempt_at",
-                 "last_status", "last_error", "created_at", "delivered_at"}
+                 "last_status", "last_error", "created_at", "delivered_at", "request"}
 NO_DELIVERY_ROLE = "serve_nodelivery"
 
 
@@ -67,7 +67,7 @@ def deliveries_in_sql(iid):
     with db_connect() as c:
         cur = c.execute(
             "SELECT id, destination, kind, event, status, attempts, next_attempt_at, "
-            "last_status, last_error, created_at, delivered_at "
+            "last_status, last_error, created_at, delivered_at, request "
             "FROM gate_bridge.delivery_status WHERE incident_id = %s ORDER BY id", (iid,))
         cols = [d.name for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
@@ -78,7 +78,7 @@ def same_as_sql(got, want):
     for g, w in zip(got, want):
         assert set(g) == DELIVERY_KEYS, g
         for k in ("id", "destination", "kind", "event", "status", "attempts", "last_status",
-                  "last_error"):
+                  "last_error", "request"):
             assert g[k] == w[k], (k, g, w)
         for k in ("next_attempt_at", "created_at", "delivered_at"):
             assert ts(g[k]) == w[k], (k, g, w)

@@ -536,9 +536,9 @@ $err_id //= 0;
 
 ($rc, $out, $err) = gb('incidents');
 is($rc, 0, 'incidents exits 0');
-like($out, qr/^ID\s+SEV\s+STATUS\s+OCC\s+FIRST SEEN \(UTC\)\s+FLAGS\s+KEY$/m, 'incidents: table header');
-like($out, qr/^\Q$crit_id\E\s+sev1\s+open\s+1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+-\s+BUDGET_regress\.inc\.crit_quality$/m,
-	'incidents: the sev1 row, no flags');
+like($out, qr/^ID\s+SEV\s+STATUS\s+OCC\s+FIRST SEEN \(UTC\)\s+FLAGS\s+KEY\s+ISSUES$/m, 'incidents: table header');
+like($out, qr/^\Q$crit_id\E\s+sev1\s+open\s+1\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+-\s+BUDGET_regress\.inc\.crit_quality\s+-$/m,
+	'incidents: the sev1 row, no flags, no issues');
 like($out, qr/^\(2 incidents\)$/m, 'incidents: count line');
 
 ($rc, $out, $err) = gb('incidents', '--json');
@@ -551,10 +551,10 @@ my ($crit) = grep { $_->{id} == $crit_id } @inc;
 is_deeply([sort keys %{ $crit || {} }],
 	[sort qw(id kind key agent violation_type severity status summary playbooks occurrences
 		first_seen_at last_seen_at acked_at acked_by resolved_at resolved_by resolution_note
-		snoozed_until silence_id flapping)],
+		snoozed_until silence_id flapping external_refs)],
 	'incidents --json: every field');
-like($out, qr/^\{"id":\Q$crit_id\E,.*,"resolution_note":null,"snoozed_until":null,"silence_id":null,"flapping":false\}$/m,
-	'incidents --json: the lifecycle fields come last, null and false for an incident left alone');
+like($out, qr/^\{"id":\Q$crit_id\E,.*,"resolution_note":null,"snoozed_until":null,"silence_id":null,"flapping":false,"external_refs":\{\}\}$/m,
+	'incidents --json: the lifecycle fields and the issues come last, null, false and {} for an incident left alone');
 is($crit->{severity}, 'sev1', 'incidents --json: severity');
 is($crit->{status}, 'open', 'incidents --json: status');
 is($crit->{summary}, 'Budget violation: regress.inc.crit quality', 'incidents --json: summary');
@@ -563,6 +563,22 @@ is($crit->{occurrences}, 1, 'incidents --json: occurrences');
 like($crit->{first_seen_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'incidents --json: times in UTC');
 ok(exists $crit->{acked_at} && !defined $crit->{acked_at}, 'incidents --json: null timestamps are null');
 like($out, qr/^\{"id":\Q$crit_id\E,"kind":"budget",/m, 'incidents --json: numbers are numbers, in column order');
+
+# the issues opened for an incident (as complete_delivery() stores them)
+$dbh->do(q{UPDATE gate_bridge.incident_rows
+			  SET external_refs = '{"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"},
+									"jira": {"kind": "jira", "id": "10001", "key": "OPS-7", "url": "https://x.atlassian.net/browse/OPS-7"}}'
+			WHERE id = ?}, undef, $crit_id);
+($rc, $out, $err) = gb('incidents');
+like($out, qr{^\Q$crit_id\E\s+sev1\s.*\sBUDGET_regress\.inc\.crit_quality\s+https://github\.com/o/r/issues/42 https://x\.atlassian\.net/browse/OPS-7$}m,
+	'incidents: ISSUES shows the issues\' URLs, by destination name');
+($rc, $out, $err) = gb('incidents', '--json');
+($crit) = grep { $_->{id} == $crit_id } json_lines($out);
+is_deeply($crit->{external_refs},
+	{ gh => { kind => 'github', id => '42', url => 'https://github.com/o/r/issues/42' },
+	  jira => { kind => 'jira', id => '10001', key => 'OPS-7', url => 'https://x.atlassian.net/browse/OPS-7' } },
+	'incidents --json: external_refs, by destination');
+$dbh->do(q{UPDATE gate_bridge.incident_rows SET external_refs = '{}' WHERE id = ?}, undef, $crit_id);
 
 ($rc, $out) = gb('incidents', '--json', '--severity', 'sev2');
 is_deeply([map { $_->{id} } json_lines($out)], [$err_id], 'incidents --severity sev2');
@@ -771,11 +787,11 @@ $flap_id //= 0;
 # incidents: FLAGS and the JSON fields, as the view has them
 ($rc, $out, $err) = gb('incidents');
 is($rc, 0, 'incidents with snoozed, silenced and flapping incidents exits 0') or diag($err);
-like($out, qr/^\Q$snz_id\E\s+sev1\s+ack\s+1\s+\S+\s+snoozed until \Q$until_utc\E\s+BUDGET_regress\.lc\.snooze_quality$/m,
+like($out, qr/^\Q$snz_id\E\s+sev1\s+ack\s+1\s+\S+\s+snoozed until \Q$until_utc\E\s+BUDGET_regress\.lc\.snooze_quality\s+-$/m,
 	'incidents: FLAGS of a snoozed incident, in UTC');
-like($out, qr/^\Q$silenced_id\E\s+sev1\s+open\s+1\s+\S+\s+silence \Q$sil_id\E\s+BUDGET_regress\.lc\.sil\.a_quality$/m,
+like($out, qr/^\Q$silenced_id\E\s+sev1\s+open\s+1\s+\S+\s+silence \Q$sil_id\E\s+BUDGET_regress\.lc\.sil\.a_quality\s+-$/m,
 	'incidents: FLAGS of a silenced incident');
-like($out, qr/^\Q$flap_id\E\s+sev1\s+open\s+1\s+\S+\s+flapping\s+BUDGET_regress\.lc\.flap_quality$/m,
+like($out, qr/^\Q$flap_id\E\s+sev1\s+open\s+1\s+\S+\s+flapping\s+BUDGET_regress\.lc\.flap_quality\s+-$/m,
 	'incidents: FLAGS of a flapping incident');
 my $view = $dbh->selectall_hashref(q{
 	SELECT id, to_char(snoozed_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS snoozed_until,
@@ -787,7 +803,7 @@ my %flags_want = map {
 		(defined $v->{silence_id} ? "silence $v->{silence_id}" : ()), ($v->{flapping} ? 'flapping' : ()));
 	$_ => (@f ? join(', ', @f) : '-')
 } keys %$view;
-my %flags_got = map { /^(\d+)\s+sev\d\s+\S+\s+\d+\s+\S+\s+(.*?)\s+\S+$/ ? ($1 => $2) : () } split /\n/, $out;
+my %flags_got = map { /^(\d+)\s+sev\d\s+\S+\s+\d+\s+\S+\s+(.*?)\s+\S+\s+-$/ ? ($1 => $2) : () } split /\n/, $out;
 is_deeply(\%flags_got, \%flags_want, 'incidents: every row\'s FLAGS is what the view says');
 
 ($rc, $out) = gb('incidents', '--json');
@@ -933,7 +949,7 @@ my @dlv_lines = json_lines($out);
 is_deeply([map { $_->{id} } @dlv_lines], [$dlv_done, $dlv_dead], 'deliveries --json: newest first');
 is_deeply([sort keys %{ $dlv_lines[0] || {} }],
 	[sort qw(id destination kind incident_id event_id event status attempts next_attempt_at
-			 last_status last_error created_at delivered_at)],
+			 last_status last_error created_at delivered_at request)],
 	'deliveries --json: every field, no url or secret');
 my ($dead_json) = grep { $_->{id} == $dlv_dead } @dlv_lines;
 is_deeply([@{ $dead_json || {} }{qw(destination kind incident_id event status attempts last_status last_error delivered_at)}],

@@ -255,6 +255,12 @@ $orig->do(q{INSERT INTO gate_bridge.destinations (name, kind, url, secret, min_s
 				   ('dr.pd', 'pagerduty', 'https://events.pagerduty.test/v2/enqueue', 'rk', 'sev2', 'dr.*', DEFAULT),
 				   ('dr.off', 'slack', 'https://hooks.slack.test/x', NULL, 'sev1', '*', DEFAULT)});
 $orig->do(q{UPDATE gate_bridge.destinations SET enabled = false WHERE name = 'dr.off'});
+# issue openers, for agents that report nothing here (the outbox stays as
+# it is): their options, and restored through destinations_guard
+$orig->do(q{INSERT INTO gate_bridge.destinations (name, kind, url, secret, agent_pattern, options)
+			VALUES ('dr.gh', 'github', 'https://api.github.com/repos/acme/ops', 'ghp_dr', 'dr.none.*', '{}'),
+				   ('dr.jira', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'dr@acme.test:tok',
+					'dr.none.*', '{"resolve_transition": "31", "issue_type": "Task"}')});
 
 # playbook rules: one of the user's own, an edited and a disabled built-in
 # the playbooks the rules name, registered first (one with a runbook)
@@ -439,6 +445,12 @@ $orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 503, 'unavailable', '1 ho
 $orig->do(q{SELECT gate_bridge.complete_delivery(c.id, 404, 'not found')
 			  FROM gate_bridge.claim_deliveries('dr.w', 1) c});
 $orig->do(q{SELECT count(*) FROM gate_bridge.claim_deliveries('dr.w', 1)});
+# an incident's issues, as complete_delivery() stores them (on the newest
+# incident: its row stays the last one, and the dump's order the same)
+$orig->do(q{UPDATE gate_bridge.incident_rows
+			   SET external_refs = '{"dr.gh": {"kind": "github", "id": "42", "url": "https://github.com/acme/ops/issues/42"},
+									 "dr.jira": {"kind": "jira", "id": "10042", "key": "OPS-7", "url": "https://acme.atlassian.net/browse/OPS-7"}}'
+			 WHERE id = (SELECT max(id) FROM gate_bridge.incident_rows)});
 
 ################################################################ the original
 
