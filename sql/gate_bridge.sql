@@ -252,7 +252,11 @@ CREATE TABLE gate_bridge.incident_rows (
 	-- incident's announcements back, and whether its key is flapping
 	snoozed_until	timestamptz,
 	silence_id		bigint,
-	flapping		boolean NOT NULL DEFAULT false
+	flapping		boolean NOT NULL DEFAULT false,
+	-- the issues opened for the incident, by destination name:
+	-- {"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"}}
+	-- (jira: also "key").  Written by complete_delivery().
+	external_refs	jsonb NOT NULL DEFAULT '{}'
 );
 
 -- At most one unresolved incident per key (kind, agent, subject), enforced
@@ -394,7 +398,7 @@ CREATE VIEW gate_bridge.incidents AS
 					   FROM gate_bridge.incident_folds f
 					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
 		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
-		   r.subject, r.snoozed_until, r.silence_id, r.flapping
+		   r.subject, r.snoozed_until, r.silence_id, r.flapping, r.external_refs
 	  FROM gate_bridge.incident_rows r;
 
 COMMENT ON VIEW gate_bridge.incidents IS
@@ -2296,36 +2300,6 @@ CREATE TRIGGER destinations_guard
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.destinations_guard();
 ALTER TABLE gate_bridge.destinations ENABLE ALWAYS TRIGGER destinations_guard;
 
--- The issues opened for an incident, by destination name:
--- {"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"}}
--- (jira: also "key").  Written by complete_delivery(); the view's last column.
-ALTER TABLE gate_bridge.incident_rows
-	ADD COLUMN external_refs jsonb NOT NULL DEFAULT '{}';
-
--- Incidents as they stand, with their issues (a new last column).
-CREATE OR REPLACE VIEW gate_bridge.incidents AS
-	SELECT r.id, r.kind, r.key, r.agent, r.violation_type, r.severity, r.status,
-		   r.summary,
-		   CASE WHEN r.context_id IS NULL THEN r.details
-				ELSE r.details OPERATOR(pg_catalog.||)
-					 pg_catalog.jsonb_build_object('context',
-						 (SELECT c.context FROM gate_bridge.incident_contexts c
-						   WHERE c.id OPERATOR(pg_catalog.=) r.context_id))
-		   END AS details,
-		   r.playbooks,
-		   pg_catalog.int4(LEAST(r.occurrences::bigint OPERATOR(pg_catalog.+)
-									COALESCE((SELECT pg_catalog.sum(f.occurrences)
-												FROM gate_bridge.incident_folds f
-											   WHERE f.incident_id OPERATOR(pg_catalog.=) r.id), 0),
-								 2147483647)) AS occurrences,
-		   r.first_seen_at,
-		   GREATEST(r.last_seen_at,
-					(SELECT pg_catalog.max(f.last_seen_at)
-					   FROM gate_bridge.incident_folds f
-					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
-		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
-		   r.subject, r.snoozed_until, r.silence_id, r.flapping, r.external_refs
-	  FROM gate_bridge.incident_rows r;
 
 /*
  * A destination renamed keeps its issues: the incidents' references move to
