@@ -511,6 +511,13 @@ ALTER TABLE gate_bridge.incident_rows
 	ADD COLUMN silence_id bigint,
 	ADD COLUMN flapping boolean NOT NULL DEFAULT false;
 
+-- The issues opened for an incident by GitHub and Jira destinations (see the
+-- issue openers below), by destination name:
+-- {"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"}}
+-- (jira: also "key").  Written by complete_delivery().
+ALTER TABLE gate_bridge.incident_rows
+	ADD COLUMN external_refs jsonb NOT NULL DEFAULT '{}';
+
 -- Whether a context is still used, when incidents are deleted; incidents
 -- with their context inline have no entry.
 CREATE INDEX incident_rows_context_id_idx
@@ -571,7 +578,7 @@ CREATE VIEW gate_bridge.incidents AS
 					   FROM gate_bridge.incident_folds f
 					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
 		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
-		   r.subject, r.snoozed_until, r.silence_id, r.flapping
+		   r.subject, r.snoozed_until, r.silence_id, r.flapping, r.external_refs
 	  FROM gate_bridge.incident_rows r;
 
 COMMENT ON VIEW gate_bridge.incidents IS
@@ -2090,37 +2097,6 @@ CREATE TRIGGER destinations_guard
 	BEFORE INSERT OR UPDATE OF kind, url, secret, events, options ON gate_bridge.destinations
 	FOR EACH ROW EXECUTE FUNCTION gate_bridge.destinations_guard();
 ALTER TABLE gate_bridge.destinations ENABLE ALWAYS TRIGGER destinations_guard;
-
--- The issues opened for an incident, by destination name:
--- {"gh": {"kind": "github", "id": "42", "url": "https://github.com/o/r/issues/42"}}
--- (jira: also "key").  Written by complete_delivery(); the view's last column.
-ALTER TABLE gate_bridge.incident_rows
-	ADD COLUMN external_refs jsonb NOT NULL DEFAULT '{}';
-
--- Incidents as they stand, with their issues (a new last column).
-CREATE OR REPLACE VIEW gate_bridge.incidents AS
-	SELECT r.id, r.kind, r.key, r.agent, r.violation_type, r.severity, r.status,
-		   r.summary,
-		   CASE WHEN r.context_id IS NULL THEN r.details
-				ELSE r.details OPERATOR(pg_catalog.||)
-					 pg_catalog.jsonb_build_object('context',
-						 (SELECT c.context FROM gate_bridge.incident_contexts c
-						   WHERE c.id OPERATOR(pg_catalog.=) r.context_id))
-		   END AS details,
-		   r.playbooks,
-		   pg_catalog.int4(LEAST(r.occurrences::bigint OPERATOR(pg_catalog.+)
-									COALESCE((SELECT pg_catalog.sum(f.occurrences)
-												FROM gate_bridge.incident_folds f
-											   WHERE f.incident_id OPERATOR(pg_catalog.=) r.id), 0),
-								 2147483647)) AS occurrences,
-		   r.first_seen_at,
-		   GREATEST(r.last_seen_at,
-					(SELECT pg_catalog.max(f.last_seen_at)
-					   FROM gate_bridge.incident_folds f
-					  WHERE f.incident_id OPERATOR(pg_catalog.=) r.id)) AS last_seen_at,
-		   r.acked_at, r.acked_by, r.resolved_at, r.resolved_by, r.resolution_note,
-		   r.subject, r.snoozed_until, r.silence_id, r.flapping, r.external_refs
-	  FROM gate_bridge.incident_rows r;
 
 /*
  * A destination renamed keeps its issues: the incidents' references move to
