@@ -32,7 +32,7 @@ PG_CPPFLAGS += -DGB_VERSION='"$(EXTVERSION)"'
 
 
 EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_out \
-              gate-bridge dashboard_assets.c dashboard_assets.c.tmp
+              gate-bridge dashboard_assets.c dashboard_assets.c.tmp docs_html
 
 # The command line, a libpq client.  PGXS's PROGRAM cannot be used beside
 # MODULE_big, so it has rules of its own below.  Its version is the control
@@ -68,8 +68,23 @@ all: gate-bridge
 # deliver sends with libcurl and signs webhooks with OpenSSL's HMAC.
 CLI_ASSETS  = $(sort $(wildcard cli/dashboard/*))
 
-dashboard_assets.c: $(CLI_ASSETS) tools/embed-assets.sh
-	sh tools/embed-assets.sh $@ $(CLI_ASSETS)
+# serve also carries the runbooks and the README, rendered by cmark-gfm
+# (tools/render-doc.sh) and answered at their paths in the tree
+# (/docs/runbooks/rerun_eval.md, /README.md), so that the registry's runbook
+# URLs (docs/runbooks/NAME.md) and the documents' own links work from the
+# dashboard.
+CLI_DOCS      = README.md $(sort $(wildcard docs/runbooks/*.md))
+CLI_DOC_FILES = $(CLI_DOCS) docs/dashboard.png
+CLI_DOC_PAGES = $(patsubst %.md,docs_html/%.html,$(CLI_DOCS))
+
+docs_html/%.html: %.md tools/render-doc.sh
+	@mkdir -p $(dir $@)
+	sh tools/render-doc.sh $< $@ $(CLI_DOC_FILES)
+
+dashboard_assets.c: $(CLI_ASSETS) $(CLI_DOC_PAGES) docs/dashboard.png tools/embed-assets.sh
+	sh tools/embed-assets.sh $@ $(CLI_ASSETS) \
+		$(foreach d,$(CLI_DOCS),$(patsubst %.md,docs_html/%.html,$(d))=/$(d)) \
+		docs/dashboard.png=/docs/dashboard.png
 
 gate-bridge: $(CLI_SRCS) $(CLI_HEADERS) dashboard_assets.c $(EXTENSION).control
 	$(CC) $(CFLAGS) -std=c99 -D_GNU_SOURCE -pthread -I$(libpq_srcdir) -Icli $(CPPFLAGS) \

@@ -399,10 +399,13 @@ static const char *const incidents_query =
 
 /*
  * GET /api/incidents/{id}: deliveries is its deliveries from
- * gate_bridge.delivery_status in id order (no URL, no secret), or null
- * where the role may not read that view (incident_query_without_deliveries).
- * The privilege is checked by a statement of its own (delivery_grant_query):
- * a statement that names a relation the role may not read fails as a whole
+ * gate_bridge.delivery_status in id order (no URL, no secret), and
+ * playbooks its suggested playbooks in the incident's order, each with
+ * what the registry (gate_bridge.playbooks) says of it: title, risk,
+ * runbook_url, auto_run and whether it has an action (not the action
+ * itself); each is null where the role may not read that view.  The
+ * privileges are checked by a statement of their own (grant_query): a
+ * statement that names a relation the role may not read fails as a whole
  * (the executor checks every relation of the statement before it runs),
  * even when the branch that reads it would not be taken.
  */
@@ -415,7 +418,18 @@ static const char *const incidents_query =
 "   ORDER BY d.id), '[]'::pg_catalog.jsonb)" \
 "   FROM gate_bridge.delivery_status d WHERE d.incident_id = i.id)"
 
-#define INCIDENT_QUERY(deliveries) \
+/* registered false: a name the registry does not have (a 1.1 incident's) */
+#define PLAYBOOKS_JSON \
+"(SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(" \
+"     'name', s.name, 'registered', p.name IS NOT NULL, 'title', p.title, 'risk', p.risk," \
+"     'runbook_url', p.runbook_url, 'auto_run', p.auto_run, 'action', p.action IS NOT NULL)" \
+"   ORDER BY s.o), '[]'::pg_catalog.jsonb)" \
+"   FROM pg_catalog.unnest(i.playbooks) WITH ORDINALITY s(name, o)" \
+"   LEFT JOIN gate_bridge.playbooks p ON p.name = s.name)"
+
+#define NO_JSON "NULL::pg_catalog.jsonb"
+
+#define INCIDENT_QUERY(deliveries, playbooks) \
 "SELECT pg_catalog.jsonb_build_object(" \
 "  'incident', " INCIDENT_JSON " || pg_catalog.jsonb_build_object(" \
 "      'details', i.details, 'resolution_note', i.resolution_note, 'subject', i.subject)," \
@@ -424,20 +438,33 @@ static const char *const incidents_query =
 "                   'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced)" \
 "                 ORDER BY e.position NULLS LAST, e.id), '[]'::pg_catalog.jsonb)" \
 "                 FROM gate_bridge.incident_events e WHERE e.incident_id = i.id)," \
-"  'deliveries', " deliveries ")::pg_catalog.text" \
+"  'deliveries', " deliveries "," \
+"  'playbooks', " playbooks ")::pg_catalog.text" \
 "  FROM gate_bridge.incidents i WHERE i.id = $1::pg_catalog.int8"
 
-static const char *const incident_query = INCIDENT_QUERY(DELIVERIES_JSON);
-static const char *const incident_query_without_deliveries =
-INCIDENT_QUERY("NULL::pg_catalog.jsonb");
+/* by what the role may read: [deliveries][playbooks] */
+static const char *const incident_queries[2][2] = {
+	{INCIDENT_QUERY(NO_JSON, NO_JSON), INCIDENT_QUERY(NO_JSON, PLAYBOOKS_JSON)},
+	{INCIDENT_QUERY(DELIVERIES_JSON, NO_JSON), INCIDENT_QUERY(DELIVERIES_JSON, PLAYBOOKS_JSON)}
+};
 
-/* May this role read the deliveries?  false on an extension without them. */
-static const char *const delivery_grant_query =
+/*
+ * May this role read the deliveries, and the playbooks?  false for a view
+ * the extension does not have.
+ */
+static const char *const grant_query =
 "SELECT COALESCE(pg_catalog.has_table_privilege("
-"         pg_catalog.to_regclass('gate_bridge.delivery_status'), 'SELECT'), false)";
+"         pg_catalog.to_regclass('gate_bridge.delivery_status'), 'SELECT'), false),"
+"       COALESCE(pg_catalog.has_table_privilege("
+"         pg_catalog.to_regclass('gate_bridge.playbooks'), 'SELECT'), false)";
 
 static const char *const one_incident_query =
 "SELECT pg_catalog.jsonb_build_object('incident', " INCIDENT_JSON ")::pg_catalog.text"
+"  FROM gate_bridge.incidents i WHERE i.id = $1::pg_catalog.int8";
+/* the same, with the members of the object $2 beside it */
+static const char *const one_incident_and_query =
+"SELECT (pg_catalog.jsonb_build_object('incident', " INCIDENT_JSON ")"
+"        || $2::pg_catalog.jsonb)::pg_catalog.text"
 "  FROM gate_bridge.incidents i WHERE i.id = $1::pg_catalog.int8";
 
 static const char *const counts_query =
@@ -462,9 +489,16 @@ static const char *const snooze_query =
 "SELECT gate_bridge.snooze($1::pg_catalog.int8, (b->>'duration')::pg_catalog.interval,"
 "                          COALESCE($3, b->>'actor', 'dashboard'), b->>'note')::pg_catalog.text"
 "  FROM (SELECT $2::pg_catalog.json AS b) s";
+/* run_playbook's outcome: succeeded, failed or queued */
+static const char *const run_query =
+"SELECT pg_catalog.jsonb_build_object('outcome',"
+"         gate_bridge.run_playbook($1::pg_catalog.int8, b->>'playbook',"
+"                                  COALESCE($3, b->>'actor', 'dashboard')))::pg_catalog.text"
+"  FROM (SELECT $2::pg_catalog.json AS b) s";
 static const char *const body_query =
 "SELECT pg_catalog.json_typeof($1::pg_catalog.json),"
-"       pg_catalog.json_typeof($1::pg_catalog.json -> 'duration')";
+"       pg_catalog.json_typeof($1::pg_catalog.json -> 'duration'),"
+"       pg_catalog.json_typeof($1::pg_catalog.json -> 'playbook')";
 
 #define METRICS_QUERY(deliveries) \
 "SELECT 'd', s.kind, o.outcome, CASE o.outcome WHEN 'created' THEN s.created" \
@@ -504,40 +538,41 @@ static const char *const metrics_query = METRICS_QUERY(DELIVERY_METRICS);
 static const char *const metrics_query_without_deliveries = METRICS_QUERY("");
 
 /*
- * Whether the role may read gate_bridge.delivery_status (delivery_grant_query
- * on conn): 1 yes, 0 no, -1 the statement failed (*failed is its result,
- * for the caller to answer with and clear).
+ * Whether the role may read gate_bridge.delivery_status and
+ * gate_bridge.playbooks (grant_query on conn): 0 when it answered, in
+ * *deliveries and *playbooks, -1 when the statement failed (*failed is its
+ * result, for the caller to answer with and clear).
  */
 static int
-deliveries_readable(PGconn *conn, PGresult **failed)
+readable_views(PGconn *conn, bool *deliveries, bool *playbooks, PGresult **failed)
 {
-	PGresult   *res = gb_pool_exec(conn, delivery_grant_query, 0, NULL);
-	int			readable;
+	PGresult   *res = gb_pool_exec(conn, grant_query, 0, NULL);
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 	{
 		*failed = res;
 		return -1;
 	}
-	readable = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*deliveries = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*playbooks = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	PQclear(res);
-	return readable;
+	return 0;
 }
 
-/* GET /api/incidents/{id}: with its deliveries, or null for them */
+/* GET /api/incidents/{id}: with its deliveries and playbooks, or null for them */
 static enum MHD_Result
 get_incident(struct MHD_Connection *connection, const char *const *params)
 {
 	PGconn	   *conn = gb_pool_acquire();
 	PGresult   *res = NULL;
 	enum MHD_Result ret;
-	int			readable;
+	bool		deliveries;
+	bool		playbooks;
 
 	if (conn == NULL)
 		return respond_unavailable(connection);
-	readable = deliveries_readable(conn, &res);
-	if (readable >= 0)
-		res = PQexecParams(conn, readable ? incident_query : incident_query_without_deliveries,
+	if (readable_views(conn, &deliveries, &playbooks, &res) == 0)
+		res = PQexecParams(conn, incident_queries[deliveries][playbooks],
 						   1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		ret = respond_failure(connection, conn, res);
@@ -734,7 +769,10 @@ get_incidents(struct MHD_Connection *connection)
 	return ret;
 }
 
-/* POST /api/incidents/{id}/{ack,resolve,snooze} */
+/*
+ * POST /api/incidents/{id}/{ack,resolve,snooze,run}: the incident as it is
+ * after the change; run answers the playbook's outcome beside it.
+ */
 static enum MHD_Result
 post_change(struct MHD_Connection *connection, const char *id, const char *action,
 			Request *req, const char *name)
@@ -750,6 +788,8 @@ post_change(struct MHD_Connection *connection, const char *id, const char *actio
 		sql = ack_query;
 	else if (strcmp(action, "resolve") == 0)
 		sql = resolve_query;
+	else if (strcmp(action, "run") == 0)
+		sql = run_query;
 	else
 		sql = snooze_query;
 
@@ -782,6 +822,13 @@ post_change(struct MHD_Connection *connection, const char *id, const char *actio
 		return respond_error(connection, MHD_HTTP_BAD_REQUEST,
 							 "snooze needs \"duration\", an interval such as \"4 hours\"", NULL);
 	}
+	if (sql == run_query && strcmp(PQgetvalue(res, 0, 2), "string") != 0)
+	{
+		PQclear(res);
+		gb_pool_release(conn);
+		return respond_error(connection, MHD_HTTP_BAD_REQUEST,
+							 "run needs \"playbook\", the name of a playbook", NULL);
+	}
 	PQclear(res);
 
 	params[0] = id;
@@ -795,10 +842,17 @@ post_change(struct MHD_Connection *connection, const char *id, const char *actio
 		gb_pool_release(conn);
 		return ret;
 	}
-	PQclear(res);
 	gb_pool_release(conn);
 	params[0] = id;
-	return respond_query(connection, one_incident_query, 1, params, "no such incident");
+	if (sql == run_query)
+	{
+		params[1] = PQgetvalue(res, 0, 0);
+		ret = respond_query(connection, one_incident_and_query, 2, params, "no such incident");
+	}
+	else
+		ret = respond_query(connection, one_incident_query, 1, params, "no such incident");
+	PQclear(res);
+	return ret;
 }
 
 static enum MHD_Result
@@ -860,10 +914,11 @@ get_metrics(struct MHD_Connection *connection)
 	gb_stream_stats(&ss);
 	if (conn != NULL)
 	{
-		int			readable = deliveries_readable(conn, &res);
+		bool		deliveries;
+		bool		playbooks;
 
-		if (readable >= 0)
-			res = PQexecParams(conn, readable ? metrics_query : metrics_query_without_deliveries,
+		if (readable_views(conn, &deliveries, &playbooks, &res) == 0)
+			res = PQexecParams(conn, deliveries ? metrics_query : metrics_query_without_deliveries,
 							   0, NULL, NULL, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
@@ -988,6 +1043,10 @@ route(struct MHD_Connection *connection, const char *url, const char *method,
 		return get_healthz(connection);
 	}
 
+	if (strncmp(url, "/docs/", 6) == 0)
+		return respond_error(connection, MHD_HTTP_NOT_FOUND,
+							 "no such document: serve carries README.md and the pages of docs/runbooks/ that gate-bridge was built with",
+							 NULL);
 	if (strcmp(url, "/events") != 0 && strcmp(url, "/metrics") != 0 &&
 		strncmp(url, "/api/", 5) != 0)
 		return respond_error(connection, MHD_HTTP_NOT_FOUND, "no such route", NULL);
@@ -1053,7 +1112,7 @@ route(struct MHD_Connection *connection, const char *url, const char *method,
 			return get_incident(connection, params);
 		}
 		if (strcmp(action, "ack") == 0 || strcmp(action, "resolve") == 0 ||
-			strcmp(action, "snooze") == 0)
+			strcmp(action, "snooze") == 0 || strcmp(action, "run") == 0)
 		{
 			if (!post)
 				return respond_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED,

@@ -10,7 +10,7 @@ postgresql-$GB_PGVERSION-pgtap postgresql-$GB_PGVERSION-cron libtap-parser-sourc
 postgresql-contrib libpq-dev libdbd-pg-perl gcc make \
 python3-psycopg python3-psycopg2 python3-sqlalchemy pgbouncer python3-jsonschema \
 libmicrohttpd-dev libcurl4-openssl-dev libssl-dev chromium chromium-driver python3-selenium python3-pytest \
-python3-prometheus-client python3-requests curl python3-scipy python3-statsmodels"
+python3-prometheus-client python3-requests curl python3-scipy python3-statsmodels cmark-gfm"
 
 gb_say() { printf '== %s\n' "$*" >&2; }
 

@@ -574,10 +574,51 @@
     return out;
   }
 
-  function playbookItem(p) {
-    const s = typeof p === 'string' ? p : JSON.stringify(p);
-    if (/^https?:\/\/\S+$/i.test(s)) return el('li', null, el('a', { href: s, target: '_blank', rel: 'noopener noreferrer' }, s));
-    return el('li', null, s);
+  /*
+   * A runbook's link: an http(s) URL as it is, a page of docs/runbooks/ at
+   * its path beside the dashboard (serve carries those pages), else none.
+   */
+  function runbookHref(url) {
+    if (typeof url !== 'string') return null;
+    if (/^https?:\/\/\S+$/i.test(url)) return url;
+    if (/^docs\/runbooks\/[a-z0-9_.-]+\.md(#[A-Za-z0-9_-]*)?$/.test(url)) return url;
+    return null;
+  }
+  function docLink(href, cls, ...text) {
+    return el('a', { href, class: cls, target: '_blank', rel: 'noopener noreferrer' }, ...text);
+  }
+
+  /*
+   * A suggested playbook: p is the registry's word on it (the API's
+   * playbooks), or only its name where the token's role may not read the
+   * registry.
+   */
+  function playbookItem(p, incidentId, resolved) {
+    const name = typeof p === 'string' ? p : String(p.name);
+    if (typeof p === 'string' && /^https?:\/\/\S+$/i.test(p)) return el('li', null, docLink(p, null, p));
+    const href = typeof p === 'object' ? runbookHref(p.runbook_url) : null;
+    const nameEl = el('code', { class: 'pb-name' }, name);
+    const li = el('li', { class: 'pb', 'data-playbook': name },
+      href ? docLink(href, 'pb-link', nameEl) : nameEl);
+    if (typeof p !== 'object') return li;
+    if (!p.registered) {
+      li.append(el('span', { class: 'muted small' }, ' not in the registry'));
+      return li;
+    }
+    li.append(' ', el('span', { class: 'pb-title' }, p.title || ''),
+      ' ', el('span', { class: `flag pb-risk pb-risk-${p.risk === 'low' ? 'low' : 'high'}`, title: p.risk === 'low' ? 'Low risk: safe to repeat' : 'High risk: changes what users get' }, p.risk + ' risk'));
+    if (p.auto_run) li.append(' ', el('span', { class: 'flag pb-auto', title: 'Runs by itself once per incident (tick)' }, 'auto'));
+    if (href) li.append(' ', docLink(href, 'pb-runbook', 'runbook'));
+    if (p.action && canAct()) {
+      li.append(' ', el('button', {
+        type: 'button', class: 'btn btn-small pb-run', disabled: resolved || state.busy,
+        title: resolved ? 'The incident is resolved' : `Run ${name} on #${incidentId}`,
+        onclick: () => doRun(incidentId, name, p.risk),
+      }, 'Run'));
+    } else if (!p.action) {
+      li.append(' ', el('span', { class: 'muted small' }, 'by hand'));
+    }
+    return li;
   }
 
   function detailText(ev) {
@@ -655,9 +696,13 @@
     }
 
     const sections = [];
-    const pbs = Array.isArray(inc.playbooks) ? inc.playbooks : [];
-    sections.push(el('section', { class: 'dsec' }, el('h3', null, 'Playbooks'),
-      pbs.length ? el('ul', { class: 'playbooks' }, ...pbs.map(playbookItem)) : el('p', { class: 'muted small' }, 'No playbook matched.')));
+    const pbs = Array.isArray(r.playbooks) ? r.playbooks : (Array.isArray(inc.playbooks) ? inc.playbooks : []);
+    sections.push(el('section', { class: 'dsec', id: 'detail-playbooks' }, el('h3', null, 'Playbooks'),
+      pbs.length ? el('ul', { class: 'playbooks' }, ...pbs.map((p) => playbookItem(p, id, st === 'resolved'))) : el('p', { class: 'muted small' }, 'No playbook matched.'),
+      el('p', { class: 'runbooks small muted' }, 'Runbooks: ',
+        docLink('docs/runbooks/severity-tiers.md#what-the-tiers-mean', null, `what ${sevLabel(inc.severity)} means`), ' · ',
+        docLink('docs/runbooks/escalation.md', null, 'on-call escalation'), ' · ',
+        docLink('docs/runbooks/README.md', null, 'all runbooks'))));
 
     const tl = Array.isArray(r.timeline) ? r.timeline : [];
     const ol = el('ol', { class: 'timeline' });
@@ -725,10 +770,10 @@
     if (state.busy) return;
     state.busy = true;
     document.body.classList.add('busy');
-    for (const b of document.querySelectorAll('.actions .btn')) b.disabled = true;
+    for (const b of document.querySelectorAll('.actions .btn, .pb-run')) b.disabled = true;
     try {
       const r = await api(`api/incidents/${encodeURIComponent(id)}/${verb}`, { method: 'POST', body });
-      toast(okMsg, 'ok');
+      toast(typeof okMsg === 'function' ? okMsg(r) : okMsg, r && r.outcome === 'failed' ? 'error' : 'ok');
       if (r && r.incident && state.detail && String(state.detail.incident.id) === String(id)) {
         state.detail.incident = { ...state.detail.incident, ...r.incident };
       }
@@ -743,6 +788,10 @@
   }
 
   function doAck(id) { act(id, 'ack', {}, `Acknowledged #${id}`); }
+  function doRun(id, playbook, risk) {
+    if (risk !== 'low' && !window.confirm(`${playbook} is a high-risk playbook. Run it on #${id}?`)) return;
+    act(id, 'run', { playbook }, (r) => `${playbook} on #${id}: ${r && r.outcome ? r.outcome : 'done'}`);
+  }
 
   let dialogId = null;
   function subjectLine(id) {

@@ -98,6 +98,7 @@ GRANT EXECUTE ON FUNCTION gate_bridge.events_after(bigint, integer),
                           gate_bridge.events_head(),
                           gate_bridge.events_resume_point(bigint) TO serve_viewer;
 GRANT SELECT ON gate_bridge.delivery_status TO serve_viewer;
+GRANT SELECT ON gate_bridge.playbooks TO serve_viewer;
 -- operators, as the README grants them
 GRANT USAGE ON SCHEMA gate_bridge TO serve_oncall;
 GRANT SELECT ON gate_bridge.incidents, gate_bridge.incident_events,
@@ -110,7 +111,9 @@ GRANT EXECUTE ON FUNCTION gate_bridge.ack(bigint, text),
                           gate_bridge.resolve(bigint, text, text),
                           gate_bridge.snooze(bigint, interval, text, text),
                           gate_bridge.silence(text, interval, text, text, text),
-                          gate_bridge.unsilence(bigint) TO serve_oncall;
+                          gate_bridge.unsilence(bigint),
+                          gate_bridge.run_playbook(bigint, text, text) TO serve_oncall;
+GRANT SELECT ON gate_bridge.playbooks TO serve_oncall;
 GRANT SELECT ON gate_bridge.silences TO serve_oncall;
 GRANT SELECT ON gate_bridge.delivery_status TO serve_oncall;
 GRANT EXECUTE ON PROCEDURE gate_bridge.purge_eval_results(interval, integer, boolean, bigint)

@@ -1,6 +1,6 @@
 """The dashboard in a real headless browser (chromium through selenium):
 live updates without reload, counters, an operator's ack, the links to an
-incident's issues, the live badge across a stop and a restart of the
+incident's issues, its playbooks' runbooks and an operator's run, the live badge across a stop and a restart of the
 database, the token form, and a screenshot (GB_SCREENSHOT)."""
 
 import json
@@ -270,6 +270,62 @@ def test_an_incident_links_to_its_issues(ui):
     sql("SELECT gate_bridge.resolve(%s, 'test-cleanup', NULL)", (iid,))
 
 
+def test_playbooks_link_to_their_runbooks_and_run(ui):
+    """An incident's playbooks link to the runbooks serve carries, with the
+    registry's risk; an operator runs one with an action from the detail,
+    and its outcome comes onto the timeline; the runbook page opens and
+    leads back to the incidents."""
+    from selenium.webdriver.common.by import By
+    role = "serve_browser_runner"
+    sql("CREATE ROLE %s NOLOGIN" % role)
+    sql("CREATE FUNCTION public.serve_browser_rerun(incident jsonb) RETURNS text LANGUAGE sql "
+        "AS $$ SELECT 'queued a rerun of ' || (incident->>'agent') $$")
+    sql("GRANT EXECUTE ON FUNCTION public.serve_browser_rerun(jsonb) TO %s" % role)
+    sql("UPDATE gate_bridge.playbooks SET action = 'public.serve_browser_rerun', action_role = %s "
+        "WHERE name = 'rerun_eval'", (role,))
+    try:
+        iid = open_row("quality", 0.32, "warehouse.loader")
+        ui.wait(lambda: ui.exists(ui.row(iid)), 10, "the new incident's row")
+        ui.click(ui.row(iid))
+        item = '#detail-playbooks li[data-playbook="%s"]'
+        ui.wait(lambda: ui.exists(item % "rerun_dbt"), 5, "the detail's playbooks")
+        names = ui.js("return [...document.querySelectorAll('#detail-playbooks li[data-playbook]')]"
+                      ".map(e => e.getAttribute('data-playbook'));")
+        assert names == ["rerun_eval", "rerun_dbt"], names
+        link = ui.drv.find_element(By.CSS_SELECTOR, (item % "rerun_dbt") + " a.pb-runbook")
+        runbook = link.get_attribute("href")
+        assert runbook == ui.srv.url + "/docs/runbooks/rerun_dbt.md", runbook
+        assert link.get_attribute("target") == "_blank"
+        assert "low risk" in ui.text(item % "rerun_dbt")
+        assert not ui.exists((item % "rerun_dbt") + " .pb-run"), "a playbook without an action has Run"
+        sev = ui.drv.find_element(By.CSS_SELECTOR, '#detail-playbooks .runbooks a')
+        assert sev.get_attribute("href") == \
+            ui.srv.url + "/docs/runbooks/severity-tiers.md#what-the-tiers-mean"
+        assert sev.text == "what SEV1 means", sev.text
+        # run rerun_eval from the detail
+        ui.click((item % "rerun_eval") + " .pb-run")
+        ui.wait(lambda: ui.exists('#incident-detail .timeline [data-event="playbook_succeeded"]'),
+                5, "playbook_succeeded on the detail's timeline")
+        ui.wait(lambda: "succeeded" in (ui.text("#toast") or ""), 5, "the toast of the run")
+        got = sql("SELECT event, actor, detail->>'result' FROM gate_bridge.incident_events "
+                  "WHERE incident_id = %s AND event LIKE 'playbook%%' ORDER BY position", (iid,))
+        assert got == [("playbook_started", OPERATOR_NAME, None),
+                       ("playbook_succeeded", OPERATOR_NAME, "queued a rerun of warehouse.loader")], got
+        # the runbook, and back
+        ui.drv.get(runbook)
+        h1 = ui.drv.find_element(By.CSS_SELECTOR, "main.doc h1").text
+        assert "rerun_dbt" in h1, h1
+        assert ui.exists('main.doc table'), "the runbook's tables are not rendered"
+        ui.click('nav.doc-nav a[href="../../"]:not(.brand)')
+        ui.wait(lambda: ui.badge() == "live", 20, "the dashboard again, live")
+        ui.wait(lambda: ui.exists(ui.row(iid)), 10, "the incident's row again")
+    finally:
+        sql("UPDATE gate_bridge.playbooks SET action = NULL, action_role = NULL "
+            "WHERE name = 'rerun_eval'")
+        sql("DROP FUNCTION public.serve_browser_rerun(jsonb)")
+        sql("DROP ROLE %s" % role)
+
+
 def test_database_stop_turns_the_badge_red_and_restart_brings_it_back(ui):
     # committed just before the stop: must be shown, now or after the restart
     x = open_row("quality", 0.25, "fraud.screening")
@@ -364,3 +420,8 @@ def test_token_form(ui):
     iid = ui.seeded["search.ranker"]
     ui.wait(lambda: ui.exists(ui.row(iid)), 10, "the rows for a viewer")
     assert not ui.visible("#token-form")
+    # a viewer sees the runbooks, and no Run
+    ui.click(ui.row(iid))
+    ui.wait(lambda: ui.exists('#detail-playbooks li[data-playbook="rerun_eval"] a.pb-runbook'), 5,
+            "the viewer's link to the runbook")
+    assert not ui.exists("#detail-playbooks .pb-run")
