@@ -1553,8 +1553,9 @@ REVOKE ALL ON FUNCTION gate_bridge.silence_for(text, text, text, text, timestamp
  * delivery opens (DELIVERY_{name}).  secret: the PagerDuty routing key
  * (required), the webhook's HMAC key (optional), the GitHub token or the
  * Jira credentials (required); only the owner and the delivery role may
- * read it.  options: what a kind takes besides (Jira's transitions and
- * issue type); destinations_guard() checks the rules of the issue kinds.
+ * read it.  options: what a kind takes besides (Jira's transitions, issue
+ * type and deployment); destinations_guard() checks the rules of the issue
+ * kinds.
  */
 CREATE TABLE gate_bridge.destinations (
 	name			text PRIMARY KEY,
@@ -2207,9 +2208,13 @@ REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
  * (https://SITE/rest/api/2/project/KEY), its secret EMAIL:API_TOKEN (Basic
  * authentication, Jira Cloud) or a personal access token (Bearer, Jira Data
  * Center), and its options the transition that resolves an issue (required
- * when it takes resolutions), the one that reopens it and the issue type.
- * A token goes only over https, or over http to a loopback address.  The
- * other kinds take no options.  Also for restored and replicated rows.
+ * when it takes resolutions), the one that reopens it, the issue type and
+ * the deployment, "cloud" or "data_center" (which search a lost create's
+ * next attempt uses: Cloud has only /search/jql, Data Center only /search;
+ * without it, a site on atlassian.net is Cloud and any other Data Center,
+ * so a Cloud site on a domain of its own needs it).  A token goes only over
+ * https, or over http to a loopback address.  The other kinds take no
+ * options.  Also for restored and replicated rows.
  */
 CREATE FUNCTION gate_bridge.destinations_guard() RETURNS trigger
 LANGUAGE plpgsql
@@ -2224,13 +2229,14 @@ BEGIN
 		RAISE EXCEPTION 'the options of destination "%" must be a JSON object', NEW.name
 			USING ERRCODE = '23514';
 	END IF;
-	allowed := CASE NEW.kind WHEN 'jira' THEN ARRAY['issue_type', 'resolve_transition', 'reopen_transition']
+	allowed := CASE NEW.kind WHEN 'jira' THEN ARRAY['issue_type', 'resolve_transition', 'reopen_transition',
+													'deployment']
 							 ELSE ARRAY[]::text[] END;
 	FOR opt IN SELECT k FROM jsonb_object_keys(NEW.options) k ORDER BY k LOOP
 		IF NOT opt = ANY (allowed) THEN
 			RAISE EXCEPTION 'a % destination has no option "%"', NEW.kind, opt
 				USING ERRCODE = '23514',
-					  HINT = CASE NEW.kind WHEN 'jira' THEN 'A jira destination takes issue_type, resolve_transition and reopen_transition.'
+					  HINT = CASE NEW.kind WHEN 'jira' THEN 'A jira destination takes issue_type, resolve_transition, reopen_transition and deployment.'
 										   ELSE 'Only jira destinations take options.' END;
 		END IF;
 	END LOOP;
@@ -2275,6 +2281,13 @@ BEGIN
 			RAISE EXCEPTION 'the issue_type of jira destination "%" must be the name of an issue type', NEW.name
 				USING ERRCODE = '23514',
 					  HINT = 'Like "Bug" (the default), "Task" or "Incident".';
+		END IF;
+		IF NEW.options ? 'deployment'
+		   AND (jsonb_typeof(NEW.options -> 'deployment') <> 'string'
+				OR NEW.options ->> 'deployment' NOT IN ('cloud', 'data_center')) THEN
+			RAISE EXCEPTION 'the deployment of jira destination "%" must be "cloud" or "data_center"', NEW.name
+				USING ERRCODE = '23514',
+					  HINT = '"cloud" for Jira Cloud (on atlassian.net or a domain of its own), "data_center" for Jira Data Center or Server; without it, a site on atlassian.net is taken for Cloud and any other for Data Center.';
 		END IF;
 		FOREACH opt IN ARRAY ARRAY['resolve_transition', 'reopen_transition'] LOOP
 			IF NEW.options ? opt
@@ -2472,9 +2485,15 @@ BEGIN
 		ELSE
 			jql := format('project = "%s" AND labels = "gate-bridge" AND created >= "-%sm" ORDER BY created DESC',
 						  project, ceil(extract(epoch FROM now() - since) / 60)::bigint + 10);
-			-- Jira Cloud's search is /search/jql; Data Center's, /search
-			endpoint := CASE WHEN lower(substring(base from '^https?://([^/:]+)')) LIKE '%.atlassian.net'
-						   THEN '/rest/api/2/search/jql' ELSE '/rest/api/2/search' END;
+			-- Jira Cloud's search is /search/jql (it removed /search);
+			-- Data Center's is /search.  The option deployment says which
+			-- the site is; without it, atlassian.net is Cloud.
+			endpoint := CASE
+				WHEN options ->> 'deployment' = 'cloud' THEN '/rest/api/2/search/jql'
+				WHEN options ->> 'deployment' = 'data_center' THEN '/rest/api/2/search'
+				WHEN lower(substring(base from '^https?://([^/:]+)')) LIKE '%.atlassian.net'
+				THEN '/rest/api/2/search/jql'
+				ELSE '/rest/api/2/search' END;
 			request_url := base || endpoint || '?jql=' || gate_bridge.url_encode(jql)
 				|| '&fields=description&maxResults=50';
 		END IF;
