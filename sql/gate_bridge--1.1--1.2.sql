@@ -1533,8 +1533,8 @@ CREATE TRIGGER deliveries_write
  * delivery_body(kind, payload, dashboard_url, routing_key): the request
  * body for a destination of the kind, from a delivery's payload (see
  * claim_deliveries()).  webhook: the payload as is; slack: an incoming
- * webhook message; pagerduty: an Events API v2 event (routing_key: the
- * destination's secret).
+ * webhook message (with the playbook, for a playbook's run); pagerduty: an
+ * Events API v2 event (routing_key: the destination's secret).
  */
 CREATE FUNCTION gate_bridge.delivery_body(kind text, payload jsonb,
 										  dashboard_url text DEFAULT NULL,
@@ -1575,6 +1575,13 @@ BEGIN
 						'*Agent*' || E'\n' || gate_bridge.slack_escape(COALESCE(i ->> 'agent', '-'))),
 					jsonb_build_object('type', 'mrkdwn', 'text',
 						'*Key*' || E'\n' || gate_bridge.slack_escape(i ->> 'key')))));
+		IF payload #>> '{playbook,name}' IS NOT NULL THEN
+			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'section',
+				'text', jsonb_build_object('type', 'mrkdwn',
+					'text', '*Playbook run*' || E'\n' || gate_bridge.slack_escape(
+						COALESCE(payload #>> '{playbook,title}' || ' (' || (payload #>> '{playbook,name}') || ')',
+								 payload #>> '{playbook,name}')))));
+		END IF;
 		IF playbooks IS NOT NULL THEN
 			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'section',
 				'text', jsonb_build_object('type', 'mrkdwn',
@@ -1647,6 +1654,12 @@ $fn$;
  * jira delivery that has nothing to ask (a resolution of an incident that
  * has no issue there, an issue already opened) is skipped instead, with the
  * reason in last_error, and not returned.
+ *
+ * A row's payload is {"event", "incident"}: the event, and the incident's
+ * summary fields.  For playbook_started (a playbook whose action is the
+ * destination) the incident is the whole row of gate_bridge.incidents, as
+ * a function action gets it (details included), and "playbook" is the
+ * playbook the event names: its name, title, risk and runbook_url.
  */
 CREATE FUNCTION gate_bridge.claim_deliveries(worker text, max_rows integer DEFAULT 10,
 											 lease interval DEFAULT '30 s',
@@ -1713,17 +1726,25 @@ BEGIN
 				'event', jsonb_build_object(
 					'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at,
 					'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced),
-				'incident', jsonb_build_object(
+				'incident', CASE WHEN d.event = 'playbook_started' THEN to_jsonb(i)
+								 ELSE jsonb_build_object(
 					'id', i.id, 'kind', i.kind, 'key', i.key, 'agent', i.agent,
 					'violation_type', i.violation_type, 'severity', i.severity,
 					'status', i.status, 'summary', i.summary, 'occurrences', i.occurrences,
 					'first_seen_at', i.first_seen_at, 'last_seen_at', i.last_seen_at,
 					'playbooks', i.playbooks, 'acked_by', i.acked_by,
-					'resolved_by', i.resolved_by)) AS payload
+					'resolved_by', i.resolved_by) END)
+			   || CASE WHEN d.event = 'playbook_started' THEN jsonb_build_object(
+					'playbook', jsonb_build_object(
+						'name', e.detail ->> 'playbook', 'title', p.title, 'risk', p.risk,
+						'runbook_url', p.runbook_url))
+					   ELSE '{}' END AS payload
 		  FROM gate_bridge.deliveries d
 		  JOIN gate_bridge.destinations t ON t.name = d.destination
 		  JOIN gate_bridge.incident_events e ON e.id = d.event_id
 		  JOIN gate_bridge.incidents i ON i.id = d.incident_id
+		  LEFT JOIN gate_bridge.playbook_registry p
+			ON d.event = 'playbook_started' AND p.name = e.detail ->> 'playbook'
 		 WHERE d.id = ANY (ids)
 		 ORDER BY d.id
 	LOOP
