@@ -1351,8 +1351,9 @@ REVOKE ALL ON FUNCTION gate_bridge.silence_for(text, text, text, text, timestamp
  * delivery opens (DELIVERY_{name}).  secret: the PagerDuty routing key
  * (required), the webhook's HMAC key (optional), the GitHub token or the
  * Jira credentials (required); only the owner and the delivery role may
- * read it.  options: what a kind takes besides (Jira's transitions and
- * issue type); destinations_guard() checks the rules of the issue kinds.
+ * read it.  options: what a kind takes besides (Jira's transitions, issue
+ * type and deployment); destinations_guard() checks the rules of the issue
+ * kinds.
  */
 CREATE TABLE gate_bridge.destinations (
 	name			text PRIMARY KEY,
@@ -1532,8 +1533,8 @@ CREATE TRIGGER deliveries_write
  * delivery_body(kind, payload, dashboard_url, routing_key): the request
  * body for a destination of the kind, from a delivery's payload (see
  * claim_deliveries()).  webhook: the payload as is; slack: an incoming
- * webhook message; pagerduty: an Events API v2 event (routing_key: the
- * destination's secret).
+ * webhook message (with the playbook, for a playbook's run); pagerduty: an
+ * Events API v2 event (routing_key: the destination's secret).
  */
 CREATE FUNCTION gate_bridge.delivery_body(kind text, payload jsonb,
 										  dashboard_url text DEFAULT NULL,
@@ -1574,6 +1575,13 @@ BEGIN
 						'*Agent*' || E'\n' || gate_bridge.slack_escape(COALESCE(i ->> 'agent', '-'))),
 					jsonb_build_object('type', 'mrkdwn', 'text',
 						'*Key*' || E'\n' || gate_bridge.slack_escape(i ->> 'key')))));
+		IF payload #>> '{playbook,name}' IS NOT NULL THEN
+			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'section',
+				'text', jsonb_build_object('type', 'mrkdwn',
+					'text', '*Playbook run*' || E'\n' || gate_bridge.slack_escape(
+						COALESCE(payload #>> '{playbook,title}' || ' (' || (payload #>> '{playbook,name}') || ')',
+								 payload #>> '{playbook,name}')))));
+		END IF;
 		IF playbooks IS NOT NULL THEN
 			blocks := blocks || jsonb_build_array(jsonb_build_object('type', 'section',
 				'text', jsonb_build_object('type', 'mrkdwn',
@@ -1646,6 +1654,12 @@ $fn$;
  * jira delivery that has nothing to ask (a resolution of an incident that
  * has no issue there, an issue already opened) is skipped instead, with the
  * reason in last_error, and not returned.
+ *
+ * A row's payload is {"event", "incident"}: the event, and the incident's
+ * summary fields.  For playbook_started (a playbook whose action is the
+ * destination) the incident is the whole row of gate_bridge.incidents, as
+ * a function action gets it (details included), and "playbook" is the
+ * playbook the event names: its name, title, risk and runbook_url.
  */
 CREATE FUNCTION gate_bridge.claim_deliveries(worker text, max_rows integer DEFAULT 10,
 											 lease interval DEFAULT '30 s',
@@ -1712,17 +1726,25 @@ BEGIN
 				'event', jsonb_build_object(
 					'id', e.id, 'position', e.position, 'event', e.event, 'at', e.at,
 					'actor', e.actor, 'detail', e.detail, 'silenced', e.silenced),
-				'incident', jsonb_build_object(
+				'incident', CASE WHEN d.event = 'playbook_started' THEN to_jsonb(i)
+								 ELSE jsonb_build_object(
 					'id', i.id, 'kind', i.kind, 'key', i.key, 'agent', i.agent,
 					'violation_type', i.violation_type, 'severity', i.severity,
 					'status', i.status, 'summary', i.summary, 'occurrences', i.occurrences,
 					'first_seen_at', i.first_seen_at, 'last_seen_at', i.last_seen_at,
 					'playbooks', i.playbooks, 'acked_by', i.acked_by,
-					'resolved_by', i.resolved_by)) AS payload
+					'resolved_by', i.resolved_by) END)
+			   || CASE WHEN d.event = 'playbook_started' THEN jsonb_build_object(
+					'playbook', jsonb_build_object(
+						'name', e.detail ->> 'playbook', 'title', p.title, 'risk', p.risk,
+						'runbook_url', p.runbook_url))
+					   ELSE '{}' END AS payload
 		  FROM gate_bridge.deliveries d
 		  JOIN gate_bridge.destinations t ON t.name = d.destination
 		  JOIN gate_bridge.incident_events e ON e.id = d.event_id
 		  JOIN gate_bridge.incidents i ON i.id = d.incident_id
+		  LEFT JOIN gate_bridge.playbook_registry p
+			ON d.event = 'playbook_started' AND p.name = e.detail ->> 'playbook'
 		 WHERE d.id = ANY (ids)
 		 ORDER BY d.id
 	LOOP
@@ -2005,9 +2027,13 @@ REVOKE ALL ON FUNCTION gate_bridge.deliveries_write(),
  * (https://SITE/rest/api/2/project/KEY), its secret EMAIL:API_TOKEN (Basic
  * authentication, Jira Cloud) or a personal access token (Bearer, Jira Data
  * Center), and its options the transition that resolves an issue (required
- * when it takes resolutions), the one that reopens it and the issue type.
- * A token goes only over https, or over http to a loopback address.  The
- * other kinds take no options.  Also for restored and replicated rows.
+ * when it takes resolutions), the one that reopens it, the issue type and
+ * the deployment, "cloud" or "data_center" (which search a lost create's
+ * next attempt uses: Cloud has only /search/jql, Data Center only /search;
+ * without it, a site on atlassian.net is Cloud and any other Data Center,
+ * so a Cloud site on a domain of its own needs it).  A token goes only over
+ * https, or over http to a loopback address.  The other kinds take no
+ * options.  Also for restored and replicated rows.
  */
 CREATE FUNCTION gate_bridge.destinations_guard() RETURNS trigger
 LANGUAGE plpgsql
@@ -2022,13 +2048,14 @@ BEGIN
 		RAISE EXCEPTION 'the options of destination "%" must be a JSON object', NEW.name
 			USING ERRCODE = '23514';
 	END IF;
-	allowed := CASE NEW.kind WHEN 'jira' THEN ARRAY['issue_type', 'resolve_transition', 'reopen_transition']
+	allowed := CASE NEW.kind WHEN 'jira' THEN ARRAY['issue_type', 'resolve_transition', 'reopen_transition',
+													'deployment']
 							 ELSE ARRAY[]::text[] END;
 	FOR opt IN SELECT k FROM jsonb_object_keys(NEW.options) k ORDER BY k LOOP
 		IF NOT opt = ANY (allowed) THEN
 			RAISE EXCEPTION 'a % destination has no option "%"', NEW.kind, opt
 				USING ERRCODE = '23514',
-					  HINT = CASE NEW.kind WHEN 'jira' THEN 'A jira destination takes issue_type, resolve_transition and reopen_transition.'
+					  HINT = CASE NEW.kind WHEN 'jira' THEN 'A jira destination takes issue_type, resolve_transition, reopen_transition and deployment.'
 										   ELSE 'Only jira destinations take options.' END;
 		END IF;
 	END LOOP;
@@ -2073,6 +2100,13 @@ BEGIN
 			RAISE EXCEPTION 'the issue_type of jira destination "%" must be the name of an issue type', NEW.name
 				USING ERRCODE = '23514',
 					  HINT = 'Like "Bug" (the default), "Task" or "Incident".';
+		END IF;
+		IF NEW.options ? 'deployment'
+		   AND (jsonb_typeof(NEW.options -> 'deployment') <> 'string'
+				OR NEW.options ->> 'deployment' NOT IN ('cloud', 'data_center')) THEN
+			RAISE EXCEPTION 'the deployment of jira destination "%" must be "cloud" or "data_center"', NEW.name
+				USING ERRCODE = '23514',
+					  HINT = '"cloud" for Jira Cloud (on atlassian.net or a domain of its own), "data_center" for Jira Data Center or Server; without it, a site on atlassian.net is taken for Cloud and any other for Data Center.';
 		END IF;
 		FOREACH opt IN ARRAY ARRAY['resolve_transition', 'reopen_transition'] LOOP
 			IF NEW.options ? opt
@@ -2269,9 +2303,15 @@ BEGIN
 		ELSE
 			jql := format('project = "%s" AND labels = "gate-bridge" AND created >= "-%sm" ORDER BY created DESC',
 						  project, ceil(extract(epoch FROM now() - since) / 60)::bigint + 10);
-			-- Jira Cloud's search is /search/jql; Data Center's, /search
-			endpoint := CASE WHEN lower(substring(base from '^https?://([^/:]+)')) LIKE '%.atlassian.net'
-						   THEN '/rest/api/2/search/jql' ELSE '/rest/api/2/search' END;
+			-- Jira Cloud's search is /search/jql (it removed /search);
+			-- Data Center's is /search.  The option deployment says which
+			-- the site is; without it, atlassian.net is Cloud.
+			endpoint := CASE
+				WHEN options ->> 'deployment' = 'cloud' THEN '/rest/api/2/search/jql'
+				WHEN options ->> 'deployment' = 'data_center' THEN '/rest/api/2/search'
+				WHEN lower(substring(base from '^https?://([^/:]+)')) LIKE '%.atlassian.net'
+				THEN '/rest/api/2/search/jql'
+				ELSE '/rest/api/2/search' END;
 			request_url := base || endpoint || '?jql=' || gate_bridge.url_encode(jql)
 				|| '&fields=description&maxResults=50';
 		END IF;

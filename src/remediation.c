@@ -11,6 +11,8 @@
  *	 this transaction, so nothing is sent for a transaction that rolls
  *	 back; when the delivery is delivered or dead, the trigger
  *	 playbook_delivery_done records playbook_succeeded or playbook_failed.
+ *	 claim_deliveries() gives that delivery the incident as a function
+ *	 gets it (its row of gate_bridge.incidents) and the playbook.
  * - a function f(incident jsonb): called at once, as the playbook's
  *	 action_role (SetUserIdAndSecContext, a restricted operation: never with
  *	 the owner's privileges nor the caller's), in a subtransaction of its

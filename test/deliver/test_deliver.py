@@ -344,3 +344,34 @@ def test_a_lock_timeout_on_completion_is_retried(receiver, workers):
     assert "lock_not_available" in text or "55P03" in text, text
     assert "retrying with backoff (0.25 s doubling to 10 s)" in text, text
     assert len(receiver.received(name)) == 1
+
+
+def test_a_playbook_sent_to_a_webhook_carries_the_incident_and_the_playbook(receiver):
+    """run_playbook() for a playbook whose action is a webhook: the body is
+    the incident's whole row (details included), as a function action gets
+    it, with the playbook; its delivery is the outcome on the timeline."""
+    prefix, pattern = group("playbook")
+    name = unique("dpb")
+    add_destination(name, "webhook", receiver.url("ok", name), agent_pattern=pattern,
+                    events="{resolved}")
+    playbook = unique("pb")
+    sql("INSERT INTO gate_bridge.playbooks (name, title, runbook_url, action) VALUES (%s, %s, %s, %s)",
+        (playbook, "Restart the worker", "https://runbooks.example/restart-worker", name))
+    iid = new_incident(prefix + ".a", sev="sev2")
+    assert sql1("SELECT gate_bridge.run_playbook(%s, %s, 'alice')", (iid, playbook)) == "queued"
+    run_once()
+    (req,) = receiver.received(name)
+    body = json.loads(req.body)
+    assert body["event"]["event"] == "playbook_started"
+    assert body["event"]["detail"]["playbook"] == playbook and body["event"]["actor"] == "alice"
+    assert body["playbook"] == {"name": playbook, "title": "Restart the worker", "risk": "high",
+                                "runbook_url": "https://runbooks.example/restart-worker"}
+    assert body["incident"]["id"] == iid
+    details = sql1("SELECT details FROM gate_bridge.incidents WHERE id = %s", (iid,))
+    assert body["incident"]["details"] == details and "budget" in details, body["incident"]
+    assert set(body["incident"]) == set(sql1("SELECT to_jsonb(i) FROM gate_bridge.incidents i"
+                                             " WHERE id = %s", (iid,)))
+    assert req.header("Gate-Bridge-Event-Id") == str(body["event"]["id"])
+    assert sql1("SELECT detail ->> 'http_status' FROM gate_bridge.incident_events"
+                " WHERE incident_id = %s AND event = 'playbook_succeeded'", (iid,)) == "200"
+    assert [d[3:5] for d in deliveries(name)] == [("playbook_started", "delivered")]

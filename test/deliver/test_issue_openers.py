@@ -23,15 +23,16 @@ def group():
     return p, p + ".*"
 
 
-def tracker_destination(receiver, kind, pattern, secret=None, options=None, **kw):
-    """A github or jira destination at a stand-in of its own."""
+def tracker_destination(receiver, kind, pattern, secret=None, options=None, site=None, **kw):
+    """A github or jira destination at a stand-in of its own; site: what
+    the Jira stand-in is, cloud or data_center (the default)."""
     name = unique("gh" if kind == "github" else "jr")
     if secret is None:
         secret = ("ghp_" if kind == "github" else "ops@acme.test:") + unique("tok")
     SECRETS.append(secret)
     if kind == "jira" and ":" in secret:
         SECRETS.append(secret.split(":", 1)[1])
-    t, url = receiver.tracker(kind, name, secret)
+    t, url = receiver.tracker(kind, name, secret, **({"deployment": site} if site else {}))
     if options is None:
         options = {"resolve_transition": "31"} if kind == "jira" else {}
     cols = {"name": name, "kind": kind, "url": url, "secret": secret, "agent_pattern": pattern,
@@ -178,6 +179,48 @@ def test_a_lost_answer_never_opens_a_second_issue(receiver):
     g = by_event(gname)["created"]
     assert g[4] == "delivered" and "found the issue an earlier attempt opened" in g[7], g
     assert gh.problems == [] and jr.problems == []
+
+
+@pytest.mark.parametrize("deployment", ["cloud", "data_center"])
+def test_jira_deployment_picks_the_search(receiver, deployment):
+    """A Jira site that is not on atlassian.net (here a loopback address):
+    the option deployment says which search looks for a create whose answer
+    was lost.  Cloud's /search/jql and Data Center's /search answer in
+    their own shapes; either way the issue is found, not opened twice."""
+    prefix, pattern = group()
+    name, jr = tracker_destination(receiver, "jira", pattern, site=deployment,
+                                   options={"resolve_transition": "31", "deployment": deployment})
+    jr.fault("create", 502, {"errorMessages": ["Bad gateway"], "errors": {}}, apply=True)
+    iid = new_incident(prefix + ".a")
+    run_once()
+    assert len(jr.issues) == 1 and by_event(name)["created"][4] == "pending"
+    assert refs(iid) == {}
+    due_now(name)
+    run_once()
+    search = "/rest/api/2/search/jql" if deployment == "cloud" else "/rest/api/2/search"
+    assert [(r[0], r[1]) for r in jr.requests] == [("POST", "/rest/api/2/issue"), ("GET", search)]
+    (jid,) = jr.issues
+    assert refs(iid)[name]["id"] == jid
+    d = by_event(name)["created"]
+    assert d[4] == "delivered" and "found the issue an earlier attempt opened" in d[7], d
+    assert jr.problems == []
+
+
+def test_a_cloud_site_taken_for_data_center_is_told_410(receiver):
+    """Without deployment, a site that is not on atlassian.net is taken for
+    Data Center: a Cloud site on a domain of its own answers the search it
+    removed with 410 Gone, and the find is dead with Atlassian's message."""
+    prefix, pattern = group()
+    name, jr = tracker_destination(receiver, "jira", pattern, site="cloud")
+    jr.fault("create", 502, {"errorMessages": ["Bad gateway"], "errors": {}}, apply=True)
+    new_incident(prefix + ".a")
+    run_once()
+    due_now(name)
+    run_once()
+    d = by_event(name)["created"]
+    assert d[4] == "dead" and d[6] == 410, d
+    assert d[7].startswith("HTTP 410: The requested API has been removed."), d
+    assert jr.problems == ["GET /rest/api/2/search: not a search of Jira Cloud"]
 
 
 def test_an_error_before_the_create_creates_once(receiver):

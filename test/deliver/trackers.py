@@ -10,9 +10,16 @@ documented status and fields:
 
   GitHub (REST API 2022-11-28)            Jira (REST API 2)
   POST  .../issues           201 issue    POST .../rest/api/2/issue                  201 {id, key, self}
-  GET   .../issues?...       200 [issue]  GET  .../rest/api/2/search[/jql]?jql=...  200 {issues: [...]}
+  GET   .../issues?...       200 [issue]  GET  .../rest/api/2/search/jql?jql=...    200 (Cloud, below)
+                                          GET  .../rest/api/2/search?jql=...        200 (Data Center)
   PATCH .../issues/N         200 issue    POST .../rest/api/2/issue/ID/transitions  204
   POST  .../issues/N/comments 201 comment POST .../rest/api/2/issue/ID/comment      201 comment
+
+A Jira stand-in is a Cloud site or a Data Center one (deployment).  Cloud
+searches at /search/jql and answers {issues, isLast, nextPageToken} (no
+total); it has removed /search, which answers 410 Gone as Atlassian's does.
+Data Center searches at /search and answers {startAt, maxResults, total,
+issues}; it has no /search/jql (404).
 
 A request that breaks the description is answered 400 (Jira) or 422
 (GitHub) and recorded in problems, which the tests require to be empty.
@@ -269,8 +276,16 @@ class Jira(Tracker):
     kind = "jira"
     TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
 
-    def __init__(self, name, secret, project="OPS", base=""):
+    # the query parameters of each search, as the vendor documents them
+    CLOUD_SEARCH = {"jql", "nextPageToken", "maxResults", "fields", "expand", "properties",
+                    "fieldsByKeys", "failFast", "reconcileIssues"}
+    DC_SEARCH = {"jql", "startAt", "maxResults", "validateQuery", "fields", "expand",
+                 "properties", "fieldsByKeys"}
+
+    def __init__(self, name, secret, project="OPS", base="", deployment="data_center"):
         super().__init__(name, secret)
+        assert deployment in ("cloud", "data_center"), deployment
+        self.deployment = deployment
         self.project = project
         self.base = base          # what self links begin with
         self.next_id = 10000
@@ -304,6 +319,15 @@ class Jira(Tracker):
                 return self.invalid(None, {"project": "valid project is required"})
             return self.run("create", lambda: self.create(body))
         if method == "GET" and path in ("/rest/api/2/search", "/rest/api/2/search/jql"):
+            cloud = self.deployment == "cloud"
+            if path.endswith("/jql") != cloud:
+                self.problem("GET %s: not a search of Jira %s" % (path, "Cloud" if cloud else "Data Center"))
+                if cloud:
+                    return Answer(410, {"errorMessages": [
+                        "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. "
+                        "A full migration guideline is available at "
+                        "https://developer.atlassian.com/changelog/#CHANGE-2046"], "errors": {}})
+                return Answer(404, {"errorMessages": ["null for uri: %s" % path], "errors": {}})
             return self.run("search", lambda: self.search(query))
         m = re.fullmatch(r"/rest/api/2/issue/([A-Z0-9_-]+)/(transitions|comment)", path)
         if m and method == "POST":
@@ -338,6 +362,10 @@ class Jira(Tracker):
         return Answer(201, {"id": iid, "key": key, "self": "%s/rest/api/2/issue/%s" % (self.base, iid)})
 
     def search(self, q):
+        cloud = self.deployment == "cloud"
+        for k in q:
+            if k not in (self.CLOUD_SEARCH if cloud else self.DC_SEARCH):
+                self.problem("search: no query parameter %r" % k)
         jql = q.get("jql", "")
         if not jql.strip():
             self.problem("search: no jql")
@@ -347,12 +375,19 @@ class Jira(Tracker):
         if "maxResults" in q and not q["maxResults"].isdigit():
             self.problem("search: maxResults %r" % q["maxResults"])
         fields = q.get("fields", "").split(",")
+        limit = int(q["maxResults"]) if q.get("maxResults", "").isdigit() else 50
         with self.lock:
             found = [{"id": iid, "key": i["key"], "self": "%s/rest/api/2/issue/%s" % (self.base, iid),
                       "fields": {f: i.get(f) for f in fields if f}}
                      for iid, i in sorted(self.issues.items(), reverse=True)
                      if "gate-bridge" in i.get("labels", []) or "labels" not in jql]
-        return Answer(200, {"issues": found, "isLast": True})
+        if cloud:
+            answer = {"issues": found[:limit], "isLast": len(found) <= limit}
+            if len(found) > limit:
+                answer["nextPageToken"] = "page-2"
+            return Answer(200, answer)
+        return Answer(200, {"expand": "schema,names", "startAt": 0, "maxResults": limit,
+                            "total": len(found), "issues": found[:limit]})
 
     def transition(self, iid, tid):
         with self.lock:

@@ -82,17 +82,25 @@ SELECT t.label, pg_temp.try(format('INSERT INTO gate_bridge.destinations (name, 
 	('jira, a transition that is not an id', $$'j6', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "Done"}', DEFAULT$$),
 	('jira, an empty issue type', $$'j7', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": 31, "issue_type": " "}', DEFAULT$$),
 	('jira, an unknown option', $$'j8', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "31", "priority": "High"}', DEFAULT$$),
+	('jira, an unknown deployment', $$'j10', 'jira', 'https://jira.acme.test/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "31", "deployment": "server"}', DEFAULT$$),
+	('jira, a deployment that is not a string', $$'j11', 'jira', 'https://jira.acme.test/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "31", "deployment": ["cloud"]}', DEFAULT$$),
 	('options that are not an object', $$'j9', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '[]', DEFAULT$$),
 	('a webhook with options', $$'w1', 'webhook', 'https://hook.test/', NULL, '{"resolve_transition": "31"}', DEFAULT$$),
 	('an unknown kind', $$'x1', 'gitlab', 'https://gitlab.test/api/v4/projects/1', 'tok', '{}', DEFAULT$$),
 	('github, loopback over http', $$'ok-g', 'github', 'http://127.0.0.1:8080/gh/repos/acme/ops', 'tok', '{}', DEFAULT$$),
 	('github enterprise', $$'ok-ghe', 'github', 'https://ghe.acme.test/api/v3/repos/acme/ops.site', 'tok', '{}', DEFAULT$$),
 	('jira, created only: no transition needed', $$'ok-j1', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{}', '{created,escalated}'$$),
-	('jira data center, every option', $$'ok-j2', 'jira', 'https://jira.acme.test/jira/rest/api/2/project/OPS_2', 'PAT0123', '{"resolve_transition": 31, "reopen_transition": "11", "issue_type": "Incident"}', DEFAULT$$)
+	('jira data center, every option', $$'ok-j2', 'jira', 'https://jira.acme.test/jira/rest/api/2/project/OPS_2', 'PAT0123', '{"resolve_transition": 31, "reopen_transition": "11", "issue_type": "Incident", "deployment": "data_center"}', DEFAULT$$),
+	('jira cloud on a domain of its own', $$'ok-j3', 'jira', 'https://jira.acme.com/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "31", "deployment": "cloud"}', DEFAULT$$)
   ) AS t(label, cmd);
 \set VERBOSITY default
 INSERT INTO gate_bridge.destinations (name, kind, url, secret, options)
 	VALUES ('j5', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{}');
+INSERT INTO gate_bridge.destinations (name, kind, url, secret, options)
+	VALUES ('j10', 'jira', 'https://jira.acme.test/rest/api/2/project/OPS', 'me@acme.test:tok',
+			'{"resolve_transition": "31", "deployment": "server"}');
+INSERT INTO gate_bridge.destinations (name, kind, url, secret, options)
+	VALUES ('j8', 'jira', 'https://acme.atlassian.net/rest/api/2/project/OPS', 'me@acme.test:tok', '{"resolve_transition": "31", "priority": "High"}');
 \set VERBOSITY terse
 -- an update is checked too: taking resolutions needs the transition
 SELECT pg_temp.try($$UPDATE gate_bridge.destinations SET events = events || '{resolved}' WHERE name = 'ok-j1'$$);
@@ -305,6 +313,17 @@ SELECT r.request, r.method, r.request_url
   FROM gate_bridge.issue_request('jira', 'https://jira.acme.test/jira/rest/api/2/project/OPS', '{}', 'dest',
 								 jsonb_set(:'gpayload', '{event,event}', '"created"'), '{}', NULL, true, NULL,
 								 now() - interval '5 minutes') r;
+-- which search: the deployment option, or without it the site's host
+-- (atlassian.net is Cloud, any other Data Center)
+SELECT t.url, t.options ->> 'deployment' AS deployment,
+	   substring(r.request_url from '/rest/api/2/search[^?]*') AS search
+  FROM (VALUES ('https://acme.atlassian.net/rest/api/2/project/OPS', '{}'::jsonb),
+			   ('https://jira.acme.com/rest/api/2/project/OPS', '{}'),
+			   ('https://jira.acme.com/rest/api/2/project/OPS', '{"deployment": "cloud"}'),
+			   ('https://jira.acme.com/rest/api/2/project/OPS', '{"deployment": "data_center"}')) AS t(url, options)
+ CROSS JOIN LATERAL gate_bridge.issue_request('jira', t.url, t.options, 'dest',
+											  jsonb_set(:'gpayload', '{event,event}', '"created"'), '{}',
+											  NULL, true, NULL) r;
 SELECT r.note FROM gate_bridge.issue_request('github', 'https://api.github.com/repos/acme/ops', '{}', 'dest',
 											 jsonb_set(:'gpayload', '{event,event}', '"resolved"'), '{}') r;
 SELECT gate_bridge.url_encode('project = "OPS" AND created >= "-15m" ü&?/');

@@ -111,9 +111,22 @@ SELECT (SELECT count(*) FROM gate_bridge.incidents) AS incidents,
 -- a destination: queued in the outbox; its delivery is the outcome
 SELECT gate_bridge.run_playbook(2, 'call_hook', 'bob');
 SELECT destination, event, incident_id, status FROM gate_bridge.deliveries ORDER BY id;
+CREATE TEMP TABLE playbook_claims AS SELECT * FROM gate_bridge.claim_deliveries('regress_worker', 10);
 SELECT c.destination, c.event, c.payload->'event'->>'event' AS payload_event,
 	   c.payload->'event'->'detail'->>'playbook' AS payload_playbook, c.payload->'event'->>'actor' AS actor
-  FROM gate_bridge.claim_deliveries('regress_worker', 10) c;
+  FROM playbook_claims c;
+-- its payload: the incident's whole row, as a function action gets it
+-- (details included), and the playbook
+SELECT ARRAY(SELECT jsonb_object_keys(c.payload) ORDER BY 1) AS payload_keys,
+	   c.payload->'incident' = (SELECT to_jsonb(i) FROM gate_bridge.incidents i WHERE i.id = 2)
+		   AS incident_as_a_function_gets_it,
+	   ARRAY(SELECT jsonb_object_keys(c.payload->'incident'->'details') ORDER BY 1) AS details_keys,
+	   c.payload->'playbook' AS playbook
+  FROM playbook_claims c;
+-- the webhook's body is the payload; Slack's names the playbook
+SELECT c.body = c.payload AS webhook_body_is_the_payload,
+	   jsonb_path_query_array(gate_bridge.delivery_body('slack', c.payload), '$.blocks[*].text.text') AS slack_texts
+  FROM playbook_claims c;
 SELECT gate_bridge.complete_delivery(d.id, 202) FROM gate_bridge.deliveries d
  WHERE d.event = 'playbook_started';
 SELECT * FROM pg_temp.runs(2);
