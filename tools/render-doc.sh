@@ -28,6 +28,11 @@ if [ "$dir" != . ]; then
 	root=$(printf '%s\n' "$dir" | sed -e 's|[^/][^/]*|..|g' -e 's|$|/|')
 fi
 
+if ! command -v cmark-gfm >/dev/null 2>&1; then
+	echo "$0: cmark-gfm is needed to build the runbook pages of gate-bridge serve (Debian: apt-get install cmark-gfm)" >&2
+	exit 1
+fi
+
 tmp=$out.tmp
 cmark-gfm --validate-utf8 -e table -e autolink -e strikethrough -e tagfilter "$src" >"$tmp.body"
 awk -v dir="$dir" -v served="$served" -v root="$root" -v src="$src" '
