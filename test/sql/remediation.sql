@@ -162,8 +162,8 @@ ROLLBACK;
 
 -------------------------------------------------------------------------------
 -- Auto-run: low risk and auto_run, once per incident, after the creating
--- transaction commits, never while snoozed, silenced or flapping, at most
--- gate_bridge.auto_run_limit per playbook per hour.
+-- transaction commits, never while snoozed, silenced or flapping (it runs
+-- once that ends), at most gate_bridge.auto_run_limit per playbook per hour.
 -------------------------------------------------------------------------------
 INSERT INTO gate_bridge.playbooks (name, title, risk, action, action_role, auto_run)
 VALUES ('risky_auto', 'x', 'high', 'public.regress_rerun', 'regress_remediator', true);
@@ -178,7 +178,8 @@ SELECT gate_bridge.tick();
 ROLLBACK;
 SELECT count(*) AS incidents FROM gate_bridge.incidents;
 INSERT INTO gate_bridge.eval_results (agent, quality) VALUES
-	('rem.c', 0.1), ('rem.snoozed', 0.1), ('rem.silenced', 0.1), ('rem.done', 0.1);
+	('rem.c', 0.1), ('rem.snoozed', 0.1), ('rem.silenced', 0.1), ('rem.done', 0.1),
+	('rem.flapping', 0.1);
 CREATE FUNCTION pg_temp.inc(a text) RETURNS bigint LANGUAGE sql AS $$
 	SELECT id FROM gate_bridge.incidents WHERE agent = a $$;
 SELECT gate_bridge.snooze(pg_temp.inc('rem.snoozed'), '1 hour', 'bob') IS NOT NULL AS snoozed;
@@ -186,6 +187,8 @@ SELECT gate_bridge.silence('rem.silenced', '1 hour', 'maintenance') > 0 AS silen
 -- (it was open before the silence: the silence holds its events back, and
 -- auto-run waits for the silence to end)
 SELECT gate_bridge.resolve(pg_temp.inc('rem.done'), 'bob');
+-- (flapping as the lifecycle marks it: test/sql/flapping.sql)
+UPDATE gate_bridge.incident_rows SET flapping = true WHERE agent = 'rem.flapping';
 SELECT gate_bridge.tick();
 SELECT i.agent, r.event, r.actor, r.playbook, r.auto, r.outcome
   FROM gate_bridge.incidents i, pg_temp.runs(i.id) r ORDER BY i.agent, r.event DESC;
@@ -221,6 +224,14 @@ SELECT gate_bridge.tick();
 SELECT gate_bridge.tick();
 SELECT i.agent, a.playbook FROM gate_bridge.playbook_auto_runs a
   JOIN gate_bridge.incidents i ON i.id = a.incident_id WHERE i.agent = 'rem.silenced';
+-- flapping that ends: rem.flapping runs it, on its timeline
+SELECT i.agent, count(a.*) AS runs FROM gate_bridge.incidents i
+  LEFT JOIN gate_bridge.playbook_auto_runs a ON a.incident_id = i.id
+ WHERE i.agent = 'rem.flapping' GROUP BY i.agent;
+UPDATE gate_bridge.incident_rows SET flapping = false WHERE agent = 'rem.flapping';
+SELECT gate_bridge.tick();
+SELECT r.event, r.actor, r.playbook, r.auto, r.outcome
+  FROM pg_temp.runs(pg_temp.inc('rem.flapping')) r;
 
 -- clean up what is outside the extension
 DELETE FROM gate_bridge.playbook_rules WHERE NOT builtin;
