@@ -1720,7 +1720,15 @@ BEGIN
 
 	FOR r IN
 		SELECT d.id, d.destination, t.kind, t.url, t.secret, t.options, d.event_id, d.event,
-			   d.incident_id, d.attempts, d.unconfirmed, d.created_at,
+			   d.incident_id, d.attempts, d.created_at,
+			   -- a create of this incident here that died without an
+			   -- answer may have opened the issue: look before opening it
+			   d.unconfirmed
+				 OR EXISTS (SELECT FROM gate_bridge.deliveries p
+							 WHERE p.incident_id = d.incident_id
+							   AND p.destination = d.destination
+							   AND p.id <> d.id AND p.status = 'dead' AND p.unconfirmed)
+				 AS unconfirmed,
 			   i.details, i.external_refs -> d.destination AS ref,
 			   jsonb_build_object(
 				'event', jsonb_build_object(
@@ -1804,8 +1812,10 @@ COMMENT ON FUNCTION gate_bridge.claim_deliveries(text, integer, interval, text) 
  * sent; read as UTF-8 JSON when it is that): a create's
  * answer gives the issue, stored on the incident (incident_rows.
  * external_refs, by destination); a find's says whether an earlier attempt
- * opened it (stored, delivered) or not (pending again at once, to create
- * it).  A create that got no answer, a 5xx, or a 2xx without an issue may
+ * opened it (stored; delivered, or for an event other than created pending
+ * again at once, to ask what the event asks) or not (pending again at once,
+ * to create it); either way the earlier creates that died in doubt are
+ * settled.  A create that got no answer, a 5xx, or a 2xx without an issue may
  * have opened it: the delivery is unconfirmed, and its next attempt, at
  * least 30 s later, is a find.  An error's message is taken from the
  * answer; GitHub's 403 that says it is a rate limit is retried, after at
@@ -1862,6 +1872,24 @@ BEGIN
 			   SET external_refs = i.external_refs || jsonb_build_object(d.destination, ref)
 			 WHERE i.id = d.incident_id;
 		END IF;
+		IF issue AND d.request = 'find'
+		   AND (ref IS NOT NULL OR gate_bridge.issue_list(t.kind, answer) IS NOT NULL) THEN
+			-- the search answered: earlier creates that died in doubt are
+			-- settled, found or not
+			UPDATE gate_bridge.deliveries x
+			   SET unconfirmed = false
+			 WHERE x.incident_id = d.incident_id AND x.destination = d.destination
+			   AND x.id <> d.id AND x.status = 'dead' AND x.unconfirmed;
+		END IF;
+		IF issue AND d.request = 'find' AND ref IS NOT NULL AND d.event <> 'created' THEN
+			-- found for a later event: now ask what that event asks
+			UPDATE gate_bridge.deliveries x
+			   SET status = 'pending', lease_until = NULL, next_attempt_at = now(),
+				   unconfirmed = false, last_status = http_status,
+				   last_error = 'found the issue an earlier attempt opened: ' || (ref ->> 'url')
+			 WHERE x.id = d.id;
+			RETURN 'pending';
+		END IF;
 		IF NOT issue OR d.request NOT IN ('create', 'find') OR ref IS NOT NULL THEN
 			UPDATE gate_bridge.deliveries x
 			   SET status = 'delivered', delivered_at = now(), lease_until = NULL,
@@ -1877,7 +1905,9 @@ BEGIN
 			UPDATE gate_bridge.deliveries x
 			   SET status = 'pending', lease_until = NULL, next_attempt_at = now(),
 				   unconfirmed = false, last_status = http_status,
-				   last_error = 'no issue opened by an earlier attempt was found; creating it'
+				   last_error = 'no issue opened by an earlier attempt was found; '
+								|| CASE WHEN d.event IN ('resolved', 'auto_resolved')
+										THEN 'nothing to close' ELSE 'creating it' END
 			 WHERE x.id = d.id;
 			RETURN 'pending';
 		END IF;
@@ -2208,8 +2238,9 @@ $fn$;
  * claim_deliveries()), details the incident's, ref its issue at this
  * destination (NULL: none yet), since when the delivery was written.
  *
- *   no issue yet:   create it (find it instead when an earlier attempt may
- *                   have: unconfirmed); for a resolution, nothing
+ *   no issue yet:   create it; for a resolution, nothing; but find it
+ *                   first when an earlier attempt may have opened it
+ *                   (unconfirmed), whatever the event
  *   created:        nothing (the issue is open already: a redelivery)
  *   resolved, auto_resolved: close it (jira: resolve_transition)
  *   reopened:       reopen it (jira: reopen_transition; without it, comment)
@@ -2269,11 +2300,14 @@ BEGIN
 
 	-- what to ask
 	IF ref IS NULL THEN
-		IF ev IN ('resolved', 'auto_resolved') THEN
+		IF unconfirmed THEN
+			request := 'find';
+		ELSIF ev IN ('resolved', 'auto_resolved') THEN
 			note := 'no issue was opened for this incident here: nothing to close';
 			RETURN;
+		ELSE
+			request := 'create';
 		END IF;
-		request := CASE WHEN unconfirmed THEN 'find' ELSE 'create' END;
 	ELSIF ev = 'created' THEN
 		note := 'the incident''s issue was opened already: ' || COALESCE(ref ->> 'url', ref ->> 'id');
 		RETURN;

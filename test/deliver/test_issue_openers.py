@@ -181,6 +181,70 @@ def test_a_lost_answer_never_opens_a_second_issue(receiver):
     assert gh.problems == [] and jr.problems == []
 
 
+def test_a_create_that_died_in_doubt_is_looked_for_again(receiver):
+    """GitHub opens the issue but answers 502; the search after it is
+    refused (422), so that delivery dies not knowing whether the issue is
+    there.  The incident's next event looks for it again before anything
+    else: it is found, the escalation is commented on it, no second issue
+    is opened, and the resolution closes it."""
+    prefix, pattern = group()
+    name, gh = tracker_destination(receiver, "github", pattern)
+    gh.fault("create", 502, {"message": "Bad gateway"}, apply=True)
+    gh.fault("list", 422, {"message": "Validation Failed",
+                           "documentation_url": "https://docs.github.com/rest/issues/issues#list-repository-issues",
+                           "status": "422"})
+    agent = prefix + ".a"
+    iid = new_incident(agent, sev="sev2")
+    run_once()
+    due_now(name)
+    run_once()
+    created = by_event(name)["created"]
+    assert created[4] == "dead" and created[6] == 422, created
+    assert len(gh.issues) == 1 and refs(iid) == {}
+    assert sql1("SELECT unconfirmed FROM gate_bridge.deliveries WHERE id = %s", (created[0],))
+    escalate(agent)
+    run_once(["--timeout", "5"])
+    run_once(["--timeout", "5"])
+    (gno,) = gh.issues
+    assert refs(iid)[name]["id"] == str(gno)
+    assert gh.count("POST", r"/issues$") == 1, gh.requests
+    assert gh.count("GET", r"/issues$") == 2, gh.requests
+    esc = by_event(name)["escalated"]
+    assert esc[4] == "delivered", esc
+    assert [c[0] for c in gh.comments] == [gno], gh.comments
+    # the doubt is settled: the dead create no longer says it may have opened it
+    assert not sql1("SELECT unconfirmed FROM gate_bridge.deliveries WHERE id = %s", (created[0],))
+    sql("SELECT gate_bridge.resolve(%s)", (iid,))
+    run_once()
+    assert by_event(name)["resolved"][4] == "delivered"
+    assert gh.issues[gno]["state"] == "closed", gh.issues[gno]
+    assert gh.count("POST", r"/issues$") == 1 and gh.problems == []
+
+
+def test_a_resolution_after_a_doubt_looks_first(receiver):
+    """Jira opens the issue and answers 502, and the search after it is
+    refused: the resolution that follows finds the issue and closes it
+    (it would otherwise have had nothing to close)."""
+    prefix, pattern = group()
+    name, jr = tracker_destination(receiver, "jira", pattern)
+    jr.fault("create", 502, {"errorMessages": ["Bad gateway"], "errors": {}}, apply=True)
+    jr.fault("search", 400, {"errorMessages": ["The value 'x' does not exist."], "errors": {}})
+    iid = new_incident(prefix + ".a")
+    run_once()
+    due_now(name)
+    run_once()
+    assert by_event(name)["created"][4] == "dead"
+    sql("SELECT gate_bridge.resolve(%s)", (iid,))
+    run_once()
+    run_once()
+    (jid,) = jr.issues
+    r = by_event(name)["resolved"]
+    assert r[4] == "delivered", r
+    assert refs(iid)[name]["id"] == jid
+    assert jr.count("POST", r"/transitions$") == 1, jr.requests
+    assert jr.count("POST", r"/rest/api/2/issue$") == 1 and jr.problems == []
+
+
 @pytest.mark.parametrize("deployment", ["cloud", "data_center"])
 def test_jira_deployment_picks_the_search(receiver, deployment):
     """A Jira site that is not on atlassian.net (here a loopback address):
