@@ -5,16 +5,7 @@
 \i test/sql/include/lifecycle.sql
 \set ECHO none
 TRUNCATE gate_bridge.destinations, gate_bridge.deliveries RESTART IDENTITY CASCADE;
--- an error's SQLSTATE and message
-CREATE FUNCTION pg_temp.try(cmd text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE cmd;
-	RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-	RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i test/sql/include/try.sql
 -- the outbox, without times
 CREATE FUNCTION pg_temp.outbox()
 RETURNS TABLE (id bigint, destination text, incident_id bigint, event text, status text,

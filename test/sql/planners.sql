@@ -7,16 +7,9 @@
 TRUNCATE gate_bridge.eval_results, gate_bridge.budgets, gate_bridge.incident_rows,
 		 gate_bridge.incident_events, gate_bridge.deliveries, gate_bridge.incident_keys RESTART IDENTITY CASCADE;
 
--- Runs one statement; returns "ok" or the error's SQLSTATE and message.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE stmt;
-	RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-	RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\set ECHO none
+\i test/sql/include/try.sql
+\set ECHO all
 
 -- A number rounded to 6 significant digits.
 CREATE FUNCTION pg_temp.sig(x numeric) RETURNS numeric
