@@ -162,10 +162,8 @@ class Listener {
   // One connection: LISTEN, then read until asked to stop or idle too long.
   async follow(client) {
     // A notification only wakes us; a lost connection ends the wait with
-    // its error.  node-postgres emits 'error' for a connection that breaks
-    // while idle; without a handler that would end the process.
+    // its error (the 'error' handler is run()'s).
     client.on('notification', () => { this.woken = true; if (this.wake) this.wake(); });
-    client.on('error', (err) => { if (this.wake) this.wake(err); });
     client.on('end', () => {
       if (this.wake) this.wake(new Error('Connection terminated'));
     });
@@ -195,6 +193,13 @@ class Listener {
     while (!this.stopping) {
       const client = new Client({ connectionString: process.env.DATABASE_URL,
         fallback_application_name: PROGRAM });
+      // node-postgres emits 'error' for a connection that breaks outside a
+      // query, even in the moment between connect() resolving and follow()
+      // starting (a termination that arrives with the end of the
+      // handshake); without a handler from the start, that would end the
+      // process.  A query on the broken connection then fails, and the
+      // catch below reconnects.
+      client.on('error', (err) => { if (this.wake) this.wake(err); });
       try {
         await client.connect();
         failures = 0;
